@@ -1,0 +1,1 @@
+"""Renderer backends: NeRF, KiloNeRF, R2L behind one interface (``base.RendererBackend``)."""

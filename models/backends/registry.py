@@ -1,0 +1,24 @@
+"""Plain registry: backend name -> backend class, in the order the viewer lists them (keys 1, 2, 3)."""
+
+from __future__ import annotations
+
+import torch
+
+from models.backends.base import RendererBackend
+from models.backends.nerf import NerfBackend
+
+BACKENDS: dict[str, type[RendererBackend]] = {
+    NerfBackend.name: NerfBackend,
+}
+
+
+def backend_class(name: str) -> type[RendererBackend]:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown backend '{name}' (known: {', '.join(BACKENDS)})") from None
+
+
+def create(name: str, device: torch.device | str | None = None) -> RendererBackend:
+    """A fresh, unloaded backend instance of the given name."""
+    return backend_class(name)(device)

@@ -1,0 +1,47 @@
+"""Device selection: cuda > mps > cpu, chosen once."""
+
+from __future__ import annotations
+
+import torch
+
+
+def best_device() -> torch.device:
+    """The fastest available device (cuda, then mps, then cpu)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """Turn a user-given device name ("cuda", "cpu", "mps", None/"auto") into a device.
+
+    Raises ValueError with a readable message if the device is not available.
+    """
+    if name in (None, "", "auto"):
+        return best_device()
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available on this machine")
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError("device 'mps' requested but MPS is not available on this machine")
+    return dev
+
+
+def describe(device: torch.device) -> str:
+    """Human readable device name for HUDs and reports."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued work on ``device`` (for honest timings)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

@@ -1,0 +1,214 @@
+"""Scene folder: ``scene.json`` (versioned manifest) + one ``.safetensors`` file per model.
+
+Layout::
+
+    myscene/
+      scene.json             manifest, see SceneManifest below
+      nerf.safetensors       teacher weights (coarse.* and fine.*)
+      occupancy.safetensors  occupancy grid (bool voxels) used for empty-space skipping
+      kilonerf.safetensors   distilled KiloNeRF grid (when distilled)
+      r2l.safetensors        distilled R2L light field (when distilled)
+      checkpoints/           resumable training state (never needed for viewing)
+
+``scene.json`` keys: ``format`` ("neural-scene"), ``version``, ``dataset`` {path, kind},
+``aabb`` [[x0,y0,z0],[x1,y1,z1]], ``near``, ``far``, ``ndc`` (null or {width, height, focal,
+near}), ``background`` [r,g,b], ``camera_convention`` ("opengl"), ``up`` [x,y,z], ``cameras``
+{split: [{c2w, width, height, fx, fy, cx, cy, name}]}, ``backends`` {name: {weights, config,
+metrics, updated}}, ``occupancy`` {weights, resolution, threshold} or null.
+
+Nothing here unpickles: weights are safetensors, the manifest is JSON.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from models.cameras import Camera
+from models.storage import StorageError, load_tensors, read_json, save_tensors, write_json
+
+FORMAT = "neural-scene"
+VERSION = 1
+
+
+class SceneError(Exception):
+    """A scene folder is missing, malformed or of an unsupported version."""
+
+
+@dataclass
+class Scene:
+    """An opened scene folder (the manifest in memory; weights loaded on demand)."""
+
+    root: Path
+    near: float
+    far: float
+    aabb: list[list[float]]
+    background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    ndc: dict | None = None
+    up: list[float] = field(default_factory=lambda: [0.0, 0.0, 1.0])
+    dataset: dict = field(default_factory=dict)
+    cameras: dict[str, list[dict]] = field(default_factory=dict)
+    backends: dict[str, dict] = field(default_factory=dict)
+    occupancy: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    MANIFEST = "scene.json"
+
+    # ------------------------------------------------------------------------------ creation
+    @staticmethod
+    def create(root: Path, data) -> "Scene":
+        """A new scene folder for a dataset (``models.data.SceneData``); writes the manifest."""
+        root = Path(root)
+        cams = {}
+        for split_name, split in data.splits.items():
+            cams[split_name] = [
+                {
+                    "name": split.names[i],
+                    "c2w": split.c2w[i].tolist(),
+                    "width": split.width,
+                    "height": split.height,
+                    "fx": float(split.intrinsics[i, 0]),
+                    "fy": float(split.intrinsics[i, 1]),
+                    "cx": float(split.intrinsics[i, 2]),
+                    "cy": float(split.intrinsics[i, 3]),
+                }
+                for i in range(len(split.names))
+            ]
+        scene = Scene(
+            root=root,
+            near=float(data.near),
+            far=float(data.far),
+            aabb=[list(map(float, data.aabb[0])), list(map(float, data.aabb[1]))],
+            background=list(map(float, data.background)),
+            ndc=data.ndc,
+            up=list(map(float, data.up)),
+            dataset={"path": str(Path(data.root).resolve()), "kind": data.kind},
+            cameras=cams,
+        )
+        scene.save_manifest()
+        return scene
+
+    # -------------------------------------------------------------------------------- loading
+    @staticmethod
+    def load(root: Path) -> "Scene":
+        root = Path(root)
+        if not root.exists():
+            raise SceneError(f"{root}: scene folder not found")
+        if not root.is_dir():
+            raise SceneError(f"{root}: not a folder (a scene is a folder holding scene.json)")
+        try:
+            m = read_json(root / Scene.MANIFEST)
+        except StorageError as e:
+            raise SceneError(str(e)) from None
+        if not isinstance(m, dict) or m.get("format") != FORMAT:
+            raise SceneError(f"{root / Scene.MANIFEST}: not a scene manifest (format must be '{FORMAT}')")
+        if m.get("version") != VERSION:
+            raise SceneError(
+                f"{root / Scene.MANIFEST}: unsupported scene version {m.get('version')!r} (this build reads {VERSION})"
+            )
+        try:
+            aabb = m["aabb"]
+            if len(aabb) != 2 or any(len(r) != 3 for r in aabb):
+                raise ValueError("aabb must be [[x0,y0,z0],[x1,y1,z1]]")
+            scene = Scene(
+                root=root,
+                near=float(m["near"]),
+                far=float(m["far"]),
+                aabb=[[float(x) for x in r] for r in aabb],
+                background=[float(x) for x in m.get("background", [1, 1, 1])],
+                ndc=m.get("ndc"),
+                up=[float(x) for x in m.get("up", [0, 0, 1])],
+                dataset=dict(m.get("dataset", {})),
+                cameras=dict(m.get("cameras", {})),
+                backends=dict(m.get("backends", {})),
+                occupancy=m.get("occupancy"),
+                extra=dict(m.get("extra", {})),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise SceneError(f"{root / Scene.MANIFEST}: malformed manifest ({e!r})") from None
+        for name, entry in scene.backends.items():
+            if not isinstance(entry, dict) or "weights" not in entry:
+                raise SceneError(f"{root / Scene.MANIFEST}: backend '{name}' entry has no 'weights' file")
+        return scene
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "dataset": self.dataset,
+            "aabb": self.aabb,
+            "near": self.near,
+            "far": self.far,
+            "ndc": self.ndc,
+            "background": self.background,
+            "camera_convention": "opengl",
+            "up": self.up,
+            "cameras": self.cameras,
+            "backends": self.backends,
+            "occupancy": self.occupancy,
+            "extra": self.extra,
+        }
+
+    def save_manifest(self) -> None:
+        write_json(self.root / self.MANIFEST, self.to_json())
+
+    # -------------------------------------------------------------------------------- weights
+    def save_model(self, name: str, tensors: dict[str, torch.Tensor], config: dict, metrics: dict | None = None) -> None:
+        """Write ``<name>.safetensors`` atomically and register it in the manifest."""
+        fname = f"{name}.safetensors"
+        save_tensors(self.root / fname, tensors, metadata={"backend": name})
+        self.backends[name] = {
+            "weights": fname,
+            "config": config,
+            "metrics": metrics or self.backends.get(name, {}).get("metrics", {}),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        self.save_manifest()
+
+    def set_metrics(self, name: str, metrics: dict) -> None:
+        self.backends.setdefault(name, {}).setdefault("metrics", {}).update(metrics)
+        self.save_manifest()
+
+    def load_model(self, name: str, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+        """(tensors, config) of a registered model; clear SceneError when missing/corrupt."""
+        entry = self.backends.get(name)
+        if entry is None:
+            raise SceneError(f"{self.root}: no '{name}' model in this scene")
+        try:
+            return load_tensors(self.root / entry["weights"], device), dict(entry.get("config", {}))
+        except StorageError as e:
+            raise SceneError(str(e)) from None
+
+    def save_occupancy(self, grid: torch.Tensor, threshold: float) -> None:
+        save_tensors(self.root / "occupancy.safetensors", {"occupied": grid.to(torch.uint8)})
+        self.occupancy = {"weights": "occupancy.safetensors", "resolution": list(grid.shape), "threshold": threshold}
+        self.save_manifest()
+
+    def load_occupancy(self, device: str | torch.device = "cpu") -> torch.Tensor | None:
+        """(X, Y, Z) bool occupancy grid over ``aabb`` or None if the scene has none."""
+        if not self.occupancy:
+            return None
+        try:
+            t = load_tensors(self.root / self.occupancy["weights"], device)["occupied"]
+        except (StorageError, KeyError) as e:
+            raise SceneError(f"{self.root}: occupancy grid unreadable ({e})") from None
+        return t.bool()
+
+    # -------------------------------------------------------------------------------- cameras
+    def camera_list(self, split: str = "test") -> list[Camera]:
+        return [
+            Camera(torch.tensor(c["c2w"], dtype=torch.float32), int(c["width"]), int(c["height"]),
+                   float(c["fx"]), float(c["fy"]), float(c["cx"]), float(c["cy"]))
+            for c in self.cameras.get(split, [])
+        ]
+
+    @property
+    def aabb_tensor(self) -> torch.Tensor:
+        return torch.tensor(self.aabb, dtype=torch.float32)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.root / "checkpoints"
