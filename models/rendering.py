@@ -146,11 +146,14 @@ def packed_exclusive_cumsum(values: torch.Tensor, ray_ids: torch.Tensor, n_rays:
     """
     if values.numel() == 0:
         return values.clone()
-    incl = torch.cumsum(values, 0)
-    excl = incl - values
+    # A global prefix sum minus each ray's starting offset, accumulated in float64 so that
+    # millions of samples do not lose the per-ray precision (MPS has no float64: float32 there).
+    acc_dtype = torch.float32 if values.device.type == "mps" else torch.float64
+    v = values.to(acc_dtype)
+    excl = torch.cumsum(v, 0) - v
     counts = torch.bincount(ray_ids, minlength=n_rays)
     first = (torch.cumsum(counts, 0) - counts).clamp(max=values.numel() - 1)  # first sample per ray
-    return excl - excl[first][ray_ids]
+    return (excl - excl[first][ray_ids]).to(values.dtype)
 
 
 def composite_packed(
@@ -178,7 +181,7 @@ def composite_packed(
         the samples. For a multi-pass renderer, colour/depth/acc add across passes.
     """
     delta = (t_ends - t_starts) * dir_norms[ray_ids]
-    sd = sigma * delta
+    sd = (sigma * delta).clamp(max=1e4)  # optical depth; exp(-1e4) is already 0, and no inf - inf
     log_t_before = -packed_exclusive_cumsum(sd, ray_ids, n_rays)
     if log_trans_init is not None:
         log_t_before = log_t_before + log_trans_init[ray_ids]

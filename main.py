@@ -1,0 +1,42 @@
+"""Neural scene viewer: entry point.
+
+    python main.py                      open the viewer on the bundled demo scene
+    python main.py view SCENE           open the viewer on a scene folder
+    python main.py make-scene OUT       write the procedural dataset
+    python main.py train DATA --out S   fit the NeRF teacher
+    python main.py distill S --backend kilonerf|r2l
+    python main.py eval S [--backend all]
+    python main.py render S --out FILE.mp4
+    python main.py bench S [--backends all]
+
+See README.md for every option.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from models.cli import build_parser, run
+
+    parser = build_parser()
+    if not argv or argv[0] not in parser._subparsers._group_actions[0].choices:  # noqa: SLF001
+        if argv and not argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+            argv = ["view", *argv]  # `python main.py SCENE` opens the viewer too
+        elif not argv:
+            argv = ["view"]
+    if argv[0] == "view":
+        args = parser.parse_args(argv)
+        try:
+            from viewer.app import run_viewer
+        except ImportError as e:  # viewer dependencies missing
+            print(f"error: the viewer needs PyQt6 and PyOpenGL ({e}); install with: pip install -e .", file=sys.stderr)
+            return 2
+        return run_viewer(args.scene, sys.argv[:1])
+    return run(argv, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

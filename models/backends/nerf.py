@@ -1,0 +1,156 @@
+"""NeRF backend: coarse + fine MLPs with hierarchical sampling (64 stratified + 128 importance)."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from models.backends.base import BackendUnavailable, RendererBackend
+from models.cameras import ray_aabb
+from models.fields.nerf_mlp import NerfMLP, NerfMLPConfig
+from models.occupancy import OccupancyGrid
+from models.rendering import composite, sample_pdf, stratified_samples
+
+
+@dataclass(frozen=True)
+class HierarchicalConfig:
+    """Sampling of the NeRF backend (and of the teacher's "hierarchical" training sampler)."""
+
+    n_coarse: int = 64
+    """Stratified samples evaluated by the coarse network."""
+    n_fine: int = 128
+    """Importance samples drawn from the coarse weights; the fine net sees all n_coarse + n_fine."""
+
+
+def clip_to_box(
+    origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, far: torch.Tensor, aabb: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Restrict [near, far] to the scene box. Returns near, far and a hit mask (R,)."""
+    if aabb is None:
+        return near, far, torch.ones_like(near, dtype=torch.bool)
+    t0, t1 = ray_aabb(origins, dirs, aabb)
+    n2, f2 = torch.maximum(near, t0), torch.minimum(far, t1)
+    hit = f2 > n2
+    return torch.where(hit, n2, near), torch.where(hit, f2, far), hit
+
+
+def masked_field(net: NerfMLP, grid: OccupancyGrid | None, pts: torch.Tensor, dirs: torch.Tensor, raw_noise_std: float = 0.0):
+    """Evaluate ``net`` at pts (N, 3) with view dirs (N, 3); zero density in empty voxels."""
+    sigma, rgb = net(pts, dirs, raw_noise_std)
+    if grid is not None:
+        sigma = sigma * grid.query(pts).to(sigma.dtype)
+    return sigma, rgb
+
+
+def render_hierarchical(
+    coarse: NerfMLP,
+    fine: NerfMLP,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    near: torch.Tensor,
+    far: torch.Tensor,
+    background: torch.Tensor | None,
+    sampling: HierarchicalConfig = HierarchicalConfig(),
+    perturb: bool = False,
+    grid: OccupancyGrid | None = None,
+    raw_noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """NeRF's two-pass render of rays (R, 3). Returns fine rgb/depth/acc and coarse rgb ("rgb_coarse")."""
+    r = origins.shape[0]
+    viewdirs = F.normalize(dirs, dim=-1)
+    t_c = stratified_samples(near, far, sampling.n_coarse, perturb, generator)  # (R, Nc)
+    pts = origins[:, None] + t_c[..., None] * dirs[:, None]
+    vd = viewdirs[:, None].expand_as(pts)
+    sig, col = masked_field(coarse, grid, pts.reshape(-1, 3), vd.reshape(-1, 3), raw_noise_std)
+    out_c = composite(sig.reshape(r, -1).float(), col.reshape(r, -1, 3).float(), t_c, dirs, background)
+
+    mids = 0.5 * (t_c[:, 1:] + t_c[:, :-1])
+    t_f = sample_pdf(mids, out_c["weights"][:, 1:-1].detach(), sampling.n_fine, deterministic=not perturb, generator=generator)
+    t_all, _ = torch.sort(torch.cat([t_c, t_f.detach()], -1), -1)
+    pts = origins[:, None] + t_all[..., None] * dirs[:, None]
+    vd = viewdirs[:, None].expand_as(pts)
+    sig, col = masked_field(fine, grid, pts.reshape(-1, 3), vd.reshape(-1, 3), raw_noise_std)
+    out_f = composite(sig.reshape(r, -1).float(), col.reshape(r, -1, 3).float(), t_all, dirs, background)
+    return {"rgb": out_f["rgb"], "depth": out_f["depth"], "acc": out_f["acc"], "rgb_coarse": out_c["rgb"],
+            "weights": out_f["weights"], "t": t_all}
+
+
+class NerfBackend(RendererBackend):
+    """The NeRF teacher as a renderer: 64 coarse + 128 fine samples per ray."""
+
+    name = "nerf"
+    label = "NeRF"
+
+    def __init__(self, device=None, sampling: HierarchicalConfig = HierarchicalConfig()):
+        super().__init__(device)
+        self.sampling = sampling
+        self.config = NerfMLPConfig()
+        self.coarse = NerfMLP(self.config).to(self.device).eval()
+        self.fine = NerfMLP(self.config).to(self.device).eval()
+        self.grid: OccupancyGrid | None = None
+        self.aabb: torch.Tensor | None = None
+
+    def modules(self):
+        return [self.coarse, self.fine]
+
+    def to(self, device):
+        super().to(device)
+        if self.grid is not None:
+            self.grid.to(self.device)
+        if self.aabb is not None:
+            self.aabb = self.aabb.to(self.device)
+        return self
+
+    def load(self, scene) -> None:
+        from models.scene import SceneError
+
+        try:
+            tensors, config = scene.load_model(self.name, self.device)
+        except SceneError as e:
+            raise BackendUnavailable(str(e)) from None
+        self.ndc = scene.ndc
+        self.aabb = scene.aabb_tensor.to(self.device) if scene.ndc is None else None
+        grid = scene.load_occupancy(self.device)
+        self.grid = OccupancyGrid.from_tensor(scene.aabb_tensor.to(self.device), grid) if grid is not None else None
+        self.load_state_dict(tensors, config)
+
+    def load_state_dict(self, state, config=None) -> None:
+        cfg = NerfMLPConfig.from_dict(config["mlp"]) if config and "mlp" in config else self.config
+        if cfg != self.config:
+            self.config = cfg
+            self.coarse = NerfMLP(cfg).to(self.device).eval()
+            self.fine = NerfMLP(cfg).to(self.device).eval()
+        if "occupancy.occupied" in state and self.aabb is not None:
+            self.grid = OccupancyGrid.from_tensor(self.aabb, state["occupancy.occupied"].to(self.device))
+        coarse = {k[len("coarse."):]: v for k, v in state.items() if k.startswith("coarse.")}
+        fine = {k[len("fine."):]: v for k, v in state.items() if k.startswith("fine.")}
+        try:
+            self.coarse.load_state_dict(coarse)
+            self.fine.load_state_dict(fine)
+        except RuntimeError as e:
+            raise BackendUnavailable(f"NeRF weights do not match the network shape: {str(e).splitlines()[0]}") from None
+        if "sampling" in (config or {}):
+            self.sampling = HierarchicalConfig(**config["sampling"])
+
+    def flops_per_sample(self) -> float:
+        return self.fine.flops_per_sample()
+
+    def bytes_per_ray(self) -> int:
+        return (self.sampling.n_coarse + self.sampling.n_fine) * self.config.width * 4 * 6
+
+    def render_rays(self, origins, dirs, near, far, background, outputs, half):
+        near, far, hit = clip_to_box(origins, dirs, near, far, self.aabb)
+        ctx = torch.autocast("cuda", dtype=torch.float16) if half and self.device.type == "cuda" else nullcontext()
+        with ctx:
+            out = render_hierarchical(self.coarse, self.fine, origins, dirs, near, far, background,
+                                      self.sampling, perturb=False, grid=self.grid)
+        rgb = torch.where(hit[:, None], out["rgb"], background.expand_as(out["rgb"]))
+        # network evaluations per ray: coarse on n_coarse, fine on n_coarse + n_fine
+        n = 2 * self.sampling.n_coarse + self.sampling.n_fine
+        return {"rgb": rgb, "depth": torch.where(hit, out["depth"], torch.zeros_like(out["depth"])),
+                "acc": torch.where(hit, out["acc"], torch.zeros_like(out["acc"])),
+                "samples": torch.full_like(near, float(n))}

@@ -1,0 +1,345 @@
+"""Headless commands behind ``main.py``: make-scene, train, distill, eval, render.
+
+Every command turns the project's own exceptions into one readable line (exit code 2); only
+genuine bugs produce tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import devices
+
+KNOWN_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    from models.backends.base import BackendUnavailable
+    from models.data import DatasetError
+    from models.scene import SceneError
+    from models.storage import StorageError
+    from models.training.engine import TrainingError
+
+    return (DatasetError, SceneError, StorageError, TrainingError, BackendUnavailable, ValueError, FileNotFoundError)
+
+
+class Progress:
+    """A tqdm progress bar fed by training events (stderr; ETA and rate included)."""
+
+    def __init__(self, quiet: bool = False):
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.bar = None
+        self.quiet = quiet
+        self.stage = None
+
+    def __call__(self, ev) -> None:
+        if ev.kind == "started":
+            self.close()
+            self.stage = ev.stage
+            self.bar = self._tqdm(total=ev.total_steps, initial=ev.step, desc=ev.stage, unit="step",
+                                  dynamic_ncols=True, disable=self.quiet, mininterval=0.5)
+        elif ev.kind == "step" and self.bar is not None:
+            self.bar.n = ev.step
+            post = {k: f"{v:.4g}" for k, v in ev.losses.items() if k in ("loss", "psnr")}
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.refresh()
+        elif ev.kind == "validation":
+            self.write(f"[{ev.stage}] step {ev.step}: validation PSNR {ev.psnr:.2f} dB")
+        elif ev.kind in ("log", "cancelled", "failed"):
+            self.write(f"[{ev.stage}] {ev.message}")
+        elif ev.kind == "finished":
+            if self.bar is not None:
+                self.bar.n = ev.total_steps
+                self.bar.refresh()
+            self.write(f"[{ev.stage}] finished: {ev.message}")
+            self.close()
+
+    def write(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.write(msg)
+        elif not self.quiet:
+            print(msg, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ---------------------------------------------------------------------------------- commands
+def cmd_make_scene(a) -> int:
+    from models.data.procedural import write_dataset
+
+    views = tuple(int(x) for x in a.views.split(",")) if "," in str(a.views) else (int(a.views), 8, 8)
+    out = write_dataset(Path(a.out), size=a.size, views=views)
+    print(f"wrote procedural dataset to {out} ({a.size}x{a.size}; train/val/test = {views})")
+    return 0
+
+
+def dataset_options(a) -> dict:
+    opts = {}
+    if getattr(a, "half_res", False):
+        opts["half_res"] = True
+    if getattr(a, "factor", None):
+        opts["factor"] = a.factor
+    return opts
+
+
+def cmd_train(a) -> int:
+    from models.data import load_dataset
+    from models.training.jobs import StageSpec, open_or_create_scene, run_pipeline
+
+    device = devices.resolve_device(a.device)
+    opts = dataset_options(a)
+    data = load_dataset(a.data, **opts)
+    scene = open_or_create_scene(Path(a.out), data)
+    scene.dataset["options"] = opts
+    scene.save_manifest()
+    overrides = {"steps": a.steps}
+    if a.steps is not None and a.preset != "paper":
+        overrides["lr_decay_steps"] = a.steps
+    progress = Progress(a.quiet)
+    print(f"training NeRF teacher on {data.kind} dataset {data.root} ({len(data.splits['train'])} train views, "
+          f"{data.splits['train'].width}x{data.splits['train'].height}) on {devices.describe(device)}; "
+          f"preset {a.preset}; scene folder {scene.root}", file=sys.stderr)
+    try:
+        run_pipeline(scene, data, [StageSpec("teacher", a.preset, overrides)], device, progress, resume=not a.restart)
+    finally:
+        progress.close()
+    print(f"teacher saved to {scene.root}")
+    return 0
+
+
+def cmd_distill(a) -> int:
+    from models.scene import Scene
+    from models.training.jobs import StageSpec, dataset_for_scene, run_pipeline
+
+    device = devices.resolve_device(a.device)
+    scene = Scene.load(Path(a.scene))
+    data = dataset_for_scene(scene, a.data)
+    progress = Progress(a.quiet)
+    try:
+        run_pipeline(scene, data, [StageSpec(a.backend, a.preset, {"steps": a.steps})], device, progress,
+                     resume=not a.restart)
+    finally:
+        progress.close()
+    print(f"{a.backend} saved to {scene.root}")
+    return 0
+
+
+def load_backend(scene, name: str, device):
+    from models.backends.registry import create
+
+    b = create(name, device)
+    b.load(scene)
+    return b
+
+
+def backends_arg(scene, value: str) -> list[str]:
+    from models.backends.registry import BACKENDS
+
+    if value == "all":
+        return [n for n, cls in BACKENDS.items() if cls.availability(scene)[0]]
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    for n in names:
+        if n not in BACKENDS:
+            raise ValueError(f"unknown backend '{n}' (known: {', '.join(BACKENDS)})")
+    return names
+
+
+def cmd_eval(a) -> int:
+    from tqdm import tqdm
+
+    from models.evaluation import evaluate
+    from models.scene import Scene
+    from models.training.jobs import dataset_for_scene
+
+    device = devices.resolve_device(a.device)
+    scene = Scene.load(Path(a.scene))
+    data = dataset_for_scene(scene, a.data)
+    if a.split not in data.splits:
+        raise ValueError(f"dataset has no '{a.split}' split (has: {', '.join(data.splits)})")
+    split = data.splits[a.split]
+    report = {"scene": str(scene.root), "split": a.split, "device": devices.describe(device), "backends": {}}
+    for name in backends_arg(scene, a.backend):
+        backend = load_backend(scene, name, device)
+        n = len(split) if a.max_views is None else min(a.max_views, len(split))
+        with tqdm(total=n, desc=f"eval {name}", unit="view", disable=a.quiet) as bar:
+            res = evaluate(backend, split, data.near, data.far, data.background, a.size, a.max_views, a.precision,
+                           on_view=lambda i, n, row: bar.update(1))
+        report["backends"][name] = res
+        print(f"\n{name}: {res['n_views']} {a.split} views at {res['width']}x{res['height']}")
+        print(f"{'view':<24}{'PSNR':>8}{'SSIM':>8}{'ms':>10}")
+        for v in res["views"]:
+            print(f"{v['name']:<24}{v['psnr']:8.2f}{v['ssim']:8.4f}{v['ms']:10.1f}")
+        print(f"{'mean':<24}{res['psnr']:8.2f}{res['ssim']:8.4f}{res['ms_mean']:10.1f}")
+        if a.split == "test" and a.max_views is None and a.size is None:
+            scene.set_metrics(name, {"test_psnr": round(res["psnr"], 3), "test_ssim": round(res["ssim"], 4)})
+    if a.json:
+        from models.storage import write_json
+
+        write_json(Path(a.json), report)
+        print(f"wrote {a.json}")
+    return 0
+
+
+def cmd_render(a) -> int:
+    import imageio.v3 as iio
+    from tqdm import tqdm
+
+    from models.backends.base import RenderRequest
+    from models.cameras import Camera, look_at
+    from models.scene import Scene
+
+    device = devices.resolve_device(a.device)
+    scene = Scene.load(Path(a.scene))
+    backend = load_backend(scene, a.backend, device)
+    cams: list[Camera]
+    if a.path == "test":
+        cams = scene.camera_list("test") or scene.camera_list("train")
+        if not cams:
+            raise ValueError(f"{scene.root}: scene has no dataset cameras for --path test")
+    else:
+        ref = (scene.camera_list("train") or scene.camera_list("test"))
+        if not ref:
+            raise ValueError(f"{scene.root}: scene has no cameras to derive an orbit from")
+        cams = orbit_cameras(scene, ref, a.frames)
+    frames = []
+    out = Path(a.out)
+    for i, cam in enumerate(tqdm(cams, desc=f"render {a.backend}", unit="frame", disable=a.quiet)):
+        if a.size:
+            s = a.size / max(cam.width, cam.height)
+            cam = cam.scaled(max(1, round(cam.width * s)), max(1, round(cam.height * s)))
+        req = RenderRequest.from_camera(cam, scene.near, scene.far, background=tuple(scene.background),
+                                        outputs=frozenset({"rgb", "depth"}), precision=a.precision)
+        img = (backend.render(req).rgb.numpy() * 255 + 0.5).astype(np.uint8)
+        frames.append(img)
+        if out.suffix == "":
+            out.mkdir(parents=True, exist_ok=True)
+            iio.imwrite(out / f"{i:04d}.png", img)
+    if out.suffix.lower() in (".mp4", ".gif"):
+        from models.video import write_video
+
+        write_video(out, frames, fps=a.fps)
+    print(f"wrote {len(frames)} frames to {out}")
+    return 0
+
+
+def orbit_cameras(scene, ref, n: int):
+    """Cameras circling the scene centre at the mean distance/elevation of the dataset cameras."""
+    from models.cameras import Camera, look_at
+
+    centre = torch.tensor(scene.aabb).mean(0)
+    up = torch.tensor(scene.up, dtype=torch.float32)
+    pos = torch.stack([c.c2w[:3, 3] for c in ref])
+    rel = pos - centre
+    radius = float(rel.norm(dim=-1).mean())
+    height = float((rel @ up).mean())
+    # orthonormal basis around up
+    a = torch.linalg.cross(up, torch.tensor([1.0, 0.0, 0.0]))
+    if a.norm() < 1e-3:
+        a = torch.linalg.cross(up, torch.tensor([0.0, 1.0, 0.0]))
+    a = a / a.norm()
+    b = torch.linalg.cross(up, a)
+    ring = math.sqrt(max(radius**2 - height**2, 1e-6))
+    c0 = ref[0]
+    cams = []
+    for i in range(n):
+        th = 2 * math.pi * i / n
+        eye = centre + up * height + ring * (math.cos(th) * a + math.sin(th) * b)
+        cams.append(Camera(look_at(eye, centre, up), c0.width, c0.height, c0.fx, c0.fy, c0.cx, c0.cy))
+    return cams
+
+
+# ------------------------------------------------------------------------------------ parser
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="main.py", description="Neural scene viewer: train, distil, evaluate and view "
+                                 "NeRF / KiloNeRF / R2L scenes.")
+    sub = ap.add_subparsers(dest="command")
+
+    p = sub.add_parser("view", help="open the viewer (default command; no SCENE: the bundled demo scene)")
+    p.add_argument("scene", nargs="?", default=None)
+
+    p = sub.add_parser("make-scene", help="write the project's procedural scene as a Blender-format dataset")
+    p.add_argument("out")
+    p.add_argument("--size", type=int, default=64, help="image size in pixels (square)")
+    p.add_argument("--views", default="40", help="train views, or train,val,test counts (default 40 -> 40,8,8)")
+
+    p = sub.add_parser("train", help="fit the NeRF teacher of a dataset into a scene folder")
+    p.add_argument("data", help="dataset folder (Blender, LLFF or transforms.json)")
+    p.add_argument("--out", required=True, help="scene folder to write (resumes if it holds a checkpoint)")
+    p.add_argument("--preset", default="standard", help="tiny | quick | standard | paper")
+    p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
+    p.add_argument("--half-res", action="store_true", help="Blender: train at half resolution")
+    p.add_argument("--factor", type=int, default=None, help="LLFF: image downsampling factor (images_N)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    add_common(p)
+
+    p = sub.add_parser("distill", help="distil KiloNeRF or R2L from a scene's NeRF teacher")
+    p.add_argument("scene")
+    p.add_argument("--backend", required=True, choices=["kilonerf", "r2l"])
+    p.add_argument("--preset", default="standard", help="tiny | quick | standard | paper")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--data", default=None, help="dataset folder (default: the one in scene.json)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    add_common(p)
+
+    p = sub.add_parser("eval", help="PSNR/SSIM per view and mean")
+    p.add_argument("scene")
+    p.add_argument("--backend", default="nerf", help="nerf | kilonerf | r2l | all | comma list")
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", default=None, help="write the report as JSON")
+    p.add_argument("--size", type=int, default=None, help="render with the longest side this many pixels")
+    p.add_argument("--max-views", type=int, default=None)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
+    p.add_argument("--data", default=None, help="dataset folder (default: the one in scene.json)")
+    add_common(p)
+
+    p = sub.add_parser("render", help="render a video (mp4/gif) or PNG frames")
+    p.add_argument("scene")
+    p.add_argument("--backend", default="nerf")
+    p.add_argument("--out", required=True, help="FILE.mp4, FILE.gif or a folder for PNGs")
+    p.add_argument("--path", default="orbit", choices=["orbit", "test"])
+    p.add_argument("--size", type=int, default=None)
+    p.add_argument("--frames", type=int, default=60, help="orbit frames")
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
+    add_common(p)
+    return ap
+
+
+COMMANDS = {
+    "make-scene": cmd_make_scene,
+    "train": cmd_train,
+    "distill": cmd_distill,
+    "eval": cmd_eval,
+    "render": cmd_render,
+}
+
+
+def run(argv: list[str], parser: argparse.ArgumentParser | None = None) -> int:
+    parser = parser or build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return COMMANDS[a.command](a)
+    except KeyboardInterrupt:
+        print("interrupted (the last checkpoint is kept; run the same command to resume)", file=sys.stderr)
+        return 130
+    except known_errors() as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2

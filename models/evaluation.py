@@ -1,0 +1,85 @@
+"""Evaluate a backend against a dataset split: per-view PSNR/SSIM and render time.
+
+``eval``, ``bench`` and the comparator call this one function so their numbers agree.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from models.backends.base import RenderRequest, RendererBackend
+from models.cameras import Camera
+from models.data import Split
+from models.metrics import psnr, ssim
+
+
+def split_cameras(split: Split) -> list[Camera]:
+    return [
+        Camera(split.c2w[i], split.width, split.height, *(float(x) for x in split.intrinsics[i]))
+        for i in range(len(split))
+    ]
+
+
+def resize_image(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(H, W, 3) -> (height, width, 3) by area averaging (exact for integer factors)."""
+    if img.shape[0] == height and img.shape[1] == width:
+        return img
+    return F.interpolate(img.permute(2, 0, 1)[None], size=(height, width), mode="area")[0].permute(1, 2, 0)
+
+
+def evaluate(
+    backend: RendererBackend,
+    split: Split,
+    near: float,
+    far: float,
+    background: tuple[float, float, float],
+    size: int | None = None,
+    max_views: int | None = None,
+    precision: str = "auto",
+    on_view: Callable[[int, int, dict], None] | None = None,
+    keep_images: bool = False,
+) -> dict:
+    """Render every view of ``split`` (optionally downscaled so the longest side is ``size``).
+
+    Returns {"views": [{name, psnr, ssim, ms, samples_per_ray, flops_per_ray}], "psnr", "ssim",
+    "ms_mean", "n_views", "width", "height"} and, with ``keep_images``, "images" (list of (H,W,3)).
+    """
+    cams = split_cameras(split)
+    n = len(cams) if max_views is None else min(max_views, len(cams))
+    views, images = [], []
+    for i in range(n):
+        cam = cams[i]
+        if size is not None and max(cam.width, cam.height) != size:
+            s = size / max(cam.width, cam.height)
+            cam = cam.scaled(max(1, round(cam.width * s)), max(1, round(cam.height * s)))
+        req = RenderRequest.from_camera(cam, near, far, background=tuple(background), precision=precision)
+        res = backend.render(req)
+        gt = resize_image(split.images[i], cam.height, cam.width)
+        row = {
+            "name": split.names[i],
+            "psnr": psnr(res.rgb, gt),
+            "ssim": ssim(res.rgb, gt),
+            "ms": res.elapsed_ms,
+            "samples_per_ray": res.samples_per_ray,
+            "flops_per_ray": res.flops_per_ray,
+        }
+        views.append(row)
+        if keep_images:
+            images.append(res.rgb)
+        if on_view:
+            on_view(i, n, row)
+    out = {
+        "views": views,
+        "n_views": n,
+        "psnr": sum(v["psnr"] for v in views) / max(n, 1),
+        "ssim": sum(v["ssim"] for v in views) / max(n, 1),
+        "ms_mean": sum(v["ms"] for v in views) / max(n, 1),
+        "width": cam.width if n else 0,
+        "height": cam.height if n else 0,
+    }
+    if keep_images:
+        out["images"] = images
+    return out

@@ -1,0 +1,128 @@
+"""Job factory and pipelines: the same entry points for the CLI and the GUI's TrainWorker.
+
+Stages: "teacher" (NeRF fit), "kilonerf" and "r2l" (distillation from the scene's teacher).
+Each stage module provides a ``TrainingJob`` subclass whose constructor is
+``Job(scene, data, config, device)`` and a ``PRESETS`` dict of frozen config dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.data import SceneData, load_dataset
+from models.scene import Scene, SceneError
+from models.training.engine import (
+    EventCallback,
+    JobControl,
+    TrainingJob,
+    checkpoint_path,
+    run_job,
+)
+
+STAGES = ("teacher", "kilonerf", "r2l")
+
+
+def stage_presets(stage: str) -> dict:
+    """The preset dict of a stage (name -> frozen config)."""
+    if stage == "teacher":
+        from models.training.configs import TEACHER_PRESETS
+
+        return TEACHER_PRESETS
+    if stage == "kilonerf":
+        from models.training.distill_kilonerf import PRESETS
+
+        return PRESETS
+    if stage == "r2l":
+        from models.training.distill_r2l import PRESETS
+
+        return PRESETS
+    raise ValueError(f"unknown stage '{stage}' (choose from {', '.join(STAGES)})")
+
+
+def stage_config(stage: str, preset: str, overrides: dict | None = None):
+    presets = stage_presets(stage)
+    if preset not in presets:
+        raise ValueError(f"unknown {stage} preset '{preset}' (choose from {', '.join(presets)})")
+    cfg = presets[preset]
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if overrides:
+        names = {f.name for f in dataclasses.fields(cfg)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise ValueError(f"{stage}: unknown setting(s) {', '.join(sorted(unknown))}")
+        cfg = dataclasses.replace(cfg, **overrides)
+    return cfg
+
+
+def job_class(stage: str):
+    if stage == "teacher":
+        from models.training.teacher import TeacherJob
+
+        return TeacherJob
+    if stage == "kilonerf":
+        from models.training.distill_kilonerf import KiloNerfDistillJob
+
+        return KiloNerfDistillJob
+    if stage == "r2l":
+        from models.training.distill_r2l import R2LDistillJob
+
+        return R2LDistillJob
+    raise ValueError(f"unknown stage '{stage}' (choose from {', '.join(STAGES)})")
+
+
+def make_job(stage: str, scene: Scene, data: SceneData, config, device: torch.device) -> TrainingJob:
+    return job_class(stage)(scene, data, config, device) if stage != "teacher" else job_class(stage)(
+        data, scene, config, device)
+
+
+def open_or_create_scene(out: Path, data: SceneData) -> Scene:
+    """Open the scene folder ``out`` if it exists (resume), else create it for ``data``."""
+    out = Path(out)
+    if (out / Scene.MANIFEST).exists():
+        return Scene.load(out)
+    if out.exists() and any(out.iterdir()):
+        raise SceneError(f"{out}: folder exists, is not empty and holds no scene.json; choose another output")
+    return Scene.create(out, data)
+
+
+def dataset_for_scene(scene: Scene, data_path: str | Path | None = None, **options) -> SceneData:
+    """Load the dataset a scene was trained on (or ``data_path`` when given)."""
+    path = data_path or scene.dataset.get("path")
+    if not path:
+        raise SceneError(f"{scene.root}: scene.json names no dataset; pass --data")
+    opts = dict(scene.dataset.get("options", {}))
+    opts.update(options)
+    return load_dataset(path, **opts)
+
+
+@dataclass
+class StageSpec:
+    """One stage of a pipeline: which, with which preset and overrides."""
+
+    stage: str
+    preset: str = "standard"
+    overrides: dict | None = None
+
+
+def run_pipeline(
+    scene: Scene,
+    data: SceneData,
+    stages: list[StageSpec],
+    device: torch.device,
+    on_event: EventCallback,
+    control: JobControl | None = None,
+    resume: bool = True,
+) -> dict:
+    """Run stages in order (teacher, then distillations), each resumable from its checkpoint."""
+    results = {}
+    for spec in stages:
+        cfg = stage_config(spec.stage, spec.preset, spec.overrides)
+        if spec.stage != "teacher" and "nerf" not in scene.backends:
+            raise SceneError(f"{scene.root}: distilling {spec.stage} needs a trained NeRF teacher first (run train)")
+        job = make_job(spec.stage, scene, data, cfg, device)
+        results[spec.stage] = run_job(job, on_event, control, checkpoint_path(scene.root, spec.stage), resume)
+    return results

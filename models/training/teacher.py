@@ -1,0 +1,241 @@
+"""NeRF teacher fitting: occupancy-grid sampler (fast, default) or NeRF's hierarchical sampler."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.backends.base import RenderRequest
+from models.backends.nerf import HierarchicalConfig, NerfBackend, clip_to_box, render_hierarchical
+from models.cameras import Camera, ndc_rays, pixel_rays, sample_pixel_batch
+from models.data import SceneData, Split
+from models.fields.nerf_mlp import NerfMLP
+from models.metrics import psnr
+from models.occupancy import OccupancyGrid
+from models.rendering import composite_packed
+from models.scene import Scene
+from models.training.configs import TeacherConfig
+from models.training.engine import (
+    TrainingJob,
+    Validation,
+    load_optimizer_tensors,
+    module_tensors,
+    optimizer_tensors,
+    strip_prefix,
+)
+
+
+class RayBatcher:
+    """Random rays across all images of a split, kept on the device (images as uint8)."""
+
+    def __init__(self, split: Split, ndc: dict | None, device: torch.device, generator: torch.Generator):
+        self.images = (split.images * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).to(device)  # (N, H, W, 3)
+        self.c2w = split.c2w.to(device)
+        self.intr = split.intrinsics.to(device)
+        self.ndc = ndc
+        self.device = device
+        self.generator = generator
+
+    def sample(self, n: int, precrop: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """origins (n, 3), directions (n, 3), target colours (n, 3) in [0, 1]."""
+        num, h, w = self.images.shape[:3]
+        img, u, v = sample_pixel_batch(num, h, w, n, self.generator, self.device, precrop)
+        k = self.intr[img]
+        o, d = pixel_rays(self.c2w[img], k[:, 0], k[:, 1], k[:, 2], k[:, 3], u, v)
+        if self.ndc is not None:
+            o, d = ndc_rays(self.ndc["height"], self.ndc["width"], self.ndc["focal"], self.ndc["near"], o, d)
+        return o, d, self.images[img, v, u].float() / 255.0
+
+
+def nerf_state(coarse: NerfMLP, fine: NerfMLP) -> dict[str, torch.Tensor]:
+    return {**module_tensors(coarse, "coarse"), **module_tensors(fine, "fine")}
+
+
+class TeacherJob(TrainingJob):
+    """Fits the coarse + fine NeRF networks of a scene to its training images."""
+
+    stage = "teacher"
+
+    def __init__(self, data: SceneData, scene: Scene, config: TeacherConfig, device: torch.device):
+        self.data, self.scene, self.config, self.device = data, scene, config, torch.device(device)
+        c = config
+        self.total_steps = c.steps
+        self.validate_every = c.validate_every
+        self.snapshot_every_s = c.snapshot_every_s
+        self.checkpoint_every_s = c.checkpoint_every_s
+        torch.manual_seed(c.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(c.seed)
+        if "train" not in data.splits or len(data.splits["train"]) == 0:
+            raise ValueError(f"{data.root}: dataset has no training images")
+        self.batcher = RayBatcher(data.splits["train"], data.ndc, self.device, self.generator)
+        self.coarse = NerfMLP(c.mlp).to(self.device)
+        self.fine = NerfMLP(c.mlp).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            list(self.coarse.parameters()) + list(self.fine.parameters()), lr=c.lr, betas=(0.9, 0.999), eps=c.adam_eps
+        )
+        self.amp = c.mixed_precision and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.background = torch.tensor(data.background, dtype=torch.float32, device=self.device)
+        self.aabb = data.aabb.to(self.device).float()
+        self.grid = OccupancyGrid(self.aabb, c.grid_resolution, self.device) if c.sampler == "occupancy" else None
+        if c.sampler not in ("occupancy", "hierarchical"):
+            raise ValueError(f"unknown sampler '{c.sampler}' (occupancy or hierarchical)")
+        self.batch_rays = c.batch_rays
+        self.sampling = HierarchicalConfig(c.n_coarse, c.n_fine)
+        self.started = time.perf_counter()
+        val_split = data.splits.get("val") or data.splits.get("test") or data.splits["train"]
+        self.val_split = val_split
+
+    # --------------------------------------------------------------------------------- helpers
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+
+    def near_far(self, o: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = o.shape[0]
+        near = torch.full((n,), float(self.data.near), device=self.device)
+        far = torch.full((n,), float(self.data.far), device=self.device)
+        return near, far
+
+    def density_fn(self, x: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return self.fine.density(x).float()
+
+    # ------------------------------------------------------------------------------------ step
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        c = self.config
+        lr = c.lr * 0.1 ** (step / c.lr_decay_steps)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        if self.grid is not None and step >= c.grid_warmup_steps and step % c.grid_update_every == 0:
+            self.grid.update_ema(self.density_fn, c.render_step_size, c.grid_threshold, generator=self.generator)
+        precrop = c.precrop_frac if step < c.precrop_steps else 1.0
+        if self.grid is not None:
+            loss, psnr_batch, parts = self._occupancy_step(precrop)
+        else:
+            loss, psnr_batch, parts = self._hierarchical_step(precrop)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": loss.detach(), "psnr": psnr_batch, **parts}
+
+    def _occupancy_step(self, precrop: float):
+        c = self.config
+        o, d, target = self.batcher.sample(self.batch_rays, precrop)
+        near, far = self.near_far(o, d)
+        ray_ids, t0, t1 = self.grid.march(o, d, near, far, c.render_step_size, jitter=True, generator=self.generator)
+        n_rays = o.shape[0]
+        mid = 0.5 * (t0 + t1)
+        pts = o[ray_ids] + mid[:, None] * d[ray_ids]
+        vd = F.normalize(d, dim=-1)[ray_ids]
+        dn = d.norm(dim=-1)
+        with self.autocast():
+            sig, rgb = self.fine(pts, vd, c.raw_noise_std)
+        out = composite_packed(sig.float(), rgb.float(), t0, t1, ray_ids, n_rays, dn, self.background)
+        loss_f = F.mse_loss(out["rgb"], target)
+        # the coarse net trains on a prefix of the rays (packed samples are sorted by ray)
+        n_c = max(1, int(n_rays * c.coarse_ray_fraction))
+        k = int(torch.searchsorted(ray_ids, torch.tensor([n_c], device=self.device)).item()) if ray_ids.numel() else 0
+        with self.autocast():
+            sig_c, rgb_c = self.coarse(pts[:k], vd[:k], c.raw_noise_std)
+        out_c = composite_packed(sig_c.float(), rgb_c.float(), t0[:k], t1[:k], ray_ids[:k], n_c, dn[:n_c], self.background)
+        loss_c = F.mse_loss(out_c["rgb"], target[:n_c])
+        # adapt the batch so that each step evaluates about target_samples samples (nerfacc)
+        n_samples = max(int(ray_ids.numel()), 1)
+        self.batch_rays = int(min(c.max_batch_rays, max(64, self.batch_rays * c.target_samples / n_samples)))
+        return loss_f + loss_c, -10.0 * torch.log10(loss_f.detach().clamp_min(1e-10)), {
+            "samples_per_ray": torch.tensor(n_samples / n_rays)}
+
+    def _hierarchical_step(self, precrop: float):
+        c = self.config
+        o, d, target = self.batcher.sample(self.batch_rays, precrop)
+        near, far = self.near_far(o, d)
+        if self.data.ndc is None:
+            near, far, _ = clip_to_box(o, d, near, far, self.aabb)
+        with self.autocast():
+            out = render_hierarchical(self.coarse, self.fine, o, d, near, far, self.background, self.sampling,
+                                      perturb=True, raw_noise_std=c.raw_noise_std, generator=self.generator)
+        loss_f = F.mse_loss(out["rgb"].float(), target)
+        loss_c = F.mse_loss(out["rgb_coarse"].float(), target)
+        return loss_f + loss_c, -10.0 * torch.log10(loss_f.detach().clamp_min(1e-10)), {}
+
+    # ------------------------------------------------------------------------------ rendering
+    def backend(self) -> NerfBackend:
+        """A NeRF backend sharing this job's networks (validation and live preview)."""
+        b = NerfBackend(self.device, self.sampling)
+        b.coarse, b.fine, b.config = self.coarse, self.fine, self.config.mlp
+        b.ndc = self.data.ndc
+        b.aabb = self.aabb if self.data.ndc is None else None
+        b.grid = self.grid if self.grid is not None and self.config.grid_warmup_steps >= 0 else None
+        return b
+
+    def render_view(self, split: Split, index: int, size: int | None = None, precision: str = "fp32"):
+        k = split.intrinsics[index]
+        cam = Camera(split.c2w[index], split.width, split.height, float(k[0]), float(k[1]), float(k[2]), float(k[3]))
+        if size is not None and max(cam.width, cam.height) > size:
+            s = size / max(cam.width, cam.height)
+            cam = cam.scaled(max(1, round(cam.width * s)), max(1, round(cam.height * s)))
+        req = RenderRequest.from_camera(cam, self.data.near, self.data.far, background=tuple(self.data.background),
+                                        precision=precision)
+        self.coarse.eval(), self.fine.eval()
+        try:
+            return self.backend().render(req), cam
+        finally:
+            self.coarse.train(), self.fine.train()
+
+    def validate(self) -> Validation:
+        res, cam = self.render_view(self.val_split, 0, self.config.validation_size)
+        gt = self.val_split.images[0]
+        if gt.shape[0] != cam.height:
+            gt = F.interpolate(gt.permute(2, 0, 1)[None], size=(cam.height, cam.width), mode="area")[0].permute(1, 2, 0)
+        p = psnr(res.rgb, gt)
+        to8 = lambda x: (x.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)  # noqa: E731
+        return Validation(float(p), to8(res.rgb), to8(gt))
+
+    # ------------------------------------------------------------------------ state & results
+    def model_tensors(self) -> dict[str, torch.Tensor]:
+        return nerf_state(self.coarse, self.fine)
+
+    def model_config(self) -> dict:
+        return {"mlp": self.config.mlp.to_dict(),
+                "sampling": {"n_coarse": self.sampling.n_coarse, "n_fine": self.sampling.n_fine},
+                "teacher": self.config.to_dict()}
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        t = {**self.model_tensors(), **optimizer_tensors(self.optimizer),
+             "scaler.scale": torch.tensor(float(self.scaler.get_scale()) if self.amp else 1.0),
+             "batch_rays": torch.tensor(self.batch_rays)}
+        if self.grid is not None:
+            t["grid.occupied"] = self.grid.occupied
+            t["grid.density_ema"] = self.grid.density_ema
+        return t
+
+    def restore(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.coarse.load_state_dict({k: v.to(self.device) for k, v in strip_prefix(tensors, "coarse").items()})
+        self.fine.load_state_dict({k: v.to(self.device) for k, v in strip_prefix(tensors, "fine").items()})
+        load_optimizer_tensors(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()})
+        if self.amp and "scaler.scale" in tensors:
+            self.scaler.update(float(tensors["scaler.scale"]))
+        self.batch_rays = int(tensors.get("batch_rays", torch.tensor(self.batch_rays)))
+        if self.grid is not None and "grid.occupied" in tensors:
+            self.grid.occupied = tensors["grid.occupied"].to(self.device).bool()
+            self.grid.density_ema = tensors["grid.density_ema"].to(self.device).float()
+
+    def snapshot(self) -> dict:
+        state = {k: v.detach().cpu().clone() for k, v in self.model_tensors().items()}
+        if self.grid is not None:
+            state["occupancy.occupied"] = self.grid.occupied.cpu().clone()
+        return {"backend": "nerf", "state": state, "config": self.model_config()}
+
+    def finish(self) -> dict:
+        v = self.validate()
+        metrics = {"val_psnr": round(v.psnr, 3), "steps": self.total_steps,
+                   "train_seconds": round(time.perf_counter() - self.started, 1), "device": str(self.device)}
+        if self.grid is not None:
+            self.scene.save_occupancy(self.grid.occupied, self.config.grid_threshold)
+        self.scene.save_model("nerf", self.model_tensors(), self.model_config(), {"teacher": metrics})
+        return metrics

@@ -1,0 +1,42 @@
+"""models/ must never import Qt, OpenGL or the viewer (it runs headless)."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = ("PyQt6", "PyQt5", "PySide6", "OpenGL", "viewer", "pyqtgraph")
+
+
+def test_models_source_has_no_gui_imports():
+    offenders = []
+    for path in (ROOT / "models").rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for n in names:
+                if n.split(".")[0] in FORBIDDEN:
+                    offenders.append(f"{path.relative_to(ROOT)}: {n}")
+    assert not offenders, offenders
+
+
+def test_importing_every_models_module_loads_no_gui_package():
+    mods = sorted(
+        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for p in (ROOT / "models").rglob("*.py")
+        if p.name != "__init__.py"
+    )
+    code = (
+        "import importlib, sys\n"
+        f"for m in {mods!r}: importlib.import_module(m)\n"
+        f"bad = [m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}]\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"GUI modules imported by models: {out.stdout}"
