@@ -44,7 +44,7 @@ def _as_float(img: Image.Image, path: Path) -> np.ndarray:
     arr = np.asarray(img)
     if arr.dtype != np.uint8:
         raise DatasetError(f"{path}: unsupported pixel format {mode}")
-    return arr.astype(np.float32) * np.float32(1.0 / 255.0)
+    return arr.astype(np.float32) / np.float32(255.0)
 
 
 def read_image(path: str | Path) -> np.ndarray:
