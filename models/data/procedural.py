@@ -371,7 +371,8 @@ class ProceduralScene:
         Args:
             out: target folder.
             size: image width = height in pixels.
-            views: number of train, val and test views.
+            views: number of train (>= 1), val and test views; a split with 0 views gets no
+                transforms file (the loader then simply has no such split).
             camera_angle_x: horizontal field of view in radians.
             seed: camera pose seed.
         Returns:
@@ -384,26 +385,29 @@ class ProceduralScene:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
         try:
             focal = 0.5 * size / math.tan(0.5 * camera_angle_x)
+            if len(views) != 3 or int(views[0]) < 1 or min(int(v) for v in views) < 0:
+                raise ValueError(f"views must be (train >= 1, val >= 0, test >= 0) counts, got {views!r}")
             for split, n in zip(("train", "val", "test"), views):
+                if int(n) == 0:
+                    continue  # no file: the loader treats a missing val/test split as absent
                 c2w = self.camera_poses(int(n), seed, split)
                 (tmp / split).mkdir()
                 frames = []
-                if n > 0:
-                    rgb, alpha, depth = self._render_views(c2w, size, size, focal, focal, size / 2, size / 2)
-                    straight = torch.where(alpha[..., None] > 0, rgb / alpha[..., None].clamp_min(1e-12), 0.0)
-                    rgba = torch.cat([straight, alpha[..., None]], -1).clamp(0, 1)
-                    png = (rgba * 255.0).round().to(torch.uint8).numpy()
-                    for i in range(int(n)):
-                        name = f"r_{i}"
-                        Image.fromarray(png[i]).save(tmp / split / f"{name}.png")
-                        np.save(tmp / split / f"{name}_depth.npy", depth[i].numpy().astype(np.float32))
-                        frames.append(
-                            {
-                                "file_path": f"./{split}/{name}",
-                                "depth_path": f"./{split}/{name}_depth.npy",
-                                "transform_matrix": c2w[i].tolist(),
-                            }
-                        )
+                rgb, alpha, depth = self._render_views(c2w, size, size, focal, focal, size / 2, size / 2)
+                straight = torch.where(alpha[..., None] > 0, rgb / alpha[..., None].clamp_min(1e-12), 0.0)
+                rgba = torch.cat([straight, alpha[..., None]], -1).clamp(0, 1)
+                png = (rgba * 255.0).round().to(torch.uint8).numpy()
+                for i in range(int(n)):
+                    name = f"r_{i}"
+                    Image.fromarray(png[i]).save(tmp / split / f"{name}.png")
+                    np.save(tmp / split / f"{name}_depth.npy", depth[i].numpy().astype(np.float32))
+                    frames.append(
+                        {
+                            "file_path": f"./{split}/{name}",
+                            "depth_path": f"./{split}/{name}_depth.npy",
+                            "transform_matrix": c2w[i].tolist(),
+                        }
+                    )
                 write_json(
                     tmp / f"transforms_{split}.json",
                     {
