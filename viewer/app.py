@@ -1,0 +1,55 @@
+"""Application entry point: ``run_viewer(scene_path, argv)`` (called by ``main.py view``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PyQt6.QtCore import QTimer
+from PyQt6.QtGui import QSurfaceFormat
+from PyQt6.QtWidgets import QApplication
+
+from viewer.gl_canvas import surface_format
+from viewer.main_window import APP_NAME, DEMO_SCENE, MainWindow
+
+
+def create_application(argv: list[str] | None = None) -> QApplication:
+    """The QApplication (existing one reused), with the GL 3.3 core default format set first."""
+    app = QApplication.instance()
+    if app is None:
+        QSurfaceFormat.setDefaultFormat(surface_format())
+        app = QApplication(list(argv) if argv else [sys.argv[0] if sys.argv else "viewer"])
+    app.setApplicationName(APP_NAME)
+    app.setOrganizationName("neural-scene-viewer")
+    return app
+
+
+def run_viewer(scene_path: str | None, argv: list[str] | None = None, device: str | None = None) -> int:
+    """Open the viewer window and run the event loop; returns the exit code.
+
+    ``scene_path`` None opens the bundled demo scene (assets/demo_scene) when it exists;
+    otherwise the window explains what to do and offers a folder dialog.
+    """
+    app = create_application(argv)
+    window = MainWindow(device=device)
+    previous_hook = sys.excepthook
+    sys.excepthook = window.report_exception  # an error in a slot must not abort the process
+    window.show()
+    if scene_path:
+        window.open_scene(scene_path)
+    elif (DEMO_SCENE / "scene.json").exists():
+        window.open_scene(DEMO_SCENE)
+    else:
+        window.show_welcome()
+        QTimer.singleShot(0, window.open_scene_dialog)
+    try:
+        return app.exec()
+    finally:
+        window.shutdown()
+        sys.excepthook = previous_hook
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    paths = [a for a in argv[1:] if not a.startswith("-")]
+    return run_viewer(str(Path(paths[0])) if paths else None, argv)

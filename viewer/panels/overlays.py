@@ -1,0 +1,116 @@
+"""Overlays drawn over the GL canvas as child widgets (so they never end up in the framebuffer
+grab): the HUD, the help card listing the controls, and a message banner for errors."""
+
+from __future__ import annotations
+
+from PyQt6.QtCore import Qt, QTimer
+from PyQt6.QtGui import QFont, QFontDatabase
+from PyQt6.QtWidgets import QLabel, QWidget
+
+CONTROLS = [
+    ("Left drag", "orbit around the target"),
+    ("Right / middle drag", "pan"),
+    ("Wheel", "dolly (zoom)"),
+    ("W A S D", "fly forward / left / back / right"),
+    ("Q E", "fly down / up"),
+    ("R", "reset the view"),
+    ("[  ]", "previous / next dataset camera"),
+    ("-  =", "narrower / wider field of view"),
+    ("1 2 3", "switch renderer backend"),
+    ("M", "cycle display: RGB / depth / opacity"),
+    ("K", "add a keyframe to the camera path"),
+    ("H", "show / hide the HUD"),
+    ("F12", "save a full-resolution screenshot"),
+    ("Ctrl+E", "export a video"),
+    ("Ctrl+O", "open a scene"),
+    ("F1 or ?", "show / hide this help"),
+]
+
+
+class HudOverlay(QLabel):
+    """Top-left statistics box."""
+
+    def __init__(self, parent: QWidget):
+        super().__init__(parent)
+        self.setObjectName("hud")
+        font = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        font.setPointSize(max(font.pointSize(), 9))
+        self.setFont(font)
+        self.setStyleSheet("QLabel#hud { background: rgba(0,0,0,150); color: #e8e8e8; padding: 6px 8px;"
+                           " border-radius: 4px; }")
+        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.move(10, 10)
+
+    def set_lines(self, lines: list[tuple[str, str]]) -> None:
+        width = max((len(k) for k, _ in lines), default=0)
+        self.setText("\n".join(f"{k:<{width}}  {v}" for k, v in lines))
+        self.adjustSize()
+
+
+class HelpOverlay(QLabel):
+    """Centred card with the controls (F1 / ?)."""
+
+    def __init__(self, parent: QWidget):
+        super().__init__(parent)
+        self.setObjectName("help")
+        rows = "".join(f"<tr><td style='padding-right:14px'><b>{k}</b></td><td>{v}</td></tr>" for k, v in CONTROLS)
+        self.setText(f"<h3 style='margin:0 0 6px 0'>Controls</h3><table>{rows}</table>"
+                     "<p style='color:#aaa;margin-top:8px'>F1 or ? closes this card</p>")
+        self.setTextFormat(Qt.TextFormat.RichText)
+        self.setStyleSheet("QLabel#help { background: rgba(20,20,24,225); color: #eee; padding: 14px 18px;"
+                           " border-radius: 8px; }")
+        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.hide()
+
+    def place(self) -> None:
+        self.adjustSize()
+        p = self.parentWidget()
+        self.move(max(0, (p.width() - self.width()) // 2), max(0, (p.height() - self.height()) // 2))
+
+
+class MessageBanner(QLabel):
+    """Bottom banner for errors and notices (stays until replaced or dismissed; click hides it)."""
+
+    STYLES = {
+        "error": "background: rgba(150,30,30,230); color: white;",
+        "info": "background: rgba(30,30,36,220); color: #eee;",
+    }
+
+    def __init__(self, parent: QWidget):
+        super().__init__(parent)
+        self.setObjectName("banner")
+        self.setWordWrap(True)
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        f = QFont(self.font())
+        f.setPointSize(max(f.pointSize(), 10))
+        self.setFont(f)
+        self.kind = "info"
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.hide)
+        self.hide()
+
+    def show_message(self, text: str, kind: str = "info", timeout_ms: int = 0) -> None:
+        self.kind = kind
+        self.setStyleSheet(f"QLabel#banner {{ {self.STYLES.get(kind, self.STYLES['info'])} padding: 10px 14px;"
+                           " border-radius: 6px; }")
+        self.setText(text)
+        self.place()
+        self.show()
+        self.raise_()
+        if timeout_ms:
+            self._timer.start(timeout_ms)
+        else:
+            self._timer.stop()
+
+    def place(self) -> None:
+        p = self.parentWidget()
+        w = max(200, p.width() - 40)
+        self.setFixedWidth(w)
+        self.adjustSize()
+        self.move((p.width() - w) // 2, max(0, p.height() - self.height() - 16))
+
+    def mousePressEvent(self, event) -> None:
+        self.hide()
