@@ -151,9 +151,12 @@ def read_images(
         for i in range(1, len(paths)):
             fill(i)
     else:
-        with ThreadPoolExecutor(n_workers) as pool:
+        pool = ThreadPoolExecutor(n_workers)
+        try:
             for fut in [pool.submit(fill, i) for i in range(1, len(paths))]:
                 fut.result()  # re-raises the first DatasetError in submission order
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # on error: skip the rest
     return out
 
 

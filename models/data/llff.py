@@ -134,7 +134,7 @@ def load_llff(
             f"{pb_path}: {arr.shape[0]} poses but {len(files)} images in {folder.name}/ (counts must match)"
         )
 
-    stacked = read_images(files, prepare=lambda img, p: to_rgb(img, bg), workers=workers)
+    stacked = read_images(files, prepare=lambda img, p: to_rgb(img, bg), workers=workers, channels=4)
     n, h, w = stacked.shape[:3]
 
     poses = arr[:, :15].reshape(-1, 3, 5)

@@ -302,21 +302,20 @@ class ProceduralScene:
         # (H, W, s*s) sub-pixel coordinates; pixel_rays adds the 0.5 of the pixel centre
         su = (u[..., None, None] + offs[None, :]).expand(height, width, s, s).reshape(height, width, s * s)
         sv = (v[..., None, None] + offs[:, None]).expand(height, width, s, s).reshape(height, width, s * s)
-        outs = {"rgb": [], "alpha": [], "depth": []}
-        for i in range(c2w.shape[0]):  # a handful of views, each fully vectorised
-            o, d = pixel_rays(c2w[i].to(torch.float32), fx, fy, cx, cy, su, sv)
-            o, d = o.reshape(-1, 3), d.reshape(-1, 3)
-            rgb, hit, t = [], [], []
-            for a in range(0, o.shape[0], self.chunk):
-                r = self.trace(o[a : a + self.chunk], d[a : a + self.chunk])
-                rgb.append(r["rgb"])
-                hit.append(r["hit"])
-                t.append(r["t"])
-            cov = torch.cat(hit).to(torch.float32).reshape(height, width, s * s)
-            outs["rgb"].append((torch.cat(rgb).reshape(height, width, s * s, 3) * cov[..., None]).mean(2))
-            outs["alpha"].append(cov.mean(-1))
-            outs["depth"].append((torch.cat(t).reshape(height, width, s * s) * cov).mean(-1))
-        return tuple(torch.stack(outs[k]) for k in ("rgb", "alpha", "depth"))
+        # rays of all views at once (a per-view loop of cheap ray generation), traced in chunks
+        rays = [pixel_rays(c2w[i].to(torch.float32), fx, fy, cx, cy, su, sv) for i in range(c2w.shape[0])]
+        o = torch.cat([r[0].reshape(-1, 3) for r in rays])
+        d = torch.cat([r[1].reshape(-1, 3) for r in rays])
+        rgb, hit, t = [], [], []
+        for a in range(0, o.shape[0], self.chunk):
+            r = self.trace(o[a : a + self.chunk], d[a : a + self.chunk])
+            rgb.append(r["rgb"])
+            hit.append(r["hit"])
+            t.append(r["t"])
+        shape = (c2w.shape[0], height, width, s * s)
+        cov = torch.cat(hit).to(torch.float32).reshape(shape)
+        rgb = (torch.cat(rgb).reshape(*shape, 3) * cov[..., None]).mean(3)
+        return rgb, cov.mean(-1), (torch.cat(t).reshape(shape) * cov).mean(-1)
 
     def render(self, camera: Camera) -> dict[str, torch.Tensor]:
         """Render one camera over a transparent background.
