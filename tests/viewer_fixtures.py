@@ -127,7 +127,7 @@ def tiny_scene(tmp_path_factory) -> Scene:
 
 
 @pytest.fixture
-def test_backends(monkeypatch):
+def viewer_backends(monkeypatch):
     """Registry order: nerf (1), flat (2), missing (3), slow (4), failing (5)."""
     backends = {"nerf": registry.BACKENDS["nerf"], "flat": FlatBackend, "missing": UnavailableBackend,
                 "slow": SlowBackend, "failing": FailingBackend}
@@ -135,5 +135,5 @@ def test_backends(monkeypatch):
     return backends
 
 
-__all__ = ["make_tiny_scene", "tiny_scene", "test_backends", "FlatBackend", "SlowBackend", "FailingBackend",
+__all__ = ["make_tiny_scene", "tiny_scene", "viewer_backends", "FlatBackend", "SlowBackend", "FailingBackend",
            "UnavailableBackend", "RenderAborted", "SCENE_W", "SCENE_H"]

@@ -176,15 +176,15 @@ class MainWindow(QMainWindow):
             cls = registry.BACKENDS[name]
             act = self._action(self.backend_menu, cls.label or name, lambda n=name: self.set_backend(n),
                                str(i + 1) if i < 9 else None)
-            act.setEnabled(False)
             self.backend_actions[name] = act
+            self._label_backend_action(name)
         modes = view.addMenu("&Display")
         for mode in MODES:
             self._action(modes, MODE_LABELS[mode], lambda m=mode: self.set_mode(m))
         self._action(view, "Next display &mode", self.cycle_mode, "M")
         view.addSeparator()
         self.hud_action = self._action(view, "&HUD", self.set_hud_visible, "H", checkable=True,
-                                       checked=self.hud.isVisible())
+                                       checked=not self.hud.isHidden())
         view.addAction(self.side_dock.toggleViewAction())
 
         cam = mb.addMenu("&Camera")
@@ -276,7 +276,7 @@ class MainWindow(QMainWindow):
             except Exception as e:  # noqa: BLE001
                 ok, reason = False, f"cannot check: {e}"
             self.backend_selector.set_availability(name, ok, reason)
-            self.backend_actions[name].setEnabled(ok)
+            self._label_backend_action(name)
             if ok:
                 available.append(name)
                 self.backend_selector.set_note(name, "loading…")
@@ -324,6 +324,12 @@ class MainWindow(QMainWindow):
         self.request_render()
         return True
 
+    def _label_backend_action(self, name: str) -> None:
+        # the action stays enabled so its key still answers with the reason in the status bar
+        label = registry.BACKENDS[name].label or name
+        reason = self.backend_selector.reasons.get(name, "")
+        self.backend_actions[name].setText(f"{label}  ({reason})" if reason else label)
+
     def set_compare_backend(self, name: str | None) -> None:
         """Show ``name`` next to the current backend in a split view (None: single view)."""
         self.compare_backend = name if name and name != self.backend else None
@@ -354,7 +360,7 @@ class MainWindow(QMainWindow):
 
     def _on_backend_failed(self, name: str, message: str) -> None:
         self.backend_selector.set_availability(name, False, message)
-        self.backend_actions[name].setEnabled(False)
+        self._label_backend_action(name)
         label = registry.BACKENDS[name].label or name
         if name == self.backend:
             self.show_error(f"{label} could not be loaded: {message}")
@@ -600,7 +606,9 @@ class MainWindow(QMainWindow):
         dlg.setAutoClose(False)
         dlg.setAutoReset(False)
         dlg.setValue(0)
-        dlg.canceled.connect(self.worker.cancel_offline)
+        # a lambda runs in the GUI thread at once (a bound method of the worker would be queued
+        # to the busy render thread and arrive after the job)
+        dlg.canceled.connect(lambda: self.worker.cancel_offline())
         self._progress = dlg
         self.worker.submit_offline(job)
 
