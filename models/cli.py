@@ -77,10 +77,10 @@ class Progress:
 
 # ---------------------------------------------------------------------------------- commands
 def cmd_make_scene(a) -> int:
-    from models.data.procedural import write_dataset
+    from models.data.procedural import ProceduralScene
 
     views = tuple(int(x) for x in a.views.split(",")) if "," in str(a.views) else (int(a.views), 8, 8)
-    out = write_dataset(Path(a.out), size=a.size, views=views)
+    out = ProceduralScene().write_dataset(Path(a.out), size=a.size, views=views)
     print(f"wrote procedural dataset to {out} ({a.size}x{a.size}; train/val/test = {views})")
     return 0
 
