@@ -125,6 +125,21 @@ def test_newest_request_replaces_pending_and_aborts_in_flight(qtbot, worker, tin
     assert worker.frames[-1].final
 
 
+def test_continuous_motion_over_a_slow_backend_still_shows_frames(qtbot, worker, tiny_scene):
+    _load(qtbot, worker, tiny_scene, "slow")
+    worker.dynamic = False  # 0.5 s frames, new views every 20 ms: without the guard none would finish
+    t_end = time.perf_counter() + 2.0
+    serial = 0
+    while time.perf_counter() < t_end:
+        serial += 1
+        worker.submit(_job(tiny_scene, ["slow"], 64, 48, serial=serial, yaw=serial))
+        qtbot.wait(20)
+    assert len(worker.frames) >= 1
+    serials = [f.serial for f in worker.frames]
+    assert serials == sorted(serials) and serials[-1] > 1
+    qtbot.waitUntil(lambda: worker.frames[-1].serial == serial, timeout=10_000)  # the last view is shown
+
+
 def test_dynamic_frames_then_progressive_refinement_then_idle(qtbot, worker, tiny_scene):
     _load(qtbot, worker, tiny_scene, "nerf")
     worker.refine_delay_ms = 100
@@ -136,6 +151,8 @@ def test_dynamic_frames_then_progressive_refinement_then_idle(qtbot, worker, tin
     assert all(f.refining for f in worker.frames[1:])
     assert len(worker.frames) >= 3  # progressive: more than one refinement step
     assert (last.width, last.height) == (64, 48) and last.serial == 7
+    progress = [f.progress for f in worker.frames[1:]]
+    assert progress == sorted(progress) and progress[-1] == 1.0
     # monotone coarse-to-fine
     widths = [f.width for f in worker.frames]
     assert widths == sorted(widths)

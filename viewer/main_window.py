@@ -62,6 +62,8 @@ class MainWindow(QMainWindow):
         self.infos: dict[str, BackendInfo] = {}
         self.keyframes: list[CameraPose] = []
         self.last_frame: Frame | None = None
+        self.last_interactive: Frame | None = None
+        """The last frame rendered for a moving camera (its timings are the HUD's ms/frame)."""
         self.fps_ema: float | None = None
         self._last_interactive_t: float | None = None
         self._serial = 0
@@ -265,7 +267,7 @@ class MainWindow(QMainWindow):
         self.camera_box.keyframes.setText("Keyframes: 0")
         self.worker.clear_backends()
         self.infos.clear()
-        self.last_frame = None
+        self.last_frame = self.last_interactive = None
         self.fps_ema = None
         self.canvas.set_frame(None)
         self._last_job_key = None
@@ -397,6 +399,7 @@ class MainWindow(QMainWindow):
         self.canvas.set_frame(frame)
         self.last_frame = frame
         if not frame.refining:
+            self.last_interactive = frame
             now = time.perf_counter()
             if self._last_interactive_t is not None:
                 dt = now - self._last_interactive_t
@@ -422,11 +425,20 @@ class MainWindow(QMainWindow):
         if f is not None:
             fps = f"{self.fps_ema:5.1f}" if self.fps_ema is not None else "  -  "
             pct = 100.0 * f.width * f.height / max(f.full_width * f.full_height, 1)
-            state = "final" if f.final else ("refining" if f.refining else "moving")
+            if f.final and f.refining:
+                state = f"final (refined in {f.frame_ms / 1000:.1f} s)"
+            elif f.final:
+                state = "final"
+            elif f.refining:
+                state = f"refining {100 * f.progress:.0f}% ({f.frame_ms / 1000:.1f} s)"
+            else:
+                state = "moving"
+            i = self.last_interactive or f
             lines += [
                 ("FPS (EMA)", f"{fps}   target {self.worker.target_fps:g}"),
-                ("ms/frame", f"{f.render_ms:.1f} render, {f.frame_ms:.1f} total"),
-                ("Resolution", f"{f.width}x{f.height} of {f.full_width}x{f.full_height} ({pct:.0f}%) {state}"),
+                ("ms/frame", f"{i.render_ms:.1f} render, {i.frame_ms:.1f} total at {i.width}x{i.height}"),
+                ("Resolution", f"{f.width}x{f.height} of {f.full_width}x{f.full_height} ({pct:.0f}%)"),
+                ("State", state),
                 ("Samples/ray", f"{f.samples_per_ray:.0f}"),
             ]
         else:

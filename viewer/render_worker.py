@@ -5,7 +5,9 @@ Scheduling (see ../shared/ARCHITECTURE.md, "Threading in the viewer"):
 - The GUI thread calls ``submit(ViewJob)`` for every camera/backend/mode/size change. The worker
   keeps one pending job: a newer job replaces it and makes the frame in progress abort at its
   next chunk (``should_abort`` compares a generation counter), so the worker always works on
-  the newest view.
+  the newest view. Starvation guard: if the screen has not been updated for ``max_stale_ms``
+  (a drag over a backend slower than the mouse), the interactive frame in flight is allowed to
+  finish, so the user keeps seeing frames; refinement strips are always abortable.
 - Interactive frames are rendered at a dynamic resolution that holds a target frame rate
   (``DynamicResolution``, one state per backend combination since their speeds differ by 1000x).
 - When no new job has arrived for ``refine_delay_ms`` (200 ms), the view is refined to full
@@ -135,6 +137,8 @@ class Frame:
     """Full resolution, complete: nothing more will come for this view."""
     refining: bool = False
     """Part of the still-camera refinement (not an interactive frame)."""
+    progress: float = 1.0
+    """Refinement: fraction of the pixels of all refinement levels rendered so far."""
     serial: int = 0
     emitted_at: float = 0.0
     """time.perf_counter() when emitted (for latency measurements)."""
@@ -234,6 +238,12 @@ class RenderWorker(QObject):
         self.refine_delay_ms = 200
         self.strip_ms = 100.0
         """Approximate work per refinement strip (abort/progress granularity)."""
+        self.max_stale_ms = 400.0
+        """Starvation guard: a newer view aborts the interactive frame in flight only while the
+        screen was updated less than this long ago (or 3 target frame times, if longer). Otherwise
+        the frame finishes, so a drag over a slow backend still shows frames."""
+        self._shown_at = time.perf_counter()
+        self._idle = True
         self._lock = threading.Lock()
         self._pending: ViewJob | None = None
         self._blocked: ViewJob | None = None
@@ -296,7 +306,17 @@ class RenderWorker(QObject):
 
     # --------------------------------------------------------------------- worker-thread side
     def _aborted(self, generation: int) -> bool:
+        """should_abort of refinement strips: any newer view or an offline job."""
         return self._generation != generation or bool(self._offline)
+
+    def _interactive_aborted(self, generation: int) -> bool:
+        """should_abort of interactive frames: as ``_aborted``, but with the starvation guard."""
+        if self._offline:
+            return True
+        if self._generation == generation:
+            return False
+        stale_ms = (time.perf_counter() - self._shown_at) * 1000.0
+        return stale_ms < max(self.max_stale_ms, 3000.0 / max(self.target_fps, 1e-3))
 
     @pyqtSlot()
     def _process(self) -> None:
@@ -316,7 +336,11 @@ class RenderWorker(QObject):
                 view, self._pending = self._pending, None
                 generation = self._generation
             if view is None:
+                self._idle = True
                 return
+            if self._idle:  # the screen is up to date until now: start the staleness clock
+                self._idle = False
+                self._shown_at = time.perf_counter()
             missing = [n for n in view.backends if n not in self._backends]
             if missing:
                 failed = [n for n in missing if n in self._failed]
@@ -341,7 +365,8 @@ class RenderWorker(QObject):
         req = replace(full, outputs=output_kinds(job.mode)).scaled(w, h)
         t0 = time.perf_counter()
         try:
-            images, render_ms, spr = self._render_all(job.backends, req, job.mode, lambda: self._aborted(generation))
+            images, render_ms, spr = self._render_all(job.backends, req, job.mode,
+                                                      lambda: self._interactive_aborted(generation))
         except RenderAborted:
             return
         except Exception as e:  # noqa: BLE001 - any backend failure becomes a message, never a crash
@@ -379,6 +404,7 @@ class RenderWorker(QObject):
 
     def _emit(self, frame: Frame) -> None:
         frame.emitted_at = time.perf_counter()
+        self._shown_at = frame.emitted_at
         self._last_frame = frame
         self.frames_rendered += 1
         self.frameReady.emit(frame)
@@ -415,8 +441,11 @@ class RenderWorker(QObject):
         while scale < 1.0:
             scale = min(1.0, scale * 2.0)
             levels.append(scale)
-        for li, s in enumerate(levels):
-            w, h = (full.width, full.height) if s >= 1.0 else (max(1, round(full.width * s)), max(1, round(full.height * s)))
+        sizes = [(full.width, full.height) if s >= 1.0 else (max(1, round(full.width * s)), max(1, round(full.height * s)))
+                 for s in levels]
+        total_pixels = sum(w * h for w, h in sizes)
+        done_pixels = 0
+        for li, (w, h) in enumerate(sizes):
             req = replace(full, outputs=output_kinds(job.mode)).scaled(w, h)
             # start from the previous level, nearest-upsampled; strips overwrite it
             ys = (np.arange(h) * base.shape[1] // h).clip(0, base.shape[1] - 1)
@@ -439,6 +468,7 @@ class RenderWorker(QObject):
                 ms_per_pixel = 0.5 * ms_per_pixel + 0.5 * ms / max(w * (y1 - y0), 1)
                 for i, im in enumerate(images):
                     canvas[i, y0:y1] = im
+                done_pixels += w * (y1 - y0)
                 y0 = y1
                 done_level = y0 >= h
                 final = done_level and li == len(levels) - 1
@@ -446,7 +476,8 @@ class RenderWorker(QObject):
                 self._emit(Frame(imgs, job.mode, w, h, full.width, full.height, job.backends, render_ms,
                                  (time.perf_counter() - t_start) * 1000.0, spr,
                                  value_range=self._range(imgs, job.mode) if done_level else last.value_range,
-                                 final=final, refining=True, serial=job.serial, request=full))
+                                 final=final, refining=True, progress=done_pixels / max(total_pixels, 1),
+                                 serial=job.serial, request=full))
                 if self._aborted(generation):
                     self._process()
                     return
