@@ -268,3 +268,16 @@ def test_hud_and_help_toggle(qtbot, window):
     assert window.help.isVisible() and "orbit" in window.help.text()
     qtbot.keyClick(window.canvas, Qt.Key.Key_F1)
     assert not window.help.isVisible()
+
+
+def test_recent_scenes_and_video_dialog(qtbot, window, tiny_scene):  # noqa: F811
+    assert window.recent_scenes()[0] == str(tiny_scene.root.resolve())
+    window._fill_recent()
+    assert [a.text() for a in window.recent_menu.actions()] == [str(tiny_scene.root.resolve())]
+    from viewer.panels.video_dialog import VideoDialog
+
+    dlg = VideoDialog(VideoSettings("out/clip", frames=10, width=64, height=48), keyframes=1)
+    qtbot.addWidget(dlg)
+    assert not dlg.source.model().item(1).isEnabled()  # fewer than two keyframes: no path
+    s = dlg.settings()
+    assert (s.path, s.source, s.frames, s.width, s.height) == ("out/clip.mp4", "orbit", 10, 64, 48)

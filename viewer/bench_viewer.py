@@ -2,6 +2,7 @@
 overhead per frame.
 
     python -m viewer.bench_viewer SCENE --size 800 --seconds 10 [--backends nerf,kilonerf] [--target-fps 30]
+        [--null-backend]
 
 Opens the main window with an ``size x size`` GL view, and for each available backend scripts a
 left-button drag (mouse moves at 120 Hz through Qt's event queue, like a real mouse) for
@@ -20,7 +21,13 @@ row per backend:
 - GUI ms/move: GUI-thread time per mouse move (camera update + request + submit).
 - refine s: time from releasing the mouse to the final full-resolution frame (capped by --refine-timeout).
 
-Works under Xvfb/llvmpipe on CPU and on a GPU machine with a display (or Xvfb).
+``--null-backend`` adds a backend that only generates rays and colours them by direction (no
+network), so the dynamic resolution reaches full size and the viewer's overhead is measured on
+full-resolution frames.
+
+Works under Xvfb/llvmpipe on CPU and on a GPU machine with a display (or Xvfb). Under llvmpipe
+"draw" is software rasterisation of the window-sized quad (a few ms at 800x800); on a GPU it is
+microseconds.
 """
 
 from __future__ import annotations
@@ -36,9 +43,42 @@ import numpy as np
 from PyQt6.QtCore import QEventLoop, QPoint, QSettings, Qt, QTimer
 from PyQt6.QtTest import QTest
 
+import torch
+
 from models.backends import registry
+from models.backends.base import RendererBackend
 from viewer.app import configure_torch_threads, create_application
 from viewer.main_window import MainWindow
+
+
+class NullBackend(RendererBackend):
+    """Rays coloured by direction: the cost of the render path without any network."""
+
+    name = "null"
+    label = "Null"
+
+    @classmethod
+    def availability(cls, scene):
+        return True, ""
+
+    def load(self, scene) -> None:
+        self.ndc = None
+
+    def load_state_dict(self, state, config=None) -> None:
+        pass
+
+    def modules(self):
+        return []
+
+    def flops_per_sample(self) -> float:
+        return 0.0
+
+    def chunk_size(self) -> int:
+        return 1 << 20
+
+    def render_rays(self, origins, dirs, near, far, background, outputs, half):
+        rgb = 0.5 + 0.5 * torch.nn.functional.normalize(dirs, dim=-1)
+        return {"rgb": rgb, "depth": near, "acc": torch.ones_like(near), "samples": torch.zeros_like(near)}
 
 
 def _spin(ms: float) -> None:
@@ -165,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--move-hz", type=float, default=120.0, help="mouse move events per second")
     p.add_argument("--device", default=None, help="cuda / cpu / mps (default: best available)")
     p.add_argument("--refine-timeout", type=float, default=30.0, help="max seconds to wait for full resolution")
+    p.add_argument("--null-backend", action="store_true",
+                   help="also bench a network-free backend (viewer overhead at full resolution)")
     args = p.parse_args(argv)
+    if args.null_backend:
+        registry.BACKENDS = {**registry.BACKENDS, NullBackend.name: NullBackend}
 
     app = create_application([sys.argv[0]])
     configure_torch_threads(args.device)
