@@ -53,6 +53,9 @@ def test_frames_are_scaled_with_letterbox_and_split(qtbot, split):
     images = [red, blue] if split else [red]
     canvas.set_frame(Frame(images, "rgb", 10, 10, 40, 40, ("a", "b")[: len(images)], 0, 0, 0))
     qtbot.waitUntil(lambda: canvas.frames_painted > 0, timeout=5_000)
+    fmt = canvas.context().format()
+    assert (fmt.majorVersion(), fmt.minorVersion()) >= (3, 3)
+    assert fmt.profile() == fmt.OpenGLContextProfile.CoreProfile
     px = _grab(canvas).astype(int)
     bg = np.round(np.array(BACKGROUND) * 255).astype(int)
     assert np.abs(px[20, 5] - bg).max() <= 1 and np.abs(px[20, 75] - bg).max() <= 1  # side bars

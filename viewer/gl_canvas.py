@@ -156,6 +156,8 @@ class GLCanvas(QOpenGLWidget):
         self.upload_ms = 0.0
         self.draw_ms = 0.0
         self.frames_painted = 0
+        self.gl_renderer = ""
+        """GL_RENDERER and GL_VERSION of the context (for benchmark reports)."""
         self._programs: dict[str, int] = {}
         self._textures: list[_Texture] = []
         self._vao = None
@@ -192,6 +194,10 @@ class GLCanvas(QOpenGLWidget):
     def initializeGL(self) -> None:
         ctx = self.context()
         ctx.aboutToBeDestroyed.connect(self._cleanup_gl)
+        try:
+            self.gl_renderer = " ".join(GL.glGetString(k).decode() for k in (GL.GL_RENDERER, GL.GL_VERSION))
+        except (GL.GLError, AttributeError):
+            self.gl_renderer = "unknown"
         try:
             self._programs = {"image": compile_program("fullscreen.vert", "image.frag"),
                               "split": compile_program("fullscreen.vert", "split.frag")}
