@@ -140,6 +140,15 @@ def test_continuous_motion_over_a_slow_backend_still_shows_frames(qtbot, worker,
     qtbot.waitUntil(lambda: worker.frames[-1].serial == serial, timeout=10_000)  # the last view is shown
 
 
+def test_refinement_survives_the_wakes_of_replaced_requests(qtbot, worker, tiny_scene):
+    _load(qtbot, worker, tiny_scene, "nerf")
+    worker.refine_delay_ms = 50
+    for i in range(3):  # three submits, one render: the two extra wakes arrive after the frame
+        worker.submit(_job(tiny_scene, ["nerf"], 32, 24, serial=i, yaw=i))
+    qtbot.waitUntil(lambda: bool(worker.frames) and worker.frames[-1].final, timeout=30_000)
+    assert worker.frames[-1].serial == 2 and worker.frames[-1].refining
+
+
 def test_dynamic_frames_then_progressive_refinement_then_idle(qtbot, worker, tiny_scene):
     _load(qtbot, worker, tiny_scene, "nerf")
     worker.refine_delay_ms = 100

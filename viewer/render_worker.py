@@ -320,7 +320,8 @@ class RenderWorker(QObject):
 
     @pyqtSlot()
     def _process(self) -> None:
-        self._refine_timer.stop()
+        # Wakes are queued once per submit, so most find nothing left to do: those must not
+        # touch the refinement timer (stopping it here would cancel the pending refinement).
         while True:
             with self._lock:
                 if self._offline:
@@ -329,6 +330,7 @@ class RenderWorker(QObject):
                 else:
                     job = None
             if job is not None:
+                self._refine_timer.stop()
                 self._run_offline(job)
                 self._offline_running = None
                 continue
@@ -338,6 +340,7 @@ class RenderWorker(QObject):
             if view is None:
                 self._idle = True
                 return
+            self._refine_timer.stop()
             if self._idle:  # the screen is up to date until now: start the staleness clock
                 self._idle = False
                 self._shown_at = time.perf_counter()
