@@ -234,6 +234,25 @@ def cmd_render(a) -> int:
     return 0
 
 
+def cmd_bench(a) -> int:
+    from models.bench import markdown_table, run_bench
+    from models.scene import Scene
+    from models.training.jobs import dataset_for_scene
+
+    device = devices.resolve_device(a.device)
+    scene = Scene.load(Path(a.scene))
+    data = dataset_for_scene(scene, a.data)
+    names = backends_arg(scene, a.backends)
+    if not names:
+        raise ValueError(f"{scene.root}: no trained backends to benchmark")
+    report = run_bench(scene, data, names, device, a.size, Path(a.out) if a.out else None, a.views, a.timing_views,
+                       a.repeats, a.precision, on_progress=lambda m: None if a.quiet else print(m, file=sys.stderr))
+    print(markdown_table(report))
+    if a.out:
+        print(f"wrote bench.md, bench.csv, bench.json and bench.png to {a.out}")
+    return 0
+
+
 def orbit_cameras(scene, ref, n: int):
     """Cameras circling the scene centre at the mean distance/elevation of the dataset cameras."""
     from models.cameras import Camera, look_at
@@ -319,6 +338,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
     add_common(p)
+
+    p = sub.add_parser("bench", help="quality and speed of every backend in one run (tables + plot)")
+    p.add_argument("scene")
+    p.add_argument("--backends", default="all", help="all | comma list")
+    p.add_argument("--size", type=int, default=None, help="timing resolution (longest side); default native")
+    p.add_argument("--out", default=None, help="folder for bench.md/.csv/.json/.png")
+    p.add_argument("--views", type=int, default=None, help="test views for quality (default all)")
+    p.add_argument("--timing-views", type=int, default=5, help="test cameras timed")
+    p.add_argument("--repeats", type=int, default=3, help="timed renders of each timing camera")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
+    p.add_argument("--data", default=None, help="dataset folder (default: the one in scene.json)")
+    add_common(p)
     return ap
 
 
@@ -328,6 +359,7 @@ COMMANDS = {
     "distill": cmd_distill,
     "eval": cmd_eval,
     "render": cmd_render,
+    "bench": cmd_bench,
 }
 
 

@@ -31,10 +31,17 @@ class TeacherConfig:
     """Upper bound of the adaptive ray batch."""
     coarse_ray_fraction: float = 0.25
     """Occupancy sampler: fraction of each batch's rays that also train the coarse net."""
+    time_budget_s: float = 0.0
+    """Stop after this many seconds of training (0: no limit). The learning-rate schedule then
+    follows progress = max(step / steps, elapsed / time_budget_s), so a time-bounded run still
+    decays fully."""
+    random_background: bool = True
+    """Composite training targets over a random colour each step when the dataset has alpha
+    (stops the model from painting the background into the scene; instant-ngp/nerfacc do this)."""
     lr: float = 5e-4
     """Initial Adam learning rate."""
     lr_decay_steps: int = 20000
-    """lr = lr * 0.1^(step / lr_decay_steps) (the reference code uses 500k)."""
+    """lr = lr * 0.1^(progress * steps / lr_decay_steps) (the reference code uses 500k)."""
     adam_eps: float = 1e-7
     """Adam epsilon (reference code: 1e-7)."""
     precrop_steps: int = 0
@@ -88,7 +95,7 @@ TEACHER_PRESETS: dict[str, TeacherConfig] = {
         checkpoint_every_s=10.0,
     ),
     "quick": TeacherConfig(steps=5000, lr_decay_steps=10000, validate_every=1000),
-    "standard": TeacherConfig(steps=20000, lr_decay_steps=20000, validate_every=2500),
+    "standard": TeacherConfig(steps=40000, lr_decay_steps=40000, time_budget_s=420.0, validate_every=2500),
     "paper": TeacherConfig(
         steps=200000, sampler="hierarchical", batch_rays=1024, lr_decay_steps=500000, precrop_steps=500,
         validate_every=10000, checkpoint_every_s=600.0,

@@ -126,6 +126,10 @@ class TrainingJob(abc.ABC):
     def finish(self) -> dict:
         """Write the final model into the scene folder; returns metrics for the event."""
 
+    def done(self, step: int) -> bool:
+        """True to stop before ``total_steps`` (e.g. a time budget ran out)."""
+        return False
+
     def snapshot(self) -> dict | None:
         """Weights for live preview: {"backend", "state", "config"} or None."""
         return None
@@ -237,7 +241,7 @@ def run_job(
             emit("checkpoint", message=str(checkpoint))
 
     try:
-        while step < job.total_steps:
+        while step < job.total_steps and not job.done(step):
             if control.cancelled:
                 raise JobCancelled()
             if control.paused:

@@ -32,23 +32,34 @@ from models.training.engine import (
 class RayBatcher:
     """Random rays across all images of a split, kept on the device (images as uint8)."""
 
-    def __init__(self, split: Split, ndc: dict | None, device: torch.device, generator: torch.Generator):
+    def __init__(self, split: Split, ndc: dict | None, device: torch.device, generator: torch.Generator,
+                 base_background: tuple[float, float, float] = (1.0, 1.0, 1.0)):
+        # colours kept as uint8 on the device; float images are 4x the memory for no gain
         self.images = (split.images * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).to(device)  # (N, H, W, 3)
+        self.alpha = None if split.alpha is None else (split.alpha * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).to(device)
+        self.base_background = torch.tensor(base_background, dtype=torch.float32, device=device)
         self.c2w = split.c2w.to(device)
         self.intr = split.intrinsics.to(device)
         self.ndc = ndc
         self.device = device
         self.generator = generator
 
-    def sample(self, n: int, precrop: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """origins (n, 3), directions (n, 3), target colours (n, 3) in [0, 1]."""
+    def sample(self, n: int, precrop: float = 1.0, background: torch.Tensor | None = None):
+        """origins (n, 3), directions (n, 3), target colours (n, 3) in [0, 1].
+
+        With ``background`` (3,) and alpha available, targets are re-composited over it.
+        """
         num, h, w = self.images.shape[:3]
         img, u, v = sample_pixel_batch(num, h, w, n, self.generator, self.device, precrop)
         k = self.intr[img]
         o, d = pixel_rays(self.c2w[img], k[:, 0], k[:, 1], k[:, 2], k[:, 3], u, v)
         if self.ndc is not None:
             o, d = ndc_rays(self.ndc["height"], self.ndc["width"], self.ndc["focal"], self.ndc["near"], o, d)
-        return o, d, self.images[img, v, u].float() / 255.0
+        rgb = self.images[img, v, u].float() / 255.0
+        if background is not None and self.alpha is not None:
+            a = self.alpha[img, v, u].float()[:, None] / 255.0
+            rgb = rgb - (1.0 - a) * self.base_background + (1.0 - a) * background
+        return o, d, rgb
 
 
 def nerf_state(coarse: NerfMLP, fine: NerfMLP) -> dict[str, torch.Tensor]:
@@ -71,7 +82,8 @@ class TeacherJob(TrainingJob):
         self.generator = torch.Generator(device=self.device).manual_seed(c.seed)
         if "train" not in data.splits or len(data.splits["train"]) == 0:
             raise ValueError(f"{data.root}: dataset has no training images")
-        self.batcher = RayBatcher(data.splits["train"], data.ndc, self.device, self.generator)
+        self.batcher = RayBatcher(data.splits["train"], data.ndc, self.device, self.generator, data.background)
+        self.elapsed_before = 0.0  # training seconds of earlier (resumed) runs
         self.coarse = NerfMLP(c.mlp).to(self.device)
         self.fine = NerfMLP(c.mlp).to(self.device)
         self.optimizer = torch.optim.Adam(
@@ -105,9 +117,23 @@ class TeacherJob(TrainingJob):
             return self.fine.density(x).float()
 
     # ------------------------------------------------------------------------------------ step
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def progress(self, step: int) -> float:
+        """Fraction of the run done: by steps, or by time when a time budget is set."""
+        p = step / self.config.steps
+        if self.config.time_budget_s > 0:
+            p = max(p, self.elapsed() / self.config.time_budget_s)
+        return min(p, 1.0)
+
+    def done(self, step: int) -> bool:
+        return self.config.time_budget_s > 0 and self.elapsed() >= self.config.time_budget_s
+
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         c = self.config
-        lr = c.lr * 0.1 ** (step / c.lr_decay_steps)
+        self.steps_done = step + 1
+        lr = c.lr * 0.1 ** (self.progress(step) * c.steps / c.lr_decay_steps)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         if self.grid is not None and step >= c.grid_warmup_steps and step % c.grid_update_every == 0:
@@ -125,7 +151,8 @@ class TeacherJob(TrainingJob):
 
     def _occupancy_step(self, precrop: float):
         c = self.config
-        o, d, target = self.batcher.sample(self.batch_rays, precrop)
+        bg = self.train_background()
+        o, d, target = self.batcher.sample(self.batch_rays, precrop, bg if bg is not self.background else None)
         near, far = self.near_far(o, d)
         ray_ids, t0, t1 = self.grid.march(o, d, near, far, c.render_step_size, jitter=True, generator=self.generator)
         n_rays = o.shape[0]
@@ -135,14 +162,14 @@ class TeacherJob(TrainingJob):
         dn = d.norm(dim=-1)
         with self.autocast():
             sig, rgb = self.fine(pts, vd, c.raw_noise_std)
-        out = composite_packed(sig.float(), rgb.float(), t0, t1, ray_ids, n_rays, dn, self.background)
+        out = composite_packed(sig.float(), rgb.float(), t0, t1, ray_ids, n_rays, dn, bg)
         loss_f = F.mse_loss(out["rgb"], target)
         # the coarse net trains on a prefix of the rays (packed samples are sorted by ray)
         n_c = max(1, int(n_rays * c.coarse_ray_fraction))
         k = int(torch.searchsorted(ray_ids, torch.tensor([n_c], device=self.device)).item()) if ray_ids.numel() else 0
         with self.autocast():
             sig_c, rgb_c = self.coarse(pts[:k], vd[:k], c.raw_noise_std)
-        out_c = composite_packed(sig_c.float(), rgb_c.float(), t0[:k], t1[:k], ray_ids[:k], n_c, dn[:n_c], self.background)
+        out_c = composite_packed(sig_c.float(), rgb_c.float(), t0[:k], t1[:k], ray_ids[:k], n_c, dn[:n_c], bg)
         loss_c = F.mse_loss(out_c["rgb"], target[:n_c])
         # adapt the batch so that each step evaluates about target_samples samples (nerfacc)
         n_samples = max(int(ray_ids.numel()), 1)
@@ -152,16 +179,23 @@ class TeacherJob(TrainingJob):
 
     def _hierarchical_step(self, precrop: float):
         c = self.config
-        o, d, target = self.batcher.sample(self.batch_rays, precrop)
+        bg = self.train_background()
+        o, d, target = self.batcher.sample(self.batch_rays, precrop, bg if bg is not self.background else None)
         near, far = self.near_far(o, d)
         if self.data.ndc is None:
             near, far, _ = clip_to_box(o, d, near, far, self.aabb)
         with self.autocast():
-            out = render_hierarchical(self.coarse, self.fine, o, d, near, far, self.background, self.sampling,
+            out = render_hierarchical(self.coarse, self.fine, o, d, near, far, bg, self.sampling,
                                       perturb=True, raw_noise_std=c.raw_noise_std, generator=self.generator)
         loss_f = F.mse_loss(out["rgb"].float(), target)
         loss_c = F.mse_loss(out["rgb_coarse"].float(), target)
         return loss_f + loss_c, -10.0 * torch.log10(loss_f.detach().clamp_min(1e-10)), {}
+
+    def train_background(self) -> torch.Tensor:
+        """This step's background: random when the data has alpha and the config asks for it."""
+        if self.config.random_background and self.batcher.alpha is not None:
+            return torch.rand(3, generator=self.generator, device=self.device)
+        return self.background
 
     # ------------------------------------------------------------------------------ rendering
     def backend(self) -> NerfBackend:
@@ -208,7 +242,7 @@ class TeacherJob(TrainingJob):
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
         t = {**self.model_tensors(), **optimizer_tensors(self.optimizer),
              "scaler.scale": torch.tensor(float(self.scaler.get_scale()) if self.amp else 1.0),
-             "batch_rays": torch.tensor(self.batch_rays)}
+             "batch_rays": torch.tensor(self.batch_rays), "elapsed_s": torch.tensor(self.elapsed())}
         if self.grid is not None:
             t["grid.occupied"] = self.grid.occupied
             t["grid.density_ema"] = self.grid.density_ema
@@ -221,6 +255,8 @@ class TeacherJob(TrainingJob):
         if self.amp and "scaler.scale" in tensors:
             self.scaler.update(float(tensors["scaler.scale"]))
         self.batch_rays = int(tensors.get("batch_rays", torch.tensor(self.batch_rays)))
+        self.elapsed_before = float(tensors.get("elapsed_s", torch.tensor(0.0)))
+        self.started = time.perf_counter()
         if self.grid is not None and "grid.occupied" in tensors:
             self.grid.occupied = tensors["grid.occupied"].to(self.device).bool()
             self.grid.density_ema = tensors["grid.density_ema"].to(self.device).float()
@@ -233,8 +269,9 @@ class TeacherJob(TrainingJob):
 
     def finish(self) -> dict:
         v = self.validate()
-        metrics = {"val_psnr": round(v.psnr, 3), "steps": self.total_steps,
-                   "train_seconds": round(time.perf_counter() - self.started, 1), "device": str(self.device)}
+        steps = getattr(self, "steps_done", self.total_steps)
+        metrics = {"val_psnr": round(v.psnr, 3), "steps": steps, "train_seconds": round(self.elapsed(), 1),
+                   "steps_per_s": round(steps / max(self.elapsed(), 1e-9), 2), "device": str(self.device)}
         if self.grid is not None:
             self.scene.save_occupancy(self.grid.occupied, self.config.grid_threshold)
         self.scene.save_model("nerf", self.model_tensors(), self.model_config(), {"teacher": metrics})

@@ -1,0 +1,189 @@
+"""Benchmark: quality and speed of every backend of a scene, measured in one run.
+
+Quality: mean PSNR/SSIM over the dataset's test views at their native resolution (the same
+``models.evaluation.evaluate`` that ``eval`` uses, so the numbers agree). Speed: each test camera
+rendered at ``size`` pixels (longest side) after warm-up, device synchronised, several repeats;
+median and p95 ms/frame, FPS from the median, samples and FLOPs per ray, parameters, peak memory.
+Writes ``bench.md`` (Markdown table), ``bench.csv``, ``bench.json`` and ``bench.png`` (speed vs
+quality) into ``out``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from models import devices
+from models.backends.base import RenderRequest, RendererBackend
+from models.evaluation import evaluate, split_cameras
+from models.storage import write_json
+
+
+def time_backend(
+    backend: RendererBackend,
+    cameras: list,
+    near: float,
+    far: float,
+    background,
+    size: int | None,
+    repeats: int = 3,
+    warmup: int = 2,
+    precision: str = "auto",
+) -> dict:
+    """Median/p95 ms per frame over ``cameras`` x ``repeats`` renders (after ``warmup`` frames)."""
+    reqs = []
+    for cam in cameras:
+        if size is not None:
+            s = size / max(cam.width, cam.height)
+            cam = cam.scaled(max(1, round(cam.width * s)), max(1, round(cam.height * s)))
+        reqs.append(RenderRequest.from_camera(cam, near, far, background=tuple(background), precision=precision))
+    dev = backend.device
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    for i in range(warmup):
+        backend.render(reqs[i % len(reqs)])
+    times, spr, fpr = [], [], []
+    for _ in range(repeats):
+        for r in reqs:
+            devices.sync(dev)
+            t0 = time.perf_counter()
+            res = backend.render(r)  # synchronises the device before returning
+            times.append((time.perf_counter() - t0) * 1000.0)
+            spr.append(res.samples_per_ray)
+            fpr.append(res.flops_per_ray)
+    times.sort()
+    p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+    med = statistics.median(times)
+    mem = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else float("nan")
+    return {
+        "ms_median": med,
+        "ms_p95": p95,
+        "ms_mean": sum(times) / len(times),
+        "fps": 1000.0 / med,
+        "samples_per_ray": sum(spr) / len(spr),
+        "flops_per_ray": sum(fpr) / len(fpr),
+        "width": reqs[0].width,
+        "height": reqs[0].height,
+        "frames_timed": len(times),
+        "peak_memory_mib": mem,
+    }
+
+
+def run_bench(
+    scene,
+    data,
+    backend_names: list[str],
+    device: torch.device,
+    size: int | None,
+    out: Path | None,
+    views: int | None = None,
+    timing_views: int = 5,
+    repeats: int = 3,
+    precision: str = "auto",
+    load: Callable[[str], RendererBackend] | None = None,
+    on_progress: Callable[[str], None] = lambda msg: None,
+) -> dict:
+    """Benchmark ``backend_names`` on the scene's test split; returns the report dict."""
+    from models.cli import load_backend
+
+    split = data.splits.get("test") or data.splits["val"]
+    cams = split_cameras(split)[: max(1, timing_views)]
+    rows = []
+    for name in backend_names:
+        on_progress(f"loading {name}")
+        backend = load(name) if load else load_backend(scene, name, device)
+        on_progress(f"{name}: quality on {views or len(split)} test views")
+        q = evaluate(backend, split, data.near, data.far, data.background, None, views, precision)
+        on_progress(f"{name}: timing at {size or 'native'} px")
+        t = time_backend(backend, cams, data.near, data.far, data.background, size, repeats, precision=precision)
+        rows.append({"backend": name, "label": type(backend).label, "psnr": q["psnr"], "ssim": q["ssim"],
+                     "quality_views": q["n_views"], "quality_size": f"{q['width']}x{q['height']}",
+                     "params": backend.parameter_count(), **t})
+        del backend
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    base = next((r for r in rows if r["backend"] == "nerf"), None)
+    for r in rows:
+        r["speedup_vs_nerf"] = base["ms_median"] / r["ms_median"] if base else float("nan")
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "device": devices.describe(device),
+        "host": platform.node(),
+        "torch": torch.__version__,
+        "precision": precision,
+        "scene": str(scene.root),
+        "rows": rows,
+    }
+    if out is not None:
+        write_report(report, Path(out))
+    return report
+
+
+def markdown_table(report: dict) -> str:
+    rows = report["rows"]
+    w, h = (rows[0]["width"], rows[0]["height"]) if rows else (0, 0)
+    lines = [
+        f"Device: {report['device']}; torch {report['torch']}; date {report['date']}; precision {report['precision']}; "
+        f"timing at {w}x{h}; quality at {rows[0]['quality_size'] if rows else '-'} "
+        f"over {rows[0]['quality_views'] if rows else 0} test views.",
+        "",
+        "| backend | PSNR | SSIM | ms/frame (median) | ms p95 | FPS | samples/ray | MFLOPs/ray | params | peak MiB | speed-up vs NeRF |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['ms_median']:.1f} | {r['ms_p95']:.1f} | "
+            f"{r['fps']:.1f} | {r['samples_per_ray']:.1f} | {r['flops_per_ray'] / 1e6:.2f} | {r['params']:,} | "
+            f"{r['peak_memory_mib']:.0f} | {r['speedup_vs_nerf']:.1f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out: Path) -> None:
+    """bench.md, bench.csv, bench.json and bench.png (speed vs quality), each written atomically."""
+    from models.storage import _atomic_replace
+
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown_table(report)
+    _atomic_replace(out / "bench.md", lambda tmp: Path(tmp).write_text(md))
+    buf = io.StringIO()
+    keys = list(report["rows"][0].keys()) if report["rows"] else []
+    wr = csv.DictWriter(buf, fieldnames=keys)
+    wr.writeheader()
+    for r in report["rows"]:
+        wr.writerow(r)
+    _atomic_replace(out / "bench.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    write_json(out / "bench.json", report)
+    plot_speed_quality(report, out / "bench.png")
+
+
+def plot_speed_quality(report: dict, path: Path) -> None:
+    """Scatter of FPS (log x) against PSNR, one labelled point per backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from models.storage import _atomic_replace
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for r in report["rows"]:
+        ax.scatter(r["fps"], r["psnr"], s=60)
+        ax.annotate(f"{r['label']}\n{r['ms_median']:.1f} ms", (r["fps"], r["psnr"]), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"frames per second at {report['rows'][0]['width']}x{report['rows'][0]['height']} (log)"
+                  if report["rows"] else "FPS")
+    ax.set_ylabel("PSNR on test views (dB)")
+    ax.set_title(f"Speed vs quality — {report['device']}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    _atomic_replace(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
