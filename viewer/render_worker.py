@@ -333,6 +333,8 @@ class RenderWorker(QObject):
                 self._refine_timer.stop()
                 self._run_offline(job)
                 self._offline_running = None
+                if self._last_frame is not None and not self._last_frame.final:
+                    self._refine_timer.start(self.refine_delay_ms)  # resume the interrupted refinement
                 continue
             with self._lock:
                 view, self._pending = self._pending, None
