@@ -1,0 +1,375 @@
+"""R2L backend: a neural light field, one network query per ray (no samples along the ray).
+
+Rendering a chunk of rays = encode the rays (16 points, PE, float32) and run the deep residual
+MLP once. On CUDA the network runs in fp16 from a persistent half-precision copy of the
+weights; three execution paths are available (``R2LBackend.accel``, or the environment
+variable ``NSV_R2L_ACCEL``):
+
+``"fused"`` (default on CUDA when Triton is importable and the width is 64, 128 or 256)
+    One Triton kernel per chunk: each program keeps a tile of rays on chip across *all* layers
+    (encoding, head, 43 residual blocks, tail), streaming the weights from L2. The layer-by-layer
+    path moves every activation through memory 88 times; this one reads 24 bytes of ray and
+    writes 12 bytes of colour per ray. Checked against the plain path on its first use and
+    abandoned (with a note in ``accel_note``) if it disagrees.
+``"torch"``
+    Plain PyTorch: encoding, then fp16 cuBLAS GEMMs layer by layer (about 46-56 ms per 800x800
+    W256D88 frame on an H100, ENVIRONMENT.md).
+``"compile"``
+    ``torch.compile`` of the plain network (fp16), for comparison.
+
+On CPU only the plain path exists (float32).
+
+The network was trained for fixed sampling bounds (near/far of its scene, or 0..1 in NDC); the
+backend uses those stored bounds whatever a request says, since the light field is only
+defined for the sampling it was trained with. R2L has no depth or opacity output.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import TYPE_CHECKING
+
+import torch
+
+from models.backends.base import BackendUnavailable, RendererBackend
+from models.fields.r2l_mlp import R2LMLP, R2LMLPConfig, encode_rays
+
+if TYPE_CHECKING:
+    from models.scene import Scene
+
+ACCEL_CHOICES = ("auto", "fused", "torch", "compile")
+
+
+class R2LBackend(RendererBackend):
+    """The distilled R2L light field as a renderer."""
+
+    name = "r2l"
+    label = "R2L"
+    supported_outputs = frozenset({"rgb"})
+
+    def __init__(self, device=None, config: R2LMLPConfig = R2LMLPConfig(), accel: str | None = None):
+        super().__init__(device)
+        self.config = config
+        self.net = R2LMLP(config).to(self.device).eval()
+        self.near, self.far = 2.0, 6.0
+        """Sampling bounds the network was trained with (0, 1 for NDC scenes)."""
+        self.accel = accel or os.environ.get("NSV_R2L_ACCEL", "auto")
+        """Execution path on CUDA: auto | fused | torch | compile (see the module docstring)."""
+        if self.accel not in ACCEL_CHOICES:
+            raise ValueError(f"R2L accel must be one of {', '.join(ACCEL_CHOICES)}, got '{self.accel}'")
+        self.accel_note = ""
+        """Why the requested fast path is not used, if it is not (for HUDs and benchmarks)."""
+        self._half: R2LMLP | None = None
+        self._compiled = None
+        self._fused: FusedR2L | None = None
+        self._fused_failed = False
+
+    # ----------------------------------------------------------------------------- loading
+    def modules(self):
+        return [self.net]
+
+    def to(self, device):
+        super().to(device)
+        self._invalidate()
+        return self
+
+    def load(self, scene: "Scene") -> None:
+        from models.scene import SceneError
+
+        try:
+            tensors, config = scene.load_model(self.name, self.device)
+        except SceneError as e:
+            raise BackendUnavailable(str(e)) from None
+        self.ndc = scene.ndc
+        self.load_state_dict(tensors, config)
+
+    def load_state_dict(self, state, config=None) -> None:
+        config = config or {}
+        cfg = R2LMLPConfig.from_dict(config["mlp"]) if "mlp" in config else self.config
+        if cfg != self.config or self.net.config != cfg:
+            self.config = cfg
+            self.net = R2LMLP(cfg).to(self.device).eval()
+        if "near" in config and "far" in config:
+            self.near, self.far = float(config["near"]), float(config["far"])
+        try:
+            self.net.load_state_dict({k: v.to(self.device, torch.float32) for k, v in state.items()})
+        except RuntimeError as e:
+            raise BackendUnavailable(f"R2L weights do not match the network shape: {str(e).splitlines()[0]}") from None
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._half = None
+        self._compiled = None
+        self._fused = None
+        self._fused_failed = False
+
+    # ------------------------------------------------------------------------------ counts
+    def flops_per_sample(self) -> float:
+        return self.net.flops_per_ray()
+
+    def bytes_per_ray(self) -> int:
+        # plain path: fp32 encoding and its temporaries, the fp16 copy, a few activations
+        return int(self.config.input_dim * (3 * 4 + 2) + self.config.width * 2 * 4)
+
+    def chunk_size(self) -> int:
+        if self.chunk_override:
+            return self.chunk_override
+        if self.device.type == "cuda" and self._fused_path_possible():
+            return 1 << 20  # the fused kernel needs no per-ray scratch memory
+        return super().chunk_size() if self.device.type == "cuda" else 8192
+
+    # ----------------------------------------------------------------------------- render
+    def bounds(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        near = torch.full((n,), 0.0 if self.ndc is not None else self.near, device=self.device)
+        far = torch.full((n,), 1.0 if self.ndc is not None else self.far, device=self.device)
+        return near, far
+
+    def render_rays(self, origins, dirs, near, far, background, outputs, half):
+        n = origins.shape[0]
+        near, far = self.bounds(n)  # the trained bounds, not the request's
+        rgb = None
+        if half and self.device.type == "cuda":
+            rgb = self._render_cuda(origins, dirs, near, far)
+        if rgb is None:
+            net = self._half_net() if half else self.net
+            enc = encode_rays(origins, dirs, near, far, self.config)
+            rgb = net(enc.to(next(net.parameters()).dtype))
+        return {"rgb": rgb.float(), "samples": torch.ones(n, device=self.device)}
+
+    def _half_net(self) -> R2LMLP:
+        if self._half is None:
+            import copy
+
+            self._half = copy.deepcopy(self.net).half().eval()
+        return self._half
+
+    def _fused_path_possible(self) -> bool:
+        return (self.accel in ("auto", "fused") and not self._fused_failed and self.device.type == "cuda"
+                and FusedR2L.supports(self.config))
+
+    def _render_cuda(self, origins, dirs, near, far) -> torch.Tensor | None:
+        if self._fused_path_possible():
+            if self._fused is None:
+                self._fused = self._make_fused(origins, dirs, near, far)
+            if self._fused is not None:
+                return self._fused(origins, dirs)
+        if self.accel == "compile":
+            if self._compiled is None:
+                self._compiled = torch.compile(self._half_net(), dynamic=True)
+            enc = encode_rays(origins, dirs, near, far, self.config).half()
+            return self._compiled(enc)
+        return None
+
+    def _make_fused(self, origins, dirs, near, far) -> "FusedR2L | None":
+        """Build the fused kernel and check it against the plain fp16 path on a few rays."""
+        try:
+            fused = FusedR2L(self.net, float(near[0]), float(far[0]))
+            k = min(origins.shape[0], 4096)
+            got = fused(origins[:k], dirs[:k])
+            ref = self._half_net()(encode_rays(origins[:k], dirs[:k], near[:k], far[:k], self.config).half()).float()
+            err = float((got - ref).abs().max())
+            if not math.isfinite(err) or err > 2e-2:
+                raise RuntimeError(f"fused kernel disagrees with the plain path (max abs error {err:.3g})")
+            return fused
+        except Exception as e:  # noqa: BLE001 - any failure means: use the plain path
+            self._fused_failed = True
+            self.accel_note = f"fused R2L kernel unavailable ({type(e).__name__}: {str(e).splitlines()[0][:200]}); " \
+                              "using the plain fp16 path"
+            if self.accel == "fused":
+                warnings.warn(self.accel_note, RuntimeWarning, stacklevel=3)
+            return None
+
+    def active_path(self) -> str:
+        """Which execution path renders now: "fused", "compile", "torch-fp16" or "torch-fp32"."""
+        if self.device.type != "cuda":
+            return "torch-fp32"
+        if self._fused is not None:
+            return "fused"
+        if self.accel == "compile":
+            return "compile"
+        return "torch-fp16"
+
+
+# ===================================================================================== fused
+class FusedR2L:
+    """The whole R2L network in one Triton kernel (inference, fp16 tensor cores, fp32 accumulate).
+
+    Each program takes a tile of BM rays and keeps its activations in registers from the ray
+    to the colour: the 16 points and their encoding are computed in the kernel (sin/cos in
+    float32, libdevice-accurate), the head is accumulated group by group over the 21 encoding
+    groups, then every residual block does x += W2 relu(W1 x + b1) + b2 with the activations
+    split in four column chunks of W/4 (Triton cannot slice register tensors) so that each
+    layer is 16 (BM x W/4) @ (W/4 x W/4) tensor-core products; weights (fp16, 11.3 MB for
+    W256D88) stream from L2. Only the tile's rays are read and its colours written.
+    """
+
+    SUPPORTED_WIDTHS = (64, 128, 256)
+
+    def __init__(self, net: R2LMLP, near: float, far: float, block_m: int = 128, num_warps: int = 8):
+        if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError("the fused R2L kernel needs CUDA (or TRITON_INTERPRET=1 for testing on CPU)")
+        cfg = net.config
+        if not self.supports(cfg):
+            raise ValueError(f"fused R2L kernel supports widths {self.SUPPORTED_WIDTHS}, not {cfg.width}")
+        self.kernel = _fused_kernel()
+        dev = net.head.weight.device
+        w, k3, groups = cfg.width, 3 * cfg.n_points, 1 + 2 * cfg.pos_freqs
+        self.gp = max(16, 1 << (k3 - 1).bit_length())  # padded group width (48 -> 64)
+        with torch.no_grad():
+            wh = net.head.weight.detach().float().t().reshape(groups, k3, w)  # (21, 48, W)
+            self.wh = torch.zeros(groups, self.gp, w, device=dev)
+            self.wh[:, :k3] = wh
+            self.wh = self.wh.half().contiguous()
+            self.bh = net.head.bias.detach().float().contiguous()
+            nb = cfg.n_blocks
+            if nb:
+                self.w1 = torch.stack([b.fc1.weight.detach().t() for b in net.blocks]).half().contiguous()
+                self.b1 = torch.stack([b.fc1.bias.detach() for b in net.blocks]).float().contiguous()
+                self.w2 = torch.stack([b.fc2.weight.detach().t() for b in net.blocks]).half().contiguous()
+                self.b2 = torch.stack([b.fc2.bias.detach() for b in net.blocks]).float().contiguous()
+            else:  # valid pointers for a kernel that never reads them
+                self.w1 = self.w2 = torch.zeros(1, w, w, device=dev, dtype=torch.float16)
+                self.b1 = self.b2 = torch.zeros(1, w, device=dev)
+            self.wt = torch.zeros(w, 16, device=dev)
+            self.wt[:, :3] = net.tail.weight.detach().float().t()
+            self.wt = self.wt.half().contiguous()
+            self.bt = torch.zeros(16, device=dev)
+            self.bt[:3] = net.tail.bias.detach().float()
+            steps = torch.linspace(0.0, 1.0, cfg.n_points, device=dev)
+            self.t = (near * (1.0 - steps) + far * steps).float().contiguous()  # test-time sampling
+            self.freqs = (2.0 ** torch.arange(cfg.pos_freqs, device=dev, dtype=torch.float32)).contiguous()
+        self.cfg = cfg
+        self.block_m = block_m
+        self.num_warps = num_warps
+
+    @classmethod
+    def supports(cls, cfg: R2LMLPConfig) -> bool:
+        return cfg.width in cls.SUPPORTED_WIDTHS and 3 * cfg.n_points <= 128
+
+    def __call__(self, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+        """origins, dirs (M, 3) -> rgb (M, 3) float32."""
+        m = origins.shape[0]
+        o = origins.float().contiguous()
+        d = dirs.float().contiguous()
+        out = torch.empty(m, 3, device=o.device, dtype=torch.float32)
+        if m == 0:
+            return out
+        grid = (triton_cdiv(m, self.block_m),)
+        self.kernel[grid](
+            o, d, self.t, self.freqs, self.wh, self.bh, self.w1, self.b1, self.w2, self.b2, self.wt, self.bt, out,
+            m, W=self.cfg.width, C=self.cfg.width // 4, BM=self.block_m, K3=3 * self.cfg.n_points, GP=self.gp,
+            NB=self.cfg.n_blocks, NF=self.cfg.pos_freqs,
+            num_warps=self.num_warps,
+        )
+        return out
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+_KERNEL = None
+
+
+def _fused_kernel():
+    """Compile-on-demand definition of the fused kernel (Triton is imported only here)."""
+    global _KERNEL
+    if _KERNEL is not None:
+        return _KERNEL
+    import triton
+    import triton.language as tl
+    from triton.language.extra import libdevice
+
+    # Triton resolves the names a kernel uses in its module's globals, not in this closure;
+    # Triton stays an optional dependency, imported only when a fused kernel is first built.
+    # libdevice's sin/cos are accurate for the large arguments of the encoding (2^9 x); the CPU
+    # interpreter (TRITON_INTERPRET=1, tests) only emulates tl.math, whose sin/cos it maps to numpy.
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    globals().update(tl=tl, libdevice=tl.math if interpret else libdevice)
+
+    @triton.jit
+    def _chunk_dot(h0, h1, h2, h3, w_ptr, W: tl.constexpr, C: tl.constexpr, j: tl.constexpr):
+        """Output column chunk j (BM, C) of [h0 h1 h2 h3] @ Wt, Wt (W, W) row-major (in, out)."""
+        k = tl.arange(0, C)
+        n = j * C + tl.arange(0, C)
+        acc = tl.dot(h0, tl.load(w_ptr + k[:, None] * W + n[None, :]))
+        acc = tl.dot(h1, tl.load(w_ptr + (C + k[:, None]) * W + n[None, :]), acc=acc)
+        acc = tl.dot(h2, tl.load(w_ptr + (2 * C + k[:, None]) * W + n[None, :]), acc=acc)
+        acc = tl.dot(h3, tl.load(w_ptr + (3 * C + k[:, None]) * W + n[None, :]), acc=acc)
+        return acc
+
+    globals()["_chunk_dot"] = _chunk_dot
+
+    @triton.jit
+    def _r2l_fused(o_ptr, d_ptr, t_ptr, f_ptr, wh_ptr, bh_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, wt_ptr, bt_ptr,
+                   out_ptr, M,
+                   W: tl.constexpr, C: tl.constexpr, BM: tl.constexpr, K3: tl.constexpr, GP: tl.constexpr,
+                   NB: tl.constexpr, NF: tl.constexpr):
+        pid = tl.program_id(0)
+        rows = pid * BM + tl.arange(0, BM)
+        rmask = rows < M
+        # ---- the K points of each ray, xyz interleaved: column g = 3k + axis (padding: 0)
+        g = tl.arange(0, GP)
+        gmask = g < K3
+        axis = g % 3
+        tk = tl.load(t_ptr + g // 3, mask=gmask, other=0.0)
+        m2 = rmask[:, None] & gmask[None, :]
+        o = tl.load(o_ptr + rows[:, None] * 3 + axis[None, :], mask=m2, other=0.0)
+        d = tl.load(d_ptr + rows[:, None] * 3 + axis[None, :], mask=m2, other=0.0)
+        p = o + tk[None, :] * d  # (BM, GP) float32
+        # ---- head: sum over encoding groups [raw, sin f0, cos f0, ..., sin f(L-1), cos f(L-1)]
+        c = tl.arange(0, C)
+        wg = wh_ptr + g[:, None] * W + c[None, :]  # group 0, column chunk 0
+        f16 = p.to(tl.float16)
+        h0 = tl.dot(f16, tl.load(wg))
+        h1 = tl.dot(f16, tl.load(wg + C))
+        h2 = tl.dot(f16, tl.load(wg + 2 * C))
+        h3 = tl.dot(f16, tl.load(wg + 3 * C))
+        for fi in range(NF):
+            xb = p * tl.load(f_ptr + fi)
+            sn = libdevice.sin(xb).to(tl.float16)
+            cs = libdevice.cos(xb).to(tl.float16)
+            ws = wg + (1 + 2 * fi) * GP * W
+            wc = wg + (2 + 2 * fi) * GP * W
+            h0 = tl.dot(cs, tl.load(wc), acc=tl.dot(sn, tl.load(ws), acc=h0))
+            h1 = tl.dot(cs, tl.load(wc + C), acc=tl.dot(sn, tl.load(ws + C), acc=h1))
+            h2 = tl.dot(cs, tl.load(wc + 2 * C), acc=tl.dot(sn, tl.load(ws + 2 * C), acc=h2))
+            h3 = tl.dot(cs, tl.load(wc + 3 * C), acc=tl.dot(sn, tl.load(ws + 3 * C), acc=h3))
+        x0 = tl.maximum(h0 + tl.load(bh_ptr + c)[None, :], 0.0).to(tl.float16)
+        x1 = tl.maximum(h1 + tl.load(bh_ptr + C + c)[None, :], 0.0).to(tl.float16)
+        x2 = tl.maximum(h2 + tl.load(bh_ptr + 2 * C + c)[None, :], 0.0).to(tl.float16)
+        x3 = tl.maximum(h3 + tl.load(bh_ptr + 3 * C + c)[None, :], 0.0).to(tl.float16)
+        # ---- residual blocks: x += W2 relu(W1 x + b1) + b2
+        for blk in range(NB):
+            w1 = w1_ptr + blk * W * W
+            w2 = w2_ptr + blk * W * W
+            b1 = b1_ptr + blk * W
+            b2 = b2_ptr + blk * W
+            t0 = tl.maximum(_chunk_dot(x0, x1, x2, x3, w1, W, C, 0) + tl.load(b1 + c)[None, :], 0.0).to(tl.float16)
+            t1 = tl.maximum(_chunk_dot(x0, x1, x2, x3, w1, W, C, 1) + tl.load(b1 + C + c)[None, :], 0.0).to(tl.float16)
+            t2 = tl.maximum(_chunk_dot(x0, x1, x2, x3, w1, W, C, 2) + tl.load(b1 + 2 * C + c)[None, :],
+                            0.0).to(tl.float16)
+            t3 = tl.maximum(_chunk_dot(x0, x1, x2, x3, w1, W, C, 3) + tl.load(b1 + 3 * C + c)[None, :],
+                            0.0).to(tl.float16)
+            x0 = (x0.to(tl.float32) + _chunk_dot(t0, t1, t2, t3, w2, W, C, 0)
+                  + tl.load(b2 + c)[None, :]).to(tl.float16)
+            x1 = (x1.to(tl.float32) + _chunk_dot(t0, t1, t2, t3, w2, W, C, 1)
+                  + tl.load(b2 + C + c)[None, :]).to(tl.float16)
+            x2 = (x2.to(tl.float32) + _chunk_dot(t0, t1, t2, t3, w2, W, C, 2)
+                  + tl.load(b2 + 2 * C + c)[None, :]).to(tl.float16)
+            x3 = (x3.to(tl.float32) + _chunk_dot(t0, t1, t2, t3, w2, W, C, 3)
+                  + tl.load(b2 + 3 * C + c)[None, :]).to(tl.float16)
+        # ---- tail: (W -> 3, padded to 16 columns) + sigmoid
+        q = tl.arange(0, 16)
+        wt = wt_ptr + c[:, None] * 16 + q[None, :]
+        acc = tl.dot(x0, tl.load(wt))
+        acc = tl.dot(x1, tl.load(wt + C * 16), acc=acc)
+        acc = tl.dot(x2, tl.load(wt + 2 * C * 16), acc=acc)
+        acc = tl.dot(x3, tl.load(wt + 3 * C * 16), acc=acc)
+        rgb = tl.sigmoid(acc + tl.load(bt_ptr + q)[None, :])
+        tl.store(out_ptr + rows[:, None] * 3 + q[None, :], rgb, mask=rmask[:, None] & (q[None, :] < 3))
+
+    _KERNEL = _r2l_fused
+    return _KERNEL
