@@ -6,9 +6,11 @@ import torch
 
 from models.backends.base import RendererBackend
 from models.backends.nerf import NerfBackend
+from models.backends.r2l import R2LBackend
 
 BACKENDS: dict[str, type[RendererBackend]] = {
     NerfBackend.name: NerfBackend,
+    R2LBackend.name: R2LBackend,
 }
 
 

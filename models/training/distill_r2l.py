@@ -60,6 +60,10 @@ class R2LDistillConfig:
 
     steps: int = 20000
     """Total optimisation steps of the job (pseudo-data phase + fine-tuning)."""
+    time_budget_s: float = 0.0
+    """Stop after this many seconds (pseudo-data rendering included; 0: no limit). Schedules then
+    follow progress = max(step / steps, elapsed / time_budget_s), so a time-bounded run still
+    decays its learning rate and reaches its fine-tuning phase."""
     mlp: R2LMLPConfig = field(default_factory=lambda: VARIANTS["W256D88"])
     """Student network: width, depth (linear layers), points per ray, PE frequencies."""
     batch_rays: int = 65536
@@ -71,8 +75,8 @@ class R2LDistillConfig:
     lr_warmup_steps: int = 200
     """Steps of the linear warm-up."""
     lr_decay_steps: int = 0
-    """After warm-up lr = lr * 0.1^((step - warmup) / lr_decay_steps); 0 means ``steps`` (so a
-    short run ends at lr / 10). R2L: 500k."""
+    """After warm-up lr = lr * 0.1^((s - warmup) / lr_decay_steps) with s = progress * steps;
+    0 means ``steps`` (a short run ends at lr / 10). R2L: 500k."""
     hard_fraction: float = 0.2
     """Hard-example mining: the highest-error fraction of each batch's fresh rays goes into the
     hard pool, and this fraction of each batch is drawn from it once it is full (R2L: 0.2)."""
@@ -91,7 +95,8 @@ class R2LDistillConfig:
     """Fraction of each batch's fresh rays taken from the real training images before
     fine-tuning (R2L: 0, pseudo data only)."""
     finetune_start: float = 0.75
-    """Fine-tuning starts after this fraction of ``steps`` (R2L: 1.2M of 1.6M = 0.75)."""
+    """Fine-tuning starts at this progress (fraction of steps or of the time budget; R2L: 1.2M of
+    1.6M = 0.75)."""
     finetune_real_fraction: float = 0.5
     """Fraction of fresh rays from the real training images while fine-tuning."""
     mixed_precision: bool = True
@@ -430,6 +435,8 @@ class R2LDistillJob(TrainingJob):
         self.snapshot_every_s = c.snapshot_every_s
         self.checkpoint_every_s = c.checkpoint_every_s
         self.started = time.perf_counter()
+        self.elapsed_before = 0.0
+        self.steps_done = 0
         torch.manual_seed(c.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(c.seed)
         if "train" not in data.splits or len(data.splits["train"]) == 0:
@@ -522,18 +529,34 @@ class R2LDistillJob(TrainingJob):
         return todo
 
     # ------------------------------------------------------------------------------- step
-    def lr_at(self, step: int) -> float:
+    def elapsed(self) -> float:
+        """Seconds this job has run, earlier (resumed) runs included."""
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def progress(self, step: int) -> float:
+        """Fraction of the run done: by steps, or by time when a time budget is set."""
+        p = step / self.config.steps
+        if self.config.time_budget_s > 0:
+            p = max(p, self.elapsed() / self.config.time_budget_s)
+        return min(p, 1.0)
+
+    def done(self, step: int) -> bool:
+        return self.config.time_budget_s > 0 and self.elapsed() >= self.config.time_budget_s
+
+    def lr_at(self, step: int, progress: float | None = None) -> float:
+        """R2L's schedule: linear warm-up over the first steps, then exponential decay."""
         c = self.config
         if step < c.lr_warmup_steps:
             return c.lr_warmup_start + (c.lr - c.lr_warmup_start) * step / c.lr_warmup_steps
+        s = (self.progress(step) if progress is None else progress) * c.steps
         decay = c.lr_decay_steps or c.steps
-        return c.lr * 0.1 ** ((step - c.lr_warmup_steps) / decay)
+        return c.lr * 0.1 ** (max(s - c.lr_warmup_steps, 0.0) / decay)
 
-    def real_fraction_at(self, step: int) -> float:
+    def real_fraction_at(self, progress: float) -> float:
         c = self.config
         if self.pool.done == 0:
             return 1.0
-        return c.finetune_real_fraction if step >= int(c.finetune_start * c.steps) else c.real_fraction
+        return c.finetune_real_fraction if progress >= c.finetune_start else c.real_fraction
 
     def autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp else nullcontext()
@@ -547,13 +570,15 @@ class R2LDistillJob(TrainingJob):
         if not self.pool.full:
             self.fill_pool(c.pseudo_per_step)
             extra["pseudo_images"] = torch.tensor(float(self.pool.done))
-        lr = self.lr_at(step)
+        self.steps_done = step + 1
+        progress = self.progress(step)
+        lr = self.lr_at(step, progress)
         for grp in self.optimizer.param_groups:
             grp["lr"] = lr
 
         n_hard = int(round(c.hard_fraction * c.batch_rays)) if self.hard.full else 0
         n_fresh = c.batch_rays - n_hard
-        n_real = int(round(self.real_fraction_at(step) * n_fresh))
+        n_real = int(round(self.real_fraction_at(progress) * n_fresh))
         parts = []
         if n_real:
             parts.append(self.batcher.sample(n_real))
@@ -629,7 +654,9 @@ class R2LDistillJob(TrainingJob):
         if self.pool.done > self.pool.saved:  # keep the pseudo data with the checkpoint
             self.pool.save(self.pool_path, self.fingerprint)
         return {**module_tensors(self.student, "student"), **optimizer_tensors(self.optimizer),
-                "scaler.scale": torch.tensor(float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0)}
+                "scaler.scale": torch.tensor(float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0),
+                "elapsed_s": torch.tensor(self.elapsed(), dtype=torch.float64),
+                "teacher_s": torch.tensor(self.teacher_seconds, dtype=torch.float64)}
 
     def restore(self, tensors: dict[str, torch.Tensor]) -> None:
         try:
@@ -640,6 +667,9 @@ class R2LDistillJob(TrainingJob):
                                 "rerun with --restart") from None
         if self.scaler.is_enabled() and "scaler.scale" in tensors:
             self.scaler.update(float(tensors["scaler.scale"]))
+        self.elapsed_before = float(tensors.get("elapsed_s", torch.tensor(0.0)))
+        self.teacher_seconds = float(tensors.get("teacher_s", torch.tensor(0.0)))
+        self.started = time.perf_counter()
 
     def snapshot(self) -> dict:
         state = {k: v.cpu().clone() for k, v in self.model_tensors().items()}
@@ -647,8 +677,8 @@ class R2LDistillJob(TrainingJob):
 
     def finish(self) -> dict:
         v = self.validate()
-        metrics = {"val_psnr": round(v.psnr, 3), "steps": self.total_steps,
-                   "train_seconds": round(time.perf_counter() - self.started, 1),
+        metrics = {"val_psnr": round(v.psnr, 3), "steps": self.steps_done or self.total_steps,
+                   "train_seconds": round(self.elapsed(), 1),
                    "teacher_seconds": round(self.teacher_seconds, 1), "pseudo_images": self.pool.done,
                    "pseudo_size": [self.pool.width, self.pool.height], "network": self.config.mlp.name,
                    "flops_per_ray": self.student.flops_per_ray(), "parameters": self.student.parameter_count(),

@@ -1,0 +1,276 @@
+"""R2L: ray encoding (golden values), network counts, hard-example pool, pseudo poses, backend.
+
+The CPU end-to-end distillation test lives in test_r2l_distill.py.
+"""
+
+import importlib.util
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.backends.base import RenderAborted, RenderRequest
+from models.backends.r2l import FusedR2L, R2LBackend
+from models.cameras import Camera, look_at
+from models.fields.r2l_mlp import VARIANTS, R2LMLP, R2LMLPConfig, encode_rays, ray_points
+from models.training.distill_r2l import PRESETS, HardExamplePool, sample_pseudo_poses, scene_centre
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------- encoding
+def test_encoding_of_a_two_point_ray_written_out():
+    # K = 2 points, L = 1 frequency, ray o = (0, 0, 0), d = (1, 0, 0), near 1, far 2:
+    # t = (1, 2) (first sample at near, last at far), points p0 = (1, 0, 0), p1 = (2, 0, 0);
+    # gamma = [p (6), sin(p) (6), cos(p) (6)] with sin(0) = 0, cos(0) = 1.
+    cfg = R2LMLPConfig(width=8, depth=2, n_points=2, pos_freqs=1)
+    o, d = torch.zeros(1, 3), torch.tensor([[1.0, 0.0, 0.0]])
+    enc = encode_rays(o, d, torch.tensor([1.0]), torch.tensor([2.0]), cfg)
+    s1, s2, c1, c2 = math.sin(1), math.sin(2), math.cos(1), math.cos(2)
+    expected = [1, 0, 0, 2, 0, 0, s1, 0, 0, s2, 0, 0, c1, 1, 1, c2, 1, 1]
+    assert enc.shape == (1, 18) and cfg.input_dim == 18
+    torch.testing.assert_close(enc[0], torch.tensor(expected, dtype=torch.float32))
+
+
+def test_encoding_of_a_hand_made_ray_paper_size():
+    # o = (1, 2, 3), d = (0, 0, -1), near 2, far 5, K = 16: t_k = 2 + 0.2 k (evenly spaced at test
+    # time), p_k = (1, 2, 1 - 0.2 k): p_0 = (1, 2, 1), p_1 = (1, 2, 0.8), p_15 = (1, 2, -2).
+    # Layout: [48 raw coords (x0 y0 z0 x1 ...)], then per frequency f = 0..9: sin(2^f p) (48),
+    # cos(2^f p) (48), so sin of coordinate j at frequency f sits at 48 + 96 f + j, its cos 48 further.
+    cfg = VARIANTS["W256D88"]
+    o, d = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[0.0, 0.0, -1.0]])
+    enc = encode_rays(o, d, torch.tensor([2.0]), torch.tensor([5.0]), cfg)
+    assert enc.shape == (1, 1008) and cfg.input_dim == 16 * 3 * 21 == 1008
+    e = enc[0].double()
+    golden = {
+        0: 1.0, 1: 2.0, 2: 1.0,  # p_0
+        5: 0.8,  # z of p_1
+        47: -2.0,  # z of p_15
+        48 + 5: 0.7173560908995228,  # sin(0.8), f = 0
+        96 + 5: 0.6967067093471654,  # cos(0.8), f = 0
+        48 + 96 * 9 + 0: 0.07951849401287635,  # sin(2^9 * 1) = sin(512), f = 9, x of p_0
+        48 + 96 * 9 + 48: -0.996833390848202,  # cos(512)
+        48 + 96 * 9 + 47: 0.15853338004399595,  # sin(512 * -2) = sin(-1024), z of p_15
+        1007: 0.9873536182198484,  # cos(-1024), the last feature
+    }
+    for i, v in golden.items():
+        # float32 arguments: 512 * x is exact here, sin/cos of |x| <= 1024 to ~1e-4
+        assert abs(float(e[i]) - v) < 2e-4, (i, float(e[i]), v)
+
+
+def test_stratified_points_stay_in_their_bins_and_test_points_are_even():
+    g = torch.Generator().manual_seed(0)
+    o, d = torch.zeros(500, 3), torch.tensor([[0.0, 0.0, -1.0]]).expand(500, 3)
+    near, far = torch.full((500,), 2.0), torch.full((500,), 6.0)
+    t = -ray_points(o, d, near, far, 16, perturb=True, generator=g)[..., 2]  # (R, 16) depths
+    edges = torch.linspace(2, 6, 16)
+    mids = 0.5 * (edges[1:] + edges[:-1])
+    lower, upper = torch.cat([edges[:1], mids]), torch.cat([mids, edges[-1:]])
+    assert ((t >= lower - 1e-6) & (t <= upper + 1e-6)).all()
+    assert (t[:, 1:] >= t[:, :-1]).all() and t.std(0).min() > 0.01  # jittered, still sorted
+    t_test = -ray_points(o[:1], d[:1], near[:1], far[:1], 16, perturb=False)[0, :, 2]
+    torch.testing.assert_close(t_test, edges)
+
+
+# ---------------------------------------------------------------------------------- counts
+def test_w256d88_matches_the_paper_counts():
+    net = R2LMLP(VARIANTS["W256D88"])
+    # 1008*256+256 + 43 blocks * 2 * (256*256+256) + 256*3+3 = 5,917,187 parameters (paper: 5.92M);
+    # 2 * (1008*256 + 86*256*256 + 256*3) = 11,789,824 FLOPs per ray (paper: 11.79 MFLOPs).
+    assert net.parameter_count() == 5_917_187
+    assert net.flops_per_ray() == 11_789_824
+    assert abs(net.parameter_count() / 5.92e6 - 1) < 0.01 and abs(net.flops_per_ray() / 11.79e6 - 1) < 0.01
+    assert sum(isinstance(m, torch.nn.Linear) for m in net.modules()) == 88
+
+
+@pytest.mark.parametrize("name", ["W181D88", "W256D44", "W363D22"])
+def test_six_mflop_variants(name):
+    assert abs(R2LMLP(VARIANTS[name]).flops_per_ray() / 6.0e6 - 1) < 0.01
+
+
+def test_config_validation_and_names():
+    assert R2LMLPConfig.from_name("W181D88") == R2LMLPConfig(181, 88)
+    assert R2LMLPConfig.from_name("W96D10").n_blocks == 4
+    with pytest.raises(ValueError):
+        R2LMLPConfig(256, 87)
+    with pytest.raises(ValueError):
+        R2LMLPConfig.from_name("big")
+    assert set(PRESETS) == {"tiny", "quick", "standard", "paper"}
+    assert PRESETS["standard"].mlp.name == "W256D88" and PRESETS["paper"].steps == 1_600_000
+
+
+def test_residual_block_is_x_plus_block():
+    torch.manual_seed(0)
+    net = R2LMLP(R2LMLPConfig(16, 4, n_points=2, pos_freqs=1))
+    x = torch.randn(5, 16)
+    b = net.blocks[0]
+    torch.testing.assert_close(b(x), x + b.fc2(torch.relu(b.fc1(x))))
+    out = net(torch.randn(5, net.config.input_dim))
+    assert out.shape == (5, 3) and (out > 0).all() and (out < 1).all()
+
+
+# ------------------------------------------------------------------------------ hard pool
+def test_hard_pool_keeps_the_highest_error_rows():
+    pool = HardExamplePool(capacity=4, width=2, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    assert pool.draw(2)[0].numel() == 0  # nothing is drawn before the pool is full
+    rows = torch.tensor([[0.0, 0], [1, 1], [2, 2], [3, 3], [4, 4]])
+    pool.push(rows, errors=torch.tensor([0.1, 0.9, 0.2, 0.8, 0.0]), k=2)  # keeps rows 1 and 3
+    assert pool.size == 2 and not pool.full
+    assert sorted(pool.rows[:2, 0].tolist()) == [1.0, 3.0]
+    pool.push(rows, errors=torch.tensor([0.5, 0.0, 0.0, 0.0, 0.7]), k=3)  # rows 4, 0 (+ one of the ties)
+    assert pool.full and pool.size == 4  # only 2 of the 3 fitted: the two highest, in error order
+    assert pool.rows[:, 0].tolist()[2:] == [4.0, 0.0]
+
+    before = pool.rows.clone()
+    slots, drawn = pool.draw(2)
+    assert slots.unique().numel() == 2
+    torch.testing.assert_close(drawn, before[slots])
+    new = torch.tensor([[10.0, 10], [11, 11], [12, 12]])
+    pool.push(new, errors=torch.tensor([0.3, 0.1, 0.6]), k=2, replace=slots)  # rows 12 and 10 ...
+    torch.testing.assert_close(pool.rows[slots], torch.tensor([[12.0, 12], [10, 10]]))  # ... into the drawn slots
+    untouched = torch.ones(4, dtype=torch.bool)
+    untouched[slots] = False
+    torch.testing.assert_close(pool.rows[untouched], before[untouched])
+
+
+def test_hard_pool_disabled():
+    pool = HardExamplePool(0, 9, torch.device("cpu"))
+    pool.push(torch.ones(3, 9), torch.ones(3), 2)
+    assert not pool.full and pool.draw(5)[0].numel() == 0
+
+
+# --------------------------------------------------------------------------- pseudo poses
+def _blender_like_cameras(n=30, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    az = torch.rand(n, generator=g) * 2 * math.pi
+    z = 0.15 + 0.8 * torch.rand(n, generator=g)
+    r = torch.sqrt(1 - z * z)
+    eyes = 4.0 * torch.stack([r * torch.cos(az), r * torch.sin(az), z], -1)
+    return torch.stack([look_at(e, torch.zeros(3), torch.tensor([0.0, 0.0, 1.0])) for e in eyes]), z
+
+
+def test_pseudo_poses_on_the_training_sphere_look_at_the_centre():
+    c2w, z = _blender_like_cameras()
+    torch.testing.assert_close(scene_centre(c2w, torch.ones(3)), torch.zeros(3), atol=1e-4, rtol=0)
+    poses = sample_pseudo_poses(c2w, 500, seed=3, forward_facing=False, up=torch.tensor([0.0, 0, 1]),
+                                centre_hint=torch.zeros(3))
+    assert poses.shape == (500, 4, 4)
+    eye = poses[:, :3, 3]
+    torch.testing.assert_close(eye.norm(dim=-1), torch.full((500,), 4.0), atol=1e-4, rtol=0)
+    height = eye[:, 2] / 4.0  # within the training band of heights, and covering it
+    assert height.min() >= z.min() - 1e-5 and height.max() <= z.max() + 1e-5
+    assert height.min() < z.min() + 0.05 and height.max() > z.max() - 0.05
+    fwd = -poses[:, :3, 2]
+    torch.testing.assert_close((fwd * -eye / 4.0).sum(-1), torch.ones(500), atol=1e-4, rtol=0)  # look at 0
+    rot = poses[:, :3, :3]
+    torch.testing.assert_close(rot.transpose(1, 2) @ rot, torch.eye(3).expand(500, 3, 3), atol=1e-5, rtol=0)
+    assert poses[:, :3, 0][:, 2].abs().max() < 1e-5  # no roll: right vector horizontal (up = z)
+    again = sample_pseudo_poses(c2w, 500, seed=3, forward_facing=False, up=torch.tensor([0.0, 0, 1]),
+                                centre_hint=torch.zeros(3))
+    assert torch.equal(poses, again)
+
+
+def test_pseudo_poses_forward_facing_stay_in_the_camera_box_and_cone():
+    g = torch.Generator().manual_seed(1)
+    eyes = torch.rand(20, 3, generator=g) * torch.tensor([1.0, 0.5, 0.2])
+    targets = torch.tensor([0.0, 0.0, -10.0]) + torch.randn(20, 3, generator=g) * 0.5
+    c2w = torch.stack([look_at(e, t, torch.tensor([0.0, 1, 0])) for e, t in zip(eyes, targets)])
+    poses = sample_pseudo_poses(c2w, 300, seed=0, forward_facing=True, up=torch.tensor([0.0, 1, 0]),
+                                centre_hint=torch.zeros(3))
+    lo, hi = eyes.min(0).values, eyes.max(0).values
+    assert ((poses[:, :3, 3] >= lo - 1e-6) & (poses[:, :3, 3] <= hi + 1e-6)).all()
+    fwd_train = -c2w[:, :3, 2]
+    mean = fwd_train.mean(0) / fwd_train.mean(0).norm()
+    spread = torch.acos((fwd_train @ mean).clamp(-1, 1)).max()
+    ang = torch.acos((-poses[:, :3, 2] @ mean).clamp(-1, 1))
+    assert ang.max() <= spread + 1e-4 and ang.max() > 0.5 * spread
+
+
+# ---------------------------------------------------------------------------------- backend
+def _request(size=12):
+    cam = Camera(look_at(torch.tensor([0.0, -4, 2]), torch.zeros(3), torch.tensor([0.0, 0, 1])), size, size,
+                 size * 1.2, size * 1.2, size / 2, size / 2)
+    return RenderRequest.from_camera(cam, 2.0, 6.0, outputs=frozenset({"rgb", "depth", "acc"}))
+
+
+def test_backend_renders_rgb_only_and_reports_flops():
+    torch.manual_seed(0)
+    b = R2LBackend("cpu", VARIANTS["W64D8"])
+    assert b.name == "r2l" and b.label == "R2L" and b.supported_outputs == frozenset({"rgb"})
+    res = b.render(_request())
+    assert res.rgb.shape == (12, 12, 3) and res.rgb.min() >= 0 and res.rgb.max() <= 1
+    assert res.depth is None and res.acc is None
+    assert res.samples_per_ray == 1.0 and res.flops_per_ray == R2LMLP(VARIANTS["W64D8"]).flops_per_ray() == 178_560
+    assert torch.equal(b.render(_request()).rgb, res.rgb)  # deterministic (no jitter at test time)
+    b.chunk_override = 16
+    with pytest.raises(RenderAborted):
+        b.render(_request(), should_abort=lambda: True)
+    torch.testing.assert_close(b.render(_request()).rgb, res.rgb)  # chunking does not change the image
+
+
+def test_backend_uses_its_trained_bounds_and_hot_swaps_shape():
+    torch.manual_seed(0)
+    net = R2LMLP(R2LMLPConfig(32, 4))
+    b = R2LBackend("cpu", VARIANTS["W64D8"])
+    b.load_state_dict(net.state_dict(), {"mlp": net.config.to_dict(), "near": 2.0, "far": 6.0})
+    assert b.net.config == R2LMLPConfig(32, 4) and b.parameter_count() == net.parameter_count()
+    req = _request(8)
+    a = b.render(req).rgb
+    other = RenderRequest(req.c2w, req.width, req.height, req.fx, req.fy, req.cx, req.cy, near=1.0, far=9.0)
+    assert torch.equal(b.render(other).rgb, a)  # the light field ignores the request's near/far
+    b.load_state_dict(net.state_dict(), {"mlp": net.config.to_dict(), "near": 1.0, "far": 9.0})
+    assert not torch.equal(b.render(other).rgb, a)
+    from models.backends.base import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable):
+        b.load_state_dict(R2LMLP(R2LMLPConfig(16, 4)).state_dict(), {"mlp": net.config.to_dict()})
+
+
+def test_backend_is_registered():
+    from models.backends import registry
+
+    assert registry.BACKENDS.get("r2l") is R2LBackend
+
+
+FUSED_CHECK = """
+import os, torch
+os.environ["TRITON_INTERPRET"] = "1"
+from models.fields.r2l_mlp import R2LMLP, R2LMLPConfig, encode_rays
+from models.backends.r2l import FusedR2L
+torch.manual_seed(0)
+for cfg in [R2LMLPConfig(64, 8), R2LMLPConfig(64, 2, n_points=8, pos_freqs=4)]:
+    net = R2LMLP(cfg)
+    with torch.no_grad():
+        for p in net.parameters(): p.mul_(2.0)
+    o = torch.randn(200, 3) + torch.tensor([0, 0, 4.0]); d = torch.randn(200, 3); d[:, 2] = -1
+    ref = net(encode_rays(o, d, torch.full((200,), 2.0), torch.full((200,), 6.0), cfg))
+    got = FusedR2L(net, 2.0, 6.0, block_m=64, num_warps=4)(o, d)
+    err = float((got - ref).abs().max())
+    assert err < 1e-2, err
+print("ok")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed (GPU machines have it)")
+def test_fused_kernel_matches_the_network_in_the_triton_interpreter():
+    # a subprocess: TRITON_INTERPRET must be set before triton is imported (CPU emulation, fp16 dots)
+    out = subprocess.run([sys.executable, "-c", FUSED_CHECK], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fused_kernel_matches_plain_fp16_on_cuda():
+    torch.manual_seed(0)
+    for cfg in (VARIANTS["W256D88"], VARIANTS["W128D22"], VARIANTS["W64D8"]):
+        b = R2LBackend("cuda", cfg, accel="fused")
+        req = _request(64)
+        fused = b.render(req).rgb
+        assert b.active_path() == "fused", b.accel_note
+        plain = R2LBackend("cuda", cfg, accel="torch")
+        plain.load_state_dict(b.net.state_dict(), {"mlp": cfg.to_dict()})
+        ref32 = plain.render(RenderRequest(**{**req.__dict__, "precision": "fp32"})).rgb
+        assert (fused - ref32).abs().max() < 2e-2
+        assert FusedR2L.supports(cfg)
