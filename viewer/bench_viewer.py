@@ -2,7 +2,7 @@
 overhead per frame.
 
     python -m viewer.bench_viewer SCENE --size 800 --seconds 10 [--backends nerf,kilonerf] [--target-fps 30]
-        [--null-backend]
+        [--null-backend] [--full-resolution]
 
 Opens the main window with an ``size x size`` GL view, and for each available backend scripts a
 left-button drag (mouse moves at 120 Hz through Qt's event queue, like a real mouse) for
@@ -209,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refine-timeout", type=float, default=30.0, help="max seconds to wait for full resolution")
     p.add_argument("--null-backend", action="store_true",
                    help="also bench a network-free backend (viewer overhead at full resolution)")
+    p.add_argument("--full-resolution", action="store_true",
+                   help="turn dynamic resolution off: every frame at size x size (overhead at full size)")
     args = p.parse_args(argv)
     if args.null_backend:
         registry.BACKENDS = {**registry.BACKENDS, NullBackend.name: NullBackend}
@@ -220,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     win.canvas.setFixedSize(args.size, args.size)
     win.canvas.sync_timing = True
     win.set_target_fps(args.target_fps)
+    if args.full_resolution:
+        win.set_dynamic_resolution(False)
     win.show()
     win.activateWindow()
     _spin(200)

@@ -220,6 +220,8 @@ class GLCanvas(QOpenGLWidget):
         if not self._gl_ready or f is None:
             return
         if self._dirty:
+            if self.sync_timing:
+                GL.glFinish()  # earlier queued work (Qt's composition of the last frame) is not ours
             t0 = time.perf_counter()
             for tex, img in zip(self._textures, f.images):
                 tex.upload(img)
