@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 
 from models.backends.base import RendererBackend
+from models.backends.kilonerf import KiloNerfBackend
 from models.backends.nerf import NerfBackend
 from models.backends.r2l import R2LBackend
 
 BACKENDS: dict[str, type[RendererBackend]] = {
     NerfBackend.name: NerfBackend,
+    KiloNerfBackend.name: KiloNerfBackend,
     R2LBackend.name: R2LBackend,
 }
 
