@@ -162,3 +162,42 @@ class OccupancyGrid:
         t = t_mid[ray_ids, step_ids]
         half = 0.5 * dt[ray_ids]
         return ray_ids, t - half, t + half
+
+
+class OccupiedSegments:
+    """The occupied part of each ray as one contiguous "occupied arc length" coordinate.
+
+    Marching a ray in steps of ``dt`` and keeping only steps whose voxel is occupied, the occupied
+    length is L = n_occ * dt. A coordinate s in [0, L] runs along the occupied steps only (empty
+    gaps have zero length), so samples placed uniformly in s are uniform over occupied space, and
+    quadrature intervals measured in s never span empty gaps. ``to_t`` maps s back to ray depth t.
+    """
+
+    def __init__(self, grid: "OccupancyGrid", origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor,
+                 far: torch.Tensor, step_size: float | None = None):
+        if step_size is None:
+            step_size = float(grid.voxel_size.min()) / 2.0
+        t0, t1 = ray_aabb(origins, dirs, grid.aabb)
+        self.t0 = torch.maximum(t0, near)
+        t1 = torch.minimum(t1, far)
+        self.dt = step_size / dirs.norm(dim=-1).clamp_min(1e-9)  # (R,) step in t units
+        span = (t1 - self.t0).clamp_min(0)
+        n_steps = int(torch.ceil((span / self.dt).max()).item()) if span.numel() else 0
+        n_steps = max(n_steps, 1)
+        i = torch.arange(n_steps, device=origins.device, dtype=torch.float32)
+        t_mid = self.t0[:, None] + (i[None] + 0.5) * self.dt[:, None]  # (R, S)
+        valid = t_mid < t1[:, None]
+        pts = origins[:, None, :] + t_mid[..., None] * dirs[:, None, :]
+        occ = grid.query(pts.reshape(-1, 3)).reshape(valid.shape) & valid
+        self.count = torch.cumsum(occ.to(torch.int32), dim=-1)  # (R, S) occupied steps so far
+        self.n_occ = self.count[:, -1].to(torch.float32)  # (R,)
+        self.length = self.n_occ * self.dt  # (R,) occupied length in t units
+
+    def to_t(self, s: torch.Tensor) -> torch.Tensor:
+        """s: (R, K) occupied arc length in t units, within [0, length] -> t: (R, K)."""
+        u = (s / self.dt[:, None]).clamp(min=0.0)
+        u = torch.minimum(u, (self.n_occ[:, None] - 1e-4).clamp_min(0.0))
+        j = torch.searchsorted(self.count.to(u.dtype), u.contiguous(), right=True)  # first step with count > u
+        j = j.clamp(max=self.count.shape[1] - 1)
+        frac = u - (torch.gather(self.count, 1, j).to(u.dtype) - 1.0)
+        return self.t0[:, None] + (j.to(u.dtype) + frac.clamp(0.0, 1.0)) * self.dt[:, None]

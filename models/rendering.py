@@ -112,6 +112,7 @@ def composite(
     t: torch.Tensor,
     dirs: torch.Tensor,
     background: torch.Tensor | None = None,
+    deltas: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Composite dense samples along rays.
 
@@ -121,11 +122,16 @@ def composite(
         t: (R, S) sample depths, ascending.
         dirs: (R, 3) ray directions (un-normalised); deltas are scaled by their norm.
         background: (3,) or (R, 3) colour behind the scene; None means black (no addition).
+        deltas: optional (R, S) interval length of each sample in t units; by default the distance
+            to the next sample (the last one infinite), as in the NeRF reference code.
     Returns:
         dict with rgb (R, 3), depth (R,), acc (R,), weights (R, S).
     """
-    delta = t[:, 1:] - t[:, :-1]
-    delta = torch.cat([delta, torch.full_like(delta[:, :1], FAR_DELTA)], -1)
+    if deltas is None:
+        delta = t[:, 1:] - t[:, :-1]
+        delta = torch.cat([delta, torch.full_like(delta[:, :1], FAR_DELTA)], -1)
+    else:
+        delta = deltas
     delta = delta * dirs.norm(dim=-1, keepdim=True)
     alpha = alpha_from_density(sigma, delta)
     weights, _ = weights_from_alpha(alpha)

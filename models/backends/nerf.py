@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from models.backends.base import BackendUnavailable, RendererBackend
 from models.cameras import ray_aabb
 from models.fields.nerf_mlp import NerfMLP, NerfMLPConfig
-from models.occupancy import OccupancyGrid
+from models.occupancy import OccupancyGrid, OccupiedSegments
 from models.rendering import composite, sample_pdf, stratified_samples
 
 
@@ -59,13 +59,25 @@ def render_hierarchical(
     raw_noise_std: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
-    """NeRF's two-pass render of rays (R, 3). Returns fine rgb/depth/acc and coarse rgb ("rgb_coarse")."""
+    """NeRF's two-pass render of rays (R, 3). Returns fine rgb/depth/acc and coarse rgb ("rgb_coarse").
+
+    Without a grid this is the reference algorithm: ``n_coarse`` stratified samples in
+    [near, far], ``n_fine`` more drawn from the coarse weights, the fine net on all of them.
+    With an occupancy grid the same two passes run in *occupied arc length* (see
+    ``OccupiedSegments``): the coarse samples are spread over the occupied part of the ray only
+    and quadrature intervals never span empty space. Networks fitted with empty-space skipping
+    never saw empty space; sampling the whole [near, far] range at 64 points would step over the
+    thin, sharp density shells they learn (and query them where they were never constrained).
+    """
+    if grid is not None:
+        return _render_hierarchical_occupied(coarse, fine, origins, dirs, near, far, background, sampling, perturb,
+                                             grid, raw_noise_std, generator)
     r = origins.shape[0]
     viewdirs = F.normalize(dirs, dim=-1)
     t_c = stratified_samples(near, far, sampling.n_coarse, perturb, generator)  # (R, Nc)
     pts = origins[:, None] + t_c[..., None] * dirs[:, None]
     vd = viewdirs[:, None].expand_as(pts)
-    sig, col = masked_field(coarse, grid, pts.reshape(-1, 3), vd.reshape(-1, 3), raw_noise_std)
+    sig, col = coarse(pts.reshape(-1, 3), vd.reshape(-1, 3), raw_noise_std)
     out_c = composite(sig.reshape(r, -1).float(), col.reshape(r, -1, 3).float(), t_c, dirs, background)
 
     mids = 0.5 * (t_c[:, 1:] + t_c[:, :-1])
@@ -73,8 +85,46 @@ def render_hierarchical(
     t_all, _ = torch.sort(torch.cat([t_c, t_f.detach()], -1), -1)
     pts = origins[:, None] + t_all[..., None] * dirs[:, None]
     vd = viewdirs[:, None].expand_as(pts)
-    sig, col = masked_field(fine, grid, pts.reshape(-1, 3), vd.reshape(-1, 3), raw_noise_std)
+    sig, col = fine(pts.reshape(-1, 3), vd.reshape(-1, 3), raw_noise_std)
     out_f = composite(sig.reshape(r, -1).float(), col.reshape(r, -1, 3).float(), t_all, dirs, background)
+    return {"rgb": out_f["rgb"], "depth": out_f["depth"], "acc": out_f["acc"], "rgb_coarse": out_c["rgb"],
+            "weights": out_f["weights"], "t": t_all}
+
+
+def _partition_deltas(s: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """Interval lengths of sorted samples s (R, K) partitioning [0, length]: midpoint to midpoint."""
+    mids = 0.5 * (s[:, 1:] + s[:, :-1])
+    lower = torch.cat([torch.zeros_like(s[:, :1]), mids], -1)
+    upper = torch.cat([mids, length[:, None].expand(-1, 1)], -1)
+    return (upper - lower).clamp_min(0.0)
+
+
+def _render_hierarchical_occupied(coarse, fine, origins, dirs, near, far, background, sampling, perturb, grid,
+                                  raw_noise_std, generator):
+    r = origins.shape[0]
+    seg = OccupiedSegments(grid, origins, dirs, near, far)
+    length = seg.length  # (R,)
+    nc = sampling.n_coarse
+    k = torch.arange(nc, device=origins.device, dtype=torch.float32)
+    off = torch.rand(r, nc, generator=generator, device=origins.device) if perturb else 0.5
+    s_c = (k[None] + off) / nc * length[:, None]  # (R, Nc) uniform over occupied length
+    t_c = seg.to_t(s_c)
+    viewdirs = F.normalize(dirs, dim=-1)
+    pts = origins[:, None] + t_c[..., None] * dirs[:, None]
+    vd = viewdirs[:, None].expand_as(pts)
+    sig, col = masked_field(coarse, grid, pts.reshape(-1, 3), vd.reshape(-1, 3), raw_noise_std)
+    delta_c = (length / nc)[:, None].expand(-1, nc)
+    out_c = composite(sig.reshape(r, -1).float(), col.reshape(r, -1, 3).float(), t_c, dirs, background, delta_c)
+
+    edges = torch.arange(nc + 1, device=origins.device, dtype=torch.float32)[None] / nc * length[:, None]
+    s_f = sample_pdf(edges, out_c["weights"].detach(), sampling.n_fine, deterministic=not perturb, generator=generator)
+    s_all, _ = torch.sort(torch.cat([s_c, s_f.detach()], -1), -1)
+    t_all = seg.to_t(s_all)
+    pts = origins[:, None] + t_all[..., None] * dirs[:, None]
+    vd = viewdirs[:, None].expand_as(pts)
+    sig, col = masked_field(fine, grid, pts.reshape(-1, 3), vd.reshape(-1, 3), raw_noise_std)
+    out_f = composite(sig.reshape(r, -1).float(), col.reshape(r, -1, 3).float(), t_all, dirs, background,
+                      _partition_deltas(s_all, length))
     return {"rgb": out_f["rgb"], "depth": out_f["depth"], "acc": out_f["acc"], "rgb_coarse": out_c["rgb"],
             "weights": out_f["weights"], "t": t_all}
 
@@ -140,7 +190,8 @@ class NerfBackend(RendererBackend):
         return self.fine.flops_per_sample()
 
     def bytes_per_ray(self) -> int:
-        return (self.sampling.n_coarse + self.sampling.n_fine) * self.config.width * 4 * 6
+        # activations of all evaluations plus the occupied-segment march (up to ~512 steps of 16 bytes)
+        return (2 * self.sampling.n_coarse + self.sampling.n_fine) * self.config.width * 4 * 4 + 512 * 16
 
     def render_rays(self, origins, dirs, near, far, background, outputs, half):
         near, far, hit = clip_to_box(origins, dirs, near, far, self.aabb)
