@@ -54,8 +54,13 @@ class KiloNerfRenderConfig:
     """Cap of the growing samples per pass."""
     window: int = 32
     """Lattice positions tested against the occupancy grid per ray and pass (at least 2 x samples)."""
-    jumps_per_pass: int = 3
-    """Distance-field jumps through empty space before each pass's window."""
+    initial_jumps: int = 4
+    """Distance-field jumps through empty space before the first pass."""
+    jumps_per_pass: int = 1
+    """Distance-field jumps before each later pass's window."""
+    max_passes: int = 0
+    """After this many passes the rays still active take all their remaining occupied samples in one
+    last pass (no ERT within it: exact, just more samples); 0: no limit."""
     distance_cap: int = 32
     """Largest Chebyshev distance (voxels) stored in the empty-space distance field."""
 
@@ -93,16 +98,52 @@ def empty_space_distance(occupied: torch.Tensor, cap: int = 32) -> torch.Tensor:
 
 
 class EssGrid:
-    """The occupancy grid used for empty-space skipping plus its distance field."""
+    """The occupancy grid used for empty-space skipping, its distance field and lookup tables.
+
+    Lookups go through tables with a one-voxel border (outside the box: "empty, distance 1"), so a
+    lookup is an affine map, a clamp and one gather, with no inside test and no host sync. They
+    agree with ``OccupancyGrid.query`` up to float rounding exactly on voxel faces.
+    """
 
     def __init__(self, aabb: torch.Tensor, occupied: torch.Tensor, distance: torch.Tensor | None = None,
-                 cap: int = 32):
+                 cap: int = 32, cell_to_net: torch.Tensor | None = None):
         self.grid = OccupancyGrid.from_tensor(aabb, occupied.bool())
-        self.distance = (distance.to(self.grid.device, torch.uint8) if distance is not None
+        dev = self.grid.device
+        self.distance = (distance.to(dev, torch.uint8) if distance is not None
                          else empty_space_distance(self.grid.occupied, cap))
-        self.flat = self.distance.reshape(-1)
         res = self.grid.resolution
-        self.strides = torch.tensor([res[1] * res[2], res[2], 1], device=self.grid.device)
+        table = torch.ones(res[0] + 2, res[1] + 2, res[2] + 2, dtype=torch.uint8, device=dev)
+        table[1:-1, 1:-1, 1:-1] = self.distance
+        self.table = table.reshape(-1)
+        self.res_f = torch.tensor(res, dtype=torch.float32, device=dev)
+        ext = self.grid.aabb[1] - self.grid.aabb[0]
+        self.scale = self.res_f / ext  # voxels per world unit
+        self.offset = 1.0 - self.grid.aabb[0] * self.scale  # +1: the border
+        self.upper = self.res_f + 1.0
+        self.lower = torch.zeros_like(self.upper)
+        self.strides = torch.tensor([(res[1] + 2) * (res[2] + 2), res[2] + 2, 1], dtype=torch.int32, device=dev)
+        self.net_table: torch.Tensor | None = None
+        self.factor: torch.Tensor | None = None
+        self.cell_size: torch.Tensor | None = None
+        if cell_to_net is not None:
+            self.set_networks(cell_to_net)
+
+    def set_networks(self, cell_to_net: torch.Tensor) -> None:
+        """Per-voxel network index (-1: empty voxel or no network), same layout as the distance table."""
+        res = self.grid.resolution
+        cr = tuple(cell_to_net.shape)
+        if any(r % c for r, c in zip(res, cr)):
+            raise ValueError(f"occupancy resolution {res} is not a multiple of the network grid {cr}")
+        f = [r // c for r, c in zip(res, cr)]
+        nets = cell_to_net.to(self.grid.device, torch.int32)
+        nets = nets.repeat_interleave(f[0], 0).repeat_interleave(f[1], 1).repeat_interleave(f[2], 2)
+        nets = torch.where(self.grid.occupied, nets, torch.full_like(nets, -1))
+        table = torch.full((res[0] + 2, res[1] + 2, res[2] + 2), -1, dtype=torch.int32, device=self.grid.device)
+        table[1:-1, 1:-1, 1:-1] = nets
+        self.net_table = table.reshape(-1)
+        self.factor = torch.tensor(f, dtype=torch.float32, device=self.grid.device)
+        self.cell_size = (self.grid.aabb[1] - self.grid.aabb[0]) / torch.tensor(
+            cr, dtype=torch.float32, device=self.grid.device)
 
     @property
     def aabb(self) -> torch.Tensor:
@@ -114,20 +155,24 @@ class EssGrid:
 
     def to(self, device) -> "EssGrid":
         self.grid.to(device)
-        self.distance = self.distance.to(device)
-        self.flat = self.distance.reshape(-1)
-        self.strides = self.strides.to(device)
+        for k in ("distance", "table", "res_f", "scale", "offset", "upper", "lower", "strides", "net_table", "factor",
+                  "cell_size"):
+            if getattr(self, k) is not None:
+                setattr(self, k, getattr(self, k).to(device))
         return self
 
-    def lookup(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """points (..., 3) -> distance (...) uint8 of the (clamped) voxel, inside-box mask (...).
+    def voxel_coords(self, points: torch.Tensor) -> torch.Tensor:
+        """points (..., 3) -> continuous voxel coordinates (+1 for the border), clamped to the table."""
+        q = torch.addcmul(self.offset, points, self.scale)
+        return torch.clamp(q, min=self.lower, max=self.upper)
 
-        Uses ``OccupancyGrid.voxel_index``, so "occupied" agrees with ``grid.query``/``grid.march``.
-        """
-        shape = points.shape[:-1]
-        idx, inside = self.grid.voxel_index(points.reshape(-1, 3))
-        dist = self.flat[(idx * self.strides).sum(-1)]
-        return dist.reshape(shape), inside.reshape(shape)
+    def index(self, q: torch.Tensor) -> torch.Tensor:
+        """Voxel coordinates (..., 3) -> flat table index (...) (int64)."""
+        return (q.to(torch.int32) * self.strides).sum(-1)
+
+    def lookup(self, points: torch.Tensor) -> torch.Tensor:
+        """points (..., 3) -> distance (...) uint8: 0 occupied, k >= 1 empty (k - 1 empty rings around)."""
+        return self.table[self.index(self.voxel_coords(points))]
 
 
 # ------------------------------------------------------------------------------------ marching
@@ -135,6 +180,10 @@ def jump_lengths(dirs: torch.Tensor, voxel_size: torch.Tensor) -> torch.Tensor:
     """World length a ray (R, 3) can travel while moving at most one voxel along every axis."""
     u = F.normalize(dirs, dim=-1).abs().clamp_min(1e-9)
     return (voxel_size / u).amin(-1)
+
+
+# columns of the packed per-ray state of the pass loop
+_O, _D, _V, _T1, _DT, _I, _LT, _JL, _T0 = slice(0, 3), slice(3, 6), slice(6, 9), 9, 10, 11, 12, 13, 14
 
 
 @torch.no_grad()
@@ -148,19 +197,20 @@ def render_passes(
     background: torch.Tensor | None,
     config: KiloNerfRenderConfig,
     packed: PackedWeights | None = None,
+    max_candidates: int = 1 << 24,
 ) -> dict[str, torch.Tensor]:
     """Render rays (R, 3) with ESS + ERT in passes (see the module docstring).
 
     Returns rgb (R, 3) (over ``background`` when given), depth (R,), acc (R,), samples (R,)
     (network evaluations per ray), trans (R,) (final transmittance) and passes (0-d).
+    ``max_candidates`` bounds the lattice positions tested at once in the final pass.
     """
     c = config
+    if ess.net_table is None:
+        ess.set_networks(field.cell_to_net)
     dev = origins.device
     r = origins.shape[0]
-    rgb_acc = torch.zeros(r, 3, device=dev)
-    depth_acc = torch.zeros(r, device=dev)
-    acc_acc = torch.zeros(r, device=dev)
-    samples = torch.zeros(r, device=dev)
+    acc_out = torch.zeros(r, 6, device=dev)  # rgb, depth, acc, samples
     log_trans = torch.zeros(r, device=dev)
     step = float(c.step_size)
     log_thr = math.log(c.ert_threshold) if c.ert_threshold > 0 else -math.inf
@@ -170,66 +220,90 @@ def render_passes(
     t1 = torch.minimum(t1, far)
     dnorm = dirs.norm(dim=-1)
     dt = step / dnorm.clamp_min(1e-9)
-    first_ok = t0 + 0.5 * dt < t1  # at least one lattice sample inside
-    act = torch.nonzero(first_ok).squeeze(1)
-    # per active ray state (compacted every pass)
-    o, d, a_t0, a_t1, a_dt = origins[act], dirs[act], t0[act], t1[act], dt[act]
-    vd = F.normalize(d, dim=-1)
-    jlen = jump_lengths(d, ess.grid.voxel_size)
-    lt = torch.zeros(act.numel(), device=dev)
-    i = torch.zeros(act.numel(), device=dev)
+    act = torch.nonzero(t0 + 0.5 * dt < t1).squeeze(1)  # rays with at least one lattice sample
+    # packed per-ray state: origin, direction, unit direction, t1, dt, lattice index i, log T,
+    # jump length (in lattice steps, with a safety margin), t0
+    jl = jump_lengths(dirs[act], ess.grid.voxel_size) / step * (1.0 - 1e-4)
+    st = torch.cat([origins[act], dirs[act], F.normalize(dirs[act], dim=-1), t1[act, None], dt[act, None],
+                    torch.zeros_like(jl)[:, None], torch.zeros_like(jl)[:, None], jl[:, None], t0[act, None]], 1)
+
+    def jump(st: torch.Tensor) -> None:
+        """From lattice sample i in an empty voxel at distance k, samples i .. i + ceil((k-1) * jl) - 1
+        are all in empty voxels (they stay within the k - 1 empty rings)."""
+        t = torch.addcmul(st[:, _T0], st[:, _I] + 0.5, st[:, _DT])
+        k = ess.lookup(torch.addcmul(st[:, _O], t[:, None], st[:, _D])).float()
+        adv = torch.ceil((k - 1.0).clamp_min(0.0) * st[:, _JL]).clamp_min(1.0)
+        st[:, _I] += torch.where(k > 0, adv, torch.zeros_like(adv))
+
+    for _ in range(c.initial_jumps):
+        jump(st)
     n_pass = 0
     while act.numel() > 0:
-        s_pass = int(min(c.max_samples_per_pass, round(c.samples_per_pass * c.pass_growth ** n_pass)))
-        s_pass = max(s_pass, 1)
-        w = max(c.window, 2 * s_pass)
+        last_pass = c.max_passes > 0 and n_pass == c.max_passes - 1
+        if n_pass > 0:
+            for _ in range(c.jumps_per_pass):
+                jump(st)
+        if last_pass:  # every remaining occupied sample, in slices of rays bounding memory
+            remaining = torch.ceil((st[:, _T1] - st[:, _T0]) / st[:, _DT] - st[:, _I]).clamp_min(1)
+            w = int(remaining.max().item())
+            s_pass = w
+        else:
+            s_pass = max(1, int(min(c.max_samples_per_pass, round(c.samples_per_pass * c.pass_growth ** n_pass))))
+            w = max(c.window, 2 * s_pass)
         n_pass += 1
-        # (1) jumps through empty space: from lattice sample i in an empty voxel at distance k,
-        # samples i .. i + ceil((k-1) * jlen / step) - 1 are all in empty voxels
-        for _ in range(c.jumps_per_pass):
-            t = a_t0 + (i + 0.5) * a_dt
-            k, _ = ess.lookup(o + t[:, None] * d)
-            k = k.float()
-            adv = torch.ceil((k - 1.0).clamp_min(0) * jlen / step * (1.0 - 1e-4)).clamp_min(1.0)
-            i = i + torch.where(k > 0, adv, torch.zeros_like(adv))
-        # (2) the window: first s_pass occupied lattice positions among the next w
-        ar = torch.arange(w, device=dev, dtype=torch.float32)
-        idx = i[:, None] + ar  # (A, w)
-        t_mid = a_t0[:, None] + (idx + 0.5) * a_dt[:, None]
-        valid = t_mid < a_t1[:, None]
-        pts = o[:, None, :] + t_mid[..., None] * d[:, None, :]
-        k, inside = ess.lookup(pts)
-        occ = (k == 0) & inside & valid
-        cum = torch.cumsum(occ.to(torch.int32), 1)
-        take = occ & (cum <= s_pass)
-        found = cum[:, -1]
-        last = (take.to(torch.float32) * (ar + 1.0)).amax(1)
-        i = i + torch.where(found >= s_pass, last, torch.full_like(last, float(w)))
-        rows, cols = torch.nonzero(take, as_tuple=True)  # sorted by ray, then by t
-        if rows.numel() > 0:
-            # (3) evaluate all samples of the pass, grouped by network
-            p = pts[rows, cols]
-            tm = t_mid[rows, cols]
-            net, local = field.locate(p)
-            sigma, col = field.evaluate(local, vd[rows], net, packed)
-            # (4) composite, continuing each ray's transmittance
-            half_dt = 0.5 * a_dt[rows]
-            out = composite_packed(sigma, col, tm - half_dt, tm + half_dt, rows, act.numel(), dnorm[act],
-                                   None, log_trans_init=lt)
-            rgb_acc.index_add_(0, act, out["rgb"])
-            depth_acc.index_add_(0, act, out["depth"])
-            acc_acc.index_add_(0, act, out["acc"])
-            lt = out["log_trans"]
-            samples.index_add_(0, act, found.clamp_max(s_pass).to(samples.dtype))
-        # (5) retire terminated / finished rays, compact the rest
-        alive = (a_t0 + (i + 0.5) * a_dt < a_t1) & (lt > log_thr)
-        log_trans.index_copy_(0, act, lt)
-        keep = torch.nonzero(alive).squeeze(1)
-        act, o, d, vd, jlen = act[keep], o[keep], d[keep], vd[keep], jlen[keep]
-        a_t0, a_t1, a_dt, lt, i = a_t0[keep], a_t1[keep], a_dt[keep], lt[keep], i[keep]
-    rgb = rgb_acc if background is None else rgb_acc + (1.0 - acc_acc[:, None]) * background
-    return {"rgb": rgb, "depth": depth_acc, "acc": acc_acc, "samples": samples,
+        per = max(1, max_candidates // w) if last_pass else st.shape[0]
+        for a in range(0, st.shape[0], per):  # slices are views: one_pass updates st in place
+            one_pass(field, ess, st[a:a + per], act[a:a + per], w, s_pass, acc_out, packed)
+        log_trans.index_copy_(0, act, st[:, _LT])
+        if last_pass:
+            break
+        # retire rays that left the box or whose transmittance fell below the threshold
+        t_next = torch.addcmul(st[:, _T0], st[:, _I] + 0.5, st[:, _DT])
+        keep = torch.nonzero((t_next < st[:, _T1]) & (st[:, _LT] > log_thr)).squeeze(1)
+        act, st = act[keep], st[keep]
+    rgb, depth, acc, samples = acc_out[:, 0:3], acc_out[:, 3], acc_out[:, 4], acc_out[:, 5]
+    if background is not None:
+        rgb = rgb + (1.0 - acc[:, None]) * background
+    return {"rgb": rgb, "depth": depth, "acc": acc, "samples": samples,
             "trans": torch.exp(log_trans), "passes": torch.tensor(n_pass)}
+
+
+def one_pass(field: KiloNerfGrid, ess: EssGrid, st: torch.Tensor, act: torch.Tensor, w: int, s_pass: int,
+             acc_out: torch.Tensor, packed: PackedWeights | None) -> None:
+    """One pass over the rays of ``st`` (updated in place: lattice index, log T); adds rgb, depth,
+    acc and sample counts of the rays ``act`` into ``acc_out``."""
+    dev = st.device
+    a = st.shape[0]
+    ar = torch.arange(w, device=dev, dtype=torch.float32)
+    # the window: lattice positions i .. i + w - 1, their voxels and occupancy
+    t_mid = torch.addcmul(st[:, _T0, None], st[:, _I, None] + 0.5 + ar, st[:, _DT, None])  # (A, w)
+    pts = torch.addcmul(st[:, None, _O], t_mid[..., None], st[:, None, _D])  # (A, w, 3)
+    q = ess.voxel_coords(pts)
+    lin = ess.index(q)
+    occ = (ess.table[lin] == 0) & (t_mid < st[:, _T1, None])
+    cum = torch.cumsum(occ, 1)
+    take = occ & (cum <= s_pass)
+    found = cum[:, -1]
+    last = torch.where(take, ar + 1.0, torch.zeros_like(t_mid)).amax(1)
+    st[:, _I] += torch.where(found >= s_pass, last, torch.full_like(last, float(w)))
+    rows, cols = torch.nonzero(take, as_tuple=True)  # sorted by ray, then by t
+    if rows.numel() == 0:
+        return
+    # the samples: network from the voxel table, cell from the voxel, local coordinates computed
+    # as KiloNerfGrid.locate does (the fine-tuning path)
+    net = ess.net_table[lin[rows, cols]]
+    cell = torch.floor((q[rows, cols] - 1.0) / ess.factor)
+    cs = ess.cell_size
+    local = (pts[rows, cols] - ess.aabb[0] - cell * cs) / cs * 2.0 - 1.0
+    sigma, rgb = field.evaluate(local, st[rows, _V], net, packed, all_valid=True)
+    tm = t_mid[rows, cols]
+    half = 0.5 * st[rows, _DT]
+    dn = st[:, _D].norm(dim=-1)
+    out = composite_packed(sigma, rgb, tm - half, tm + half, rows, a, dn, None, log_trans_init=st[:, _LT])
+    st[:, _LT] = out["log_trans"]
+    contrib = torch.cat([out["rgb"], out["depth"][:, None], out["acc"][:, None],
+                         found.clamp_max(s_pass).to(out["rgb"].dtype)[:, None]], 1)
+    acc_out.index_add_(0, act, contrib)
 
 
 # ------------------------------------------------------------------------------------- backend

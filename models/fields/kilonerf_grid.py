@@ -114,18 +114,15 @@ def tile_layout(net: torch.Tensor, n_networks: int, tile: int) -> TileLayout:
     dev = net.device
     p = net.numel()
     # int16 keys sort in two radix passes on CUDA (vs eight for int64)
-    key = net.to(torch.int16) if n_networks < 32767 else net
-    order = torch.argsort(key)
-    net_s = net[order].long()
-    counts = torch.zeros(n_networks, dtype=torch.long, device=dev).index_add_(
-        0, net_s, torch.ones(p, dtype=torch.long, device=dev))
-    first = torch.cumsum(counts, 0) - counts  # first sorted position of each network
-    tiles = (counts + tile - 1) // tile
+    key = net.to(torch.int16 if n_networks < 32767 else torch.int32)
+    key_s, order = torch.sort(key)
+    bounds = torch.searchsorted(key_s, torch.arange(n_networks + 1, device=dev, dtype=key.dtype))
+    first, counts = bounds[:-1], bounds[1:] - bounds[:-1]  # sorted range of each network
+    tiles = torch.div(counts + (tile - 1), tile, rounding_mode="floor")
     tile_end = torch.cumsum(tiles, 0)
     n_tiles = int(tile_end[-1].item()) if p else 0
-    tile_start = tile_end - tiles
-    rank = torch.arange(p, device=dev) - first[net_s]
-    slot = tile_start[net_s] * tile + rank
+    net_s = key_s.long()
+    slot = (tile_end - tiles)[net_s] * tile + (torch.arange(p, device=dev) - first[net_s])
     tile_net = torch.searchsorted(tile_end, torch.arange(n_tiles, device=dev), right=True)
     return TileLayout(order, slot, tile_net.clamp_max(n_networks - 1), n_tiles, tile)
 
@@ -146,6 +143,7 @@ class KiloNerfGrid(nn.Module):
         self.config = config
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
         self.register_buffer("cell_to_net", cell_to_net.to(torch.int32).clone())
+        self.register_buffer("_res", torch.tensor(cell_to_net.shape, device=self.aabb.device), persistent=False)
         m = int(cell_to_net.max().item()) + 1 if cell_to_net.numel() else 0
         if m <= 0:
             raise ValueError("KiloNeRF grid has no occupied cell (nothing to fit)")
@@ -168,8 +166,7 @@ class KiloNerfGrid(nn.Module):
     @property
     def cell_size(self) -> torch.Tensor:
         """(3,) edge lengths of one cell."""
-        res = torch.tensor(self.resolution, dtype=torch.float32, device=self.aabb.device)
-        return (self.aabb[1] - self.aabb[0]) / res
+        return (self.aabb[1] - self.aabb[0]) / self._res
 
     def network_cells(self) -> torch.Tensor:
         """(M, 3) integer cell coordinates of each network."""
@@ -181,10 +178,9 @@ class KiloNerfGrid(nn.Module):
 
     def cell_of(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """points (N, 3) -> integer cell coords (N, 3) (clamped) and an inside-box mask (N,)."""
-        res = torch.tensor(self.resolution, device=points.device)
         rel = (points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
         inside = ((rel >= 0) & (rel <= 1)).all(-1)
-        idx = torch.minimum((rel * res).floor().long().clamp_min(0), res - 1)
+        idx = torch.minimum((rel * self._res).floor().long().clamp_min(0), self._res - 1)
         return idx, inside
 
     def locate(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,37 +207,37 @@ class KiloNerfGrid(nn.Module):
         return self.evaluate(local, dirs, net, packed)
 
     def evaluate(self, local: torch.Tensor, dirs: torch.Tensor, net: torch.Tensor,
-                 packed: "PackedWeights | None" = None, tile: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 packed: "PackedWeights | None" = None, tile: int | None = None,
+                 all_valid: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Evaluate network ``net[i]`` at local coords ``local[i]`` (the batched path).
 
         Args:
             local: (N, 3) cell-local coordinates; dirs: (N, 3) unit directions;
-            net: (N,) int network indices, -1 for "no network" (output 0).
+            net: (N,) int network indices, -1 for "no network" (output 0);
+            all_valid: the caller guarantees no -1 (skips the masking).
         Returns:
             sigma (N,) and rgb (N, 3), float32 (autograd flows to the parameters unless packed).
         """
         n = local.shape[0]
         if n == 0:
             return local.new_zeros(0), local.new_zeros(0, 3)
-        # "no network" points are evaluated by network 0 and masked afterwards: no host sync
-        has_net = net >= 0
-        net = net.clamp_min(0)
+        if not all_valid:  # "no network" points are evaluated by network 0 and masked: no host sync
+            has_net = net >= 0
+            net = net.clamp_min(0)
         m = self.n_networks
         layout = tile_layout(net, m, tile or choose_tile(n, m))
         rows = layout.n_tiles * layout.tile
-        x = local.new_zeros(rows, 3).index_put_((layout.slot,), local[layout.order])
-        d = dirs.new_zeros(rows, 3).index_put_((layout.slot,), dirs[layout.order].to(local.dtype))
+        xd = local.new_zeros(rows, 6).index_put_((layout.slot,), torch.cat([local, dirs.to(local.dtype)], 1)[layout.order])
+        xd = xd.view(layout.n_tiles, layout.tile, 6)
         weights = packed.gather(layout.tile_net) if packed is not None else {
             k: v[layout.tile_net] for k, v in self.stacked_weights().items()}
         dtype = packed.dtype if packed is not None else None
-        s_t, c_t = self.run_layers(x.view(layout.n_tiles, layout.tile, 3), d.view(layout.n_tiles, layout.tile, 3),
-                                   weights, dtype)
-        s_sorted = s_t.reshape(rows)[layout.slot].float()
-        c_sorted = c_t.reshape(rows, 3)[layout.slot].float()
-        sigma = local.new_zeros(n).index_put((layout.order,), s_sorted)
-        rgb = local.new_zeros(n, 3).index_put((layout.order,), c_sorted)
-        keep = has_net.to(sigma.dtype)
-        return sigma * keep, rgb * keep[:, None]
+        s_t, c_t = self.run_layers(xd[..., :3], xd[..., 3:], weights, dtype)
+        out_t = torch.cat([s_t[..., None], c_t], -1).reshape(rows, 4)
+        out = out_t.new_empty(n, 4).index_put_((layout.order,), out_t[layout.slot]).float()
+        if not all_valid:
+            out = out * has_net[:, None].to(out.dtype)
+        return out[:, 0], out[:, 1:]
 
     def forward_grouped(self, local: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every network on its own equally long batch: local, dirs (M, B, 3) -> sigma (M, B), rgb (M, B, 3)."""
