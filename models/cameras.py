@@ -157,6 +157,19 @@ def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor) -> torch.
     return c2w
 
 
+def look_at_batch(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """(N, 4, 4) c2w of cameras at ``eye`` (N, 3) looking at ``target`` (N, 3) with world ``up`` (3,)."""
+    back = torch.nn.functional.normalize(eye - target, dim=-1)
+    right = torch.linalg.cross(up.expand_as(back), back)
+    alt = torch.linalg.cross(torch.tensor([0.0, 1.0, 0.0], device=eye.device).expand_as(back), back)
+    right = torch.where(right.norm(dim=-1, keepdim=True) < 1e-6, alt, right)
+    right = torch.nn.functional.normalize(right, dim=-1)
+    true_up = torch.linalg.cross(back, right)
+    c2w = torch.eye(4, device=eye.device).repeat(eye.shape[0], 1, 1)
+    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, true_up, back, eye
+    return c2w
+
+
 def orbit_poses(
     n: int, radius: float, elevation_deg: float, target: torch.Tensor | None = None, up_axis: int = 2
 ) -> torch.Tensor:

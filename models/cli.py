@@ -107,6 +107,14 @@ def cmd_train(a) -> int:
     overrides = {"steps": a.steps}
     if a.steps is not None and a.preset != "paper":
         overrides["lr_decay_steps"] = a.steps
+    if a.sparse_reg and not a.views:
+        raise ValueError("--sparse-reg needs --views N (the number of training views to keep)")
+    if a.views:
+        from models.training.configs import TeacherConfig
+
+        overrides["sparse"] = TeacherConfig.sparse_settings(a.views, a.sparse_reg)
+    if a.time_budget is not None:
+        overrides["time_budget_s"] = a.time_budget
     progress = Progress(a.quiet)
     print(f"training NeRF teacher on {data.kind} dataset {data.root} ({len(data.splits['train'])} train views, "
           f"{data.splits['train'].width}x{data.splits['train'].height}) on {devices.describe(device)}; "
@@ -305,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
     p.add_argument("--half-res", action="store_true", help="Blender: train at half resolution")
     p.add_argument("--factor", type=int, default=None, help="LLFF: image downsampling factor (images_N)")
+    p.add_argument("--views", type=int, default=None, help="sparse views: keep N training views (3/6/9)")
+    p.add_argument("--sparse-reg", action="store_true", help="RegNeRF regularisation (depth smoothness on "
+                   "unobserved patches, sample-space annealing, gradient clipping); needs --views")
+    p.add_argument("--time-budget", type=float, default=None, help="stop training after this many seconds")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     add_common(p)
 

@@ -76,3 +76,14 @@ def test_ray_aabb():
     assert float(t0) == 2.0 and float(t1) == 4.0
     t0, t1 = ray_aabb(torch.tensor([[-3.0, 5, 0]]), torch.tensor([[1.0, 0, 0]]), torch.tensor([[-1.0] * 3, [1.0] * 3]))
     assert float(t0) > float(t1)  # miss
+
+
+def test_look_at_batch_matches_single():
+    from models.cameras import look_at_batch
+
+    g = torch.Generator().manual_seed(2)
+    eye, tgt = torch.randn(5, 3, generator=g) * 3, torch.randn(5, 3, generator=g) * 0.1
+    up = torch.tensor([0.0, 0.0, 1.0])
+    batch = look_at_batch(eye, tgt, up)
+    for i in range(5):
+        torch.testing.assert_close(batch[i], look_at(eye[i], tgt[i], up))

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from models.fields.nerf_mlp import NerfMLPConfig
+from models.training.sparse_view import SparseViewConfig
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class TeacherConfig:
     """Seconds between live-preview weight snapshots (GUI)."""
     seed: int = 0
     """Seed of ray sampling and initialisation."""
+    sparse: SparseViewConfig | None = None
+    """Sparse-view training (keep N views) with optional RegNeRF regularisation; None: all views."""
 
     def replace(self, **kw) -> "TeacherConfig":
         return dataclasses.replace(self, **kw)
@@ -84,6 +87,14 @@ class TeacherConfig:
         d = dataclasses.asdict(self)
         d["mlp"] = self.mlp.to_dict()
         return d
+
+    @staticmethod
+    def sparse_settings(views: int, regularise: bool) -> SparseViewConfig:
+        """Sparse-view settings for ``train --views N [--sparse-reg]``: without ``regularise`` the
+        same N views are fitted by plain NeRF (the baseline RegNeRF is compared against)."""
+        if regularise:
+            return SparseViewConfig(views=views)
+        return SparseViewConfig(views=views, depth_smoothness=False, anneal_steps=0, grad_clip=0.0)
 
 
 TEACHER_PRESETS: dict[str, TeacherConfig] = {

@@ -19,6 +19,16 @@ from models.occupancy import OccupancyGrid
 from models.rendering import composite_packed
 from models.scene import Scene
 from models.training.configs import TeacherConfig
+from models.training.sparse_view import (
+    RandomPatchSampler,
+    annealed_bounds,
+    depth_tv_loss,
+    mean_view_up,
+    normalized_depth,
+    scene_target,
+    select_views,
+    smoothness_weight,
+)
 from models.training.engine import (
     TrainingJob,
     Validation,
@@ -82,8 +92,19 @@ class TeacherJob(TrainingJob):
         self.generator = torch.Generator(device=self.device).manual_seed(c.seed)
         if "train" not in data.splits or len(data.splits["train"]) == 0:
             raise ValueError(f"{data.root}: dataset has no training images")
-        self.batcher = RayBatcher(data.splits["train"], data.ndc, self.device, self.generator, data.background)
+        train = data.splits["train"]
+        self.train_indices = list(range(len(train)))
+        self.patches = None
+        if c.sparse is not None:
+            if c.sparse.views > len(train):
+                raise ValueError(f"--views {c.sparse.views}: the dataset has only {len(train)} training views")
+            train, self.train_indices = select_views(train, c.sparse.views)
+            if c.sparse.depth_smoothness:
+                self.patches = RandomPatchSampler(train, c.sparse, data.ndc, scene_target(train, data.ndc, data.aabb),
+                                                  mean_view_up(train), self.device, self.generator)
+        self.batcher = RayBatcher(train, data.ndc, self.device, self.generator, data.background)
         self.elapsed_before = 0.0  # training seconds of earlier (resumed) runs
+        self.step_index = 0
         self.coarse = NerfMLP(c.mlp).to(self.device)
         self.fine = NerfMLP(c.mlp).to(self.device)
         self.optimizer = torch.optim.Adam(
@@ -106,11 +127,13 @@ class TeacherJob(TrainingJob):
     def autocast(self):
         return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
 
-    def near_far(self, o: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def near_far(self, o: torch.Tensor, d: torch.Tensor, step: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-ray bounds; during RegNeRF's sample-space annealing, the shrunk interval."""
         n = o.shape[0]
-        near = torch.full((n,), float(self.data.near), device=self.device)
-        far = torch.full((n,), float(self.data.far), device=self.device)
-        return near, far
+        near, far = float(self.data.near), float(self.data.far)
+        if step is not None and self.config.sparse is not None:
+            near, far = annealed_bounds(near, far, step, self.config.sparse)
+        return torch.full((n,), near, device=self.device), torch.full((n,), far, device=self.device)
 
     def density_fn(self, x: torch.Tensor) -> torch.Tensor:
         with self.autocast():
@@ -136,15 +159,30 @@ class TeacherJob(TrainingJob):
         lr = c.lr * 0.1 ** (self.progress(step) * c.steps / c.lr_decay_steps)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        if self.grid is not None and step >= c.grid_warmup_steps and step % c.grid_update_every == 0:
+        warmup = c.grid_warmup_steps
+        if c.sparse is not None and c.sparse.anneal_steps > 0:
+            # never prune before the annealed interval has reached the whole ray: cells not yet
+            # sampled would hold untrained densities and could be pruned for good
+            warmup = max(warmup, c.sparse.anneal_steps + c.grid_warmup_steps)
+        if self.grid is not None and step >= warmup and step % c.grid_update_every == 0:
             self.grid.update_ema(self.density_fn, c.render_step_size, c.grid_threshold, generator=self.generator)
         precrop = c.precrop_frac if step < c.precrop_steps else 1.0
+        self.step_index = step
         if self.grid is not None:
             loss, psnr_batch, parts = self._occupancy_step(precrop)
         else:
             loss, psnr_batch, parts = self._hierarchical_step(precrop)
+        if self.patches is not None:
+            reg = self._depth_smoothness()
+            w = smoothness_weight(step, c.sparse)
+            loss = loss + w * reg
+            parts["depth_tv"] = reg.detach()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if c.sparse is not None and c.sparse.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(list(self.coarse.parameters()) + list(self.fine.parameters()),
+                                           c.sparse.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return {"loss": loss.detach(), "psnr": psnr_batch, **parts}
@@ -153,7 +191,7 @@ class TeacherJob(TrainingJob):
         c = self.config
         bg = self.train_background()
         o, d, target = self.batcher.sample(self.batch_rays, precrop, bg if bg is not self.background else None)
-        near, far = self.near_far(o, d)
+        near, far = self.near_far(o, d, self.step_index)
         ray_ids, t0, t1 = self.grid.march(o, d, near, far, c.render_step_size, jitter=True, generator=self.generator)
         n_rays = o.shape[0]
         mid = 0.5 * (t0 + t1)
@@ -181,7 +219,7 @@ class TeacherJob(TrainingJob):
         c = self.config
         bg = self.train_background()
         o, d, target = self.batcher.sample(self.batch_rays, precrop, bg if bg is not self.background else None)
-        near, far = self.near_far(o, d)
+        near, far = self.near_far(o, d, self.step_index)
         if self.data.ndc is None:
             near, far, _ = clip_to_box(o, d, near, far, self.aabb)
         with self.autocast():
@@ -196,6 +234,27 @@ class TeacherJob(TrainingJob):
         if self.config.random_background and self.batcher.alpha is not None:
             return torch.rand(3, generator=self.generator, device=self.device)
         return self.background
+
+    def _depth_smoothness(self) -> torch.Tensor:
+        """RegNeRF depth smoothness on random unobserved 8x8 patches (same sampler as training)."""
+        c = self.config
+        o, d = self.patches.sample()
+        near, far = self.near_far(o, d, self.step_index)
+        if self.grid is not None:
+            ray_ids, t0, t1 = self.grid.march(o, d, near, far, c.render_step_size, jitter=True, generator=self.generator)
+            pts = o[ray_ids] + (0.5 * (t0 + t1))[:, None] * d[ray_ids]
+            with self.autocast():
+                sig, rgb = self.fine(pts, F.normalize(d, dim=-1)[ray_ids])
+            out = composite_packed(sig.float(), rgb.float(), t0, t1, ray_ids, o.shape[0], d.norm(dim=-1))
+        else:
+            if self.data.ndc is None:
+                near, far, _ = clip_to_box(o, d, near, far, self.aabb)
+            with self.autocast():
+                out = render_hierarchical(self.coarse, self.fine, o, d, near, far, None, self.sampling, perturb=True,
+                                          generator=self.generator)
+        s = c.sparse.patch_size
+        depth = normalized_depth(out["depth"].float(), out["acc"].float()).reshape(-1, s, s)
+        return depth_tv_loss(depth)
 
     # ------------------------------------------------------------------------------ rendering
     def backend(self) -> NerfBackend:
@@ -235,7 +294,7 @@ class TeacherJob(TrainingJob):
         return nerf_state(self.coarse, self.fine)
 
     def model_config(self) -> dict:
-        return {"mlp": self.config.mlp.to_dict(),
+        return {"mlp": self.config.mlp.to_dict(), "train_views": self.train_indices,
                 "sampling": {"n_coarse": self.sampling.n_coarse, "n_fine": self.sampling.n_fine},
                 "teacher": self.config.to_dict()}
 
