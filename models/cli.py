@@ -261,6 +261,18 @@ def cmd_bench(a) -> int:
     return 0
 
 
+def cmd_export(a) -> int:
+    from models.scene import Scene
+
+    scene = Scene.load(Path(a.scene))
+    names = None if a.backends == "all" else [b.strip() for b in a.backends.split(",")]
+    out = scene.export(Path(a.out), half=not a.fp32, backends=names)
+    size = sum(p.stat().st_size for p in out.root.iterdir() if p.is_file())
+    print(f"exported {', '.join(out.backends)} to {out.root} ({size / 2**20:.1f} MiB, "
+          f"{'float32' if a.fp32 else 'float16'} weights)")
+    return 0
+
+
 def orbit_cameras(scene, ref, n: int):
     """Cameras circling the scene centre at the mean distance/elevation of the dataset cameras."""
     from models.cameras import Camera, look_at
@@ -351,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
     add_common(p)
 
+    p = sub.add_parser("export", help="copy a scene without checkpoints, weights as float16 (for sharing)")
+    p.add_argument("scene")
+    p.add_argument("--out", required=True)
+    p.add_argument("--backends", default="all", help="all | comma list")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+
     p = sub.add_parser("bench", help="quality and speed of every backend in one run (tables + plot)")
     p.add_argument("scene")
     p.add_argument("--backends", default="all", help="all | comma list")
@@ -372,6 +390,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "render": cmd_render,
     "bench": cmd_bench,
+    "export": cmd_export,
 }
 
 

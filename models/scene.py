@@ -178,9 +178,12 @@ class Scene:
         if entry is None:
             raise SceneError(f"{self.root}: no '{name}' model in this scene")
         try:
-            return load_tensors(self.root / entry["weights"], device), dict(entry.get("config", {}))
+            tensors = load_tensors(self.root / entry["weights"], device)
         except StorageError as e:
             raise SceneError(str(e)) from None
+        # weights may be stored in half precision (exported scenes); modules run in float32
+        tensors = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in tensors.items()}
+        return tensors, dict(entry.get("config", {}))
 
     def save_occupancy(self, grid: torch.Tensor, threshold: float) -> None:
         save_tensors(self.root / "occupancy.safetensors", {"occupied": grid.to(torch.uint8)})
@@ -196,6 +199,42 @@ class Scene:
         except (StorageError, KeyError) as e:
             raise SceneError(f"{self.root}: occupancy grid unreadable ({e})") from None
         return t.bool()
+
+    def export(self, out: Path, half: bool = True, backends: list[str] | None = None) -> "Scene":
+        """Copy this scene to ``out`` without checkpoints, weights optionally stored as float16.
+
+        For sharing and for the bundled demo: the copy holds only what the viewer needs. The target
+        is written next to ``out`` and renamed into place, so ``out`` is never half written.
+        """
+        import shutil
+        import tempfile
+
+        out = Path(out)
+        if out.exists() and any(out.iterdir()) and not (out / self.MANIFEST).exists():
+            raise SceneError(f"{out}: exists, is not empty and is not a scene; refusing to overwrite")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+        try:
+            copy = Scene(**{**self.__dict__, "root": tmp, "backends": {}})
+            for name, entry in self.backends.items():
+                if backends is not None and name not in backends:
+                    continue
+                tensors, config = self.load_model(name)
+                if half:
+                    tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+                copy.save_model(name, tensors, config, entry.get("metrics", {}))
+                copy.backends[name]["stored_as"] = "float16" if half else "float32"
+            if self.occupancy:
+                grid = self.load_occupancy()
+                copy.save_occupancy(grid, self.occupancy.get("threshold", 0.0))
+            copy.save_manifest()
+            if out.exists():
+                shutil.rmtree(out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return Scene.load(out)
 
     # -------------------------------------------------------------------------------- cameras
     def camera_list(self, split: str = "test") -> list[Camera]:

@@ -102,3 +102,19 @@ def test_hierarchical_render_matches_marched_render(tiny_teacher_scene, procedur
             marched = composite_packed(sig, rgb, t0, t1, ids, n, d.norm(dim=-1), torch.ones(3))["rgb"]
         gt = data.splits["test"].images[i]
         assert abs(psnr(hier, gt) - psnr(marched.reshape(gt.shape), gt)) < 0.3
+
+
+@pytest.mark.slow
+def test_export_half_precision_keeps_quality(tiny_teacher_scene, procedural_dataset, tmp_path):
+    """`export` (float16 weights, no checkpoints) changes the test PSNR by less than 0.05 dB."""
+    data = load_dataset(procedural_dataset)
+    src = Scene.load(tiny_teacher_scene)
+    out = src.export(tmp_path / "exported", half=True)
+    assert not (out.root / "checkpoints").exists()
+    assert out.backends["nerf"]["stored_as"] == "float16"
+    res = []
+    for scene in (src, out):
+        b = NerfBackend("cpu")
+        b.load(scene)
+        res.append(evaluate(b, data.splits["test"], data.near, data.far, data.background, max_views=2)["psnr"])
+    assert abs(res[0] - res[1]) < 0.05
