@@ -5,13 +5,15 @@ Quality: mean PSNR/SSIM over the dataset's test views at their native resolution
 rendered at ``size`` pixels (longest side) after warm-up, device synchronised, several repeats;
 median and p95 ms/frame, FPS from the median, samples and FLOPs per ray, parameters, peak memory.
 Writes ``bench.md`` (Markdown table), ``bench.csv``, ``bench.json`` and ``bench.png`` (speed vs
-quality) into ``out``.
+quality) into ``out``. The viewer's benchmark button runs the same ``run_bench`` on a thread,
+with ``on_fraction`` for its progress bar and ``should_cancel`` for its Cancel button.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import platform
 import statistics
 import time
@@ -26,6 +28,10 @@ from models.evaluation import evaluate, split_cameras
 from models.storage import write_json
 
 
+class BenchCancelled(Exception):
+    """``should_cancel()`` returned True (raised between renders)."""
+
+
 def time_backend(
     backend: RendererBackend,
     cameras: list,
@@ -36,8 +42,12 @@ def time_backend(
     repeats: int = 3,
     warmup: int = 2,
     precision: str = "auto",
+    on_frame: Callable[[], None] = lambda: None,
 ) -> dict:
-    """Median/p95 ms per frame over ``cameras`` x ``repeats`` renders (after ``warmup`` frames)."""
+    """Median/p95 ms per frame over ``cameras`` x ``repeats`` renders (after ``warmup`` frames).
+
+    ``on_frame`` is called after every render, warm-up included (progress; it may raise to stop).
+    """
     reqs = []
     for cam in cameras:
         if size is not None:
@@ -49,6 +59,7 @@ def time_backend(
         torch.cuda.reset_peak_memory_stats(dev)
     for i in range(warmup):
         backend.render(reqs[i % len(reqs)])
+        on_frame()
     times, spr, fpr = [], [], []
     for _ in range(repeats):
         for r in reqs:
@@ -58,6 +69,7 @@ def time_backend(
             times.append((time.perf_counter() - t0) * 1000.0)
             spr.append(res.samples_per_ray)
             fpr.append(res.flops_per_ray)
+            on_frame()
     times.sort()
     p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
     med = statistics.median(times)
@@ -89,20 +101,43 @@ def run_bench(
     precision: str = "auto",
     load: Callable[[str], RendererBackend] | None = None,
     on_progress: Callable[[str], None] = lambda msg: None,
+    on_fraction: Callable[[float], None] = lambda f: None,
+    should_cancel: Callable[[], bool] = lambda: False,
+    warmup: int = 2,
 ) -> dict:
-    """Benchmark ``backend_names`` on the scene's test split; returns the report dict."""
+    """Benchmark ``backend_names`` on the scene's test split; returns the report dict.
+
+    ``on_fraction`` gets the fraction of renders done (0..1) after each render;
+    ``should_cancel`` is polled between renders and raises BenchCancelled.
+    """
     from models.cli import load_backend
 
-    split = data.splits.get("test") or data.splits["val"]
+    split = data.splits.get("test") or data.splits.get("val")
+    if split is None:
+        raise ValueError(f"{data.root}: the dataset has no test or val split to benchmark on")
     cams = split_cameras(split)[: max(1, timing_views)]
+    n_quality = len(split) if views is None else min(views, len(split))
+    per_backend = n_quality + warmup + repeats * len(cams)
+    total = max(1, per_backend * len(backend_names))
+    done = [0]
+
+    def step(*_args) -> None:
+        done[0] += 1
+        on_fraction(min(1.0, done[0] / total))
+        if should_cancel():
+            raise BenchCancelled("benchmark cancelled")
+
     rows = []
     for name in backend_names:
+        if should_cancel():
+            raise BenchCancelled("benchmark cancelled")
         on_progress(f"loading {name}")
         backend = load(name) if load else load_backend(scene, name, device)
-        on_progress(f"{name}: quality on {views or len(split)} test views")
-        q = evaluate(backend, split, data.near, data.far, data.background, None, views, precision)
+        on_progress(f"{name}: quality on {n_quality} test views")
+        q = evaluate(backend, split, data.near, data.far, data.background, None, views, precision, on_view=step)
         on_progress(f"{name}: timing at {size or 'native'} px")
-        t = time_backend(backend, cams, data.near, data.far, data.background, size, repeats, precision=precision)
+        t = time_backend(backend, cams, data.near, data.far, data.background, size, repeats, warmup, precision,
+                         on_frame=step)
         rows.append({"backend": name, "label": type(backend).label, "psnr": q["psnr"], "ssim": q["ssim"],
                      "quality_views": q["n_views"], "quality_size": f"{q['width']}x{q['height']}",
                      "params": backend.parameter_count(), **t})
@@ -126,6 +161,13 @@ def run_bench(
     return report
 
 
+def _num(value, spec: str, suffix: str = "") -> str:
+    """``value`` formatted, or an en dash when it is missing or NaN (no GPU memory on CPU...)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:{spec}}{suffix}"
+
+
 def markdown_table(report: dict) -> str:
     rows = report["rows"]
     w, h = (rows[0]["width"], rows[0]["height"]) if rows else (0, 0)
@@ -141,7 +183,7 @@ def markdown_table(report: dict) -> str:
         lines.append(
             f"| {r['label']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['ms_median']:.1f} | {r['ms_p95']:.1f} | "
             f"{r['fps']:.1f} | {r['samples_per_ray']:.1f} | {r['flops_per_ray'] / 1e6:.2f} | {r['params']:,} | "
-            f"{r['peak_memory_mib']:.0f} | {r['speedup_vs_nerf']:.1f}x |"
+            f"{_num(r['peak_memory_mib'], '.0f')} | {_num(r['speedup_vs_nerf'], '.1f', 'x')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -160,8 +202,19 @@ def write_report(report: dict, out: Path) -> None:
     for r in report["rows"]:
         wr.writerow(r)
     _atomic_replace(out / "bench.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
-    write_json(out / "bench.json", report)
+    write_json(out / "bench.json", _json_safe(report))
     plot_speed_quality(report, out / "bench.png")
+
+
+def _json_safe(value):
+    """NaN/inf become null so bench.json is strict JSON (any parser reads it)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def plot_speed_quality(report: dict, path: Path) -> None:

@@ -8,7 +8,10 @@ camera gestures.
 - Frames of any render resolution are stretched to a letterboxed viewport with the aspect of the
   view they were requested for (linear filtering, so low-resolution frames look soft, not blocky).
 - Split view (comparator): a frame with two images is drawn by ``split.frag`` with a divider
-  the user can drag.
+  the user can drag, or as two panes side by side (``side_by_side``; the view is then requested
+  at the size of one pane, ``view_size``). ``compare_sources`` says what each side shows: image
+  A or B, the reference image of ``reference_frame`` (ground truth or the teacher's render), or a
+  difference heatmap (|A-B|, |A-ref|, |B-ref|, turbo up to ``heat_max``).
 - GL objects are freed on the context's ``aboutToBeDestroyed`` between makeCurrent/doneCurrent.
 
 The HUD, help and message overlays are ordinary child widgets (not part of the framebuffer), so
@@ -32,6 +35,8 @@ from viewer.render_worker import Frame
 
 SHADER_DIR = Path(__file__).resolve().parent.parent / "shaders"
 MODE_INDEX = {"rgb": 0, "depth": 1, "acc": 2}
+COMPARE_SOURCES = {"a": 0, "b": 1, "ref": 2, "diff_ab": 3, "diff_a_ref": 4, "diff_b_ref": 5}
+"""What one side of a compared frame shows (``u_left_src``/``u_right_src`` of split.frag)."""
 BACKGROUND = (0.09, 0.09, 0.10)
 FLY_KEYS = {Qt.Key.Key_W: (1, 0, 0), Qt.Key.Key_S: (-1, 0, 0), Qt.Key.Key_D: (0, 1, 0),
             Qt.Key.Key_A: (0, -1, 0), Qt.Key.Key_E: (0, 0, 1), Qt.Key.Key_Q: (0, 0, -1)}
@@ -151,6 +156,15 @@ class GLCanvas(QOpenGLWidget):
         self._dirty = False
         self.divider = 0.5
         """Split position (0..1 across the image) when a frame carries two images."""
+        self.side_by_side = False
+        """Two-image frames as two panes (each requested at ``view_size``) instead of the divider."""
+        self.compare_sources: tuple[str, ...] = ("a", "b")
+        """Left and right side (COMPARE_SOURCES keys); one entry: that source across the whole view."""
+        self.heat_max = 0.2
+        """Mean absolute RGB error shown at the top of the heatmap's colour map."""
+        self.reference_frame: Frame | None = None
+        """Frame of images [A, B, reference], shown instead of ``frame`` while a source needs "ref"."""
+        self._uploaded: Frame | None = None
         self.sync_timing = False
         """glFinish after upload/draw so upload_ms/draw_ms include the GPU work (benchmarks)."""
         self.upload_ms = 0.0
@@ -182,10 +196,47 @@ class GLCanvas(QOpenGLWidget):
         r = self.devicePixelRatioF()
         return max(1, round(self.width() * r)), max(1, round(self.height() * r))
 
+    def view_size(self) -> tuple[int, int]:
+        """Size a view is rendered at: the widget, or one pane of it side by side."""
+        w, h = self.render_size()
+        return (max(1, w // 2), h) if self.side_by_side else (w, h)
+
+    def set_compare_style(self, side_by_side: bool | None = None, sources: tuple[str, ...] | None = None,
+                          heat_max: float | None = None, reference_frame: Frame | None | bool = False) -> None:
+        """Change how two-image frames are shown (``reference_frame=None`` forgets the reference)."""
+        if side_by_side is not None:
+            self.side_by_side = bool(side_by_side)
+        if sources is not None:
+            if not sources or len(sources) > 2 or any(s not in COMPARE_SOURCES for s in sources):
+                raise ValueError(f"compare sources: one or two of {list(COMPARE_SOURCES)}, got {sources}")
+            self.compare_sources = tuple(sources)
+        if heat_max is not None:
+            self.heat_max = float(heat_max)
+        if reference_frame is not False:
+            self.reference_frame = reference_frame
+        self.update()
+
+    def needs_reference(self) -> bool:
+        return any(s in ("ref", "diff_a_ref", "diff_b_ref") for s in self.compare_sources)
+
+    def displayed(self) -> tuple[Frame | None, tuple[str, ...]]:
+        """The frame painted and the sources of its sides (plain A | B when the reference
+        is not there yet, or in depth/opacity mode)."""
+        f = self.frame
+        if f is None or len(f.images) < 2:
+            return f, ("a",)
+        if f.mode != "rgb":
+            return f, ("a", "b")
+        if self.needs_reference():
+            if self.reference_frame is None:
+                return f, ("a", "b")
+            return self.reference_frame, self.compare_sources
+        return f, self.compare_sources
+
     def image_rect(self) -> tuple[int, int, int, int]:
         """(x, y, w, h) of the shown image in device pixels, y from the top."""
         w, h = self.render_size()
-        f = self.frame
+        f = self.displayed()[0]
         aspect = f.full_width / f.full_height if f else w / h
         x, y_gl, vw, vh = letterbox(w, h, aspect)
         return x, h - y_gl - vh, vw, vh
@@ -206,7 +257,7 @@ class GLCanvas(QOpenGLWidget):
             self.glError.emit(f"OpenGL setup failed: {e}")
             return
         self._vao = GL.glGenVertexArrays(1)
-        self._textures = [_Texture(), _Texture()]
+        self._textures = [_Texture(), _Texture(), _Texture()]
         self._gl_ready = True
         self._dirty = True
 
@@ -216,10 +267,10 @@ class GLCanvas(QOpenGLWidget):
     def paintGL(self) -> None:
         GL.glClearColor(*BACKGROUND, 1.0)
         GL.glClear(GL.GL_COLOR_BUFFER_BIT)
-        f = self.frame
+        f, sources = self.displayed()
         if not self._gl_ready or f is None:
             return
-        if self._dirty:
+        if self._dirty or f is not self._uploaded:
             if self.sync_timing:
                 GL.glFinish()  # earlier queued work (Qt's composition of the last frame) is not ours
             t0 = time.perf_counter()
@@ -229,6 +280,7 @@ class GLCanvas(QOpenGLWidget):
                 GL.glFinish()
             self.upload_ms = (time.perf_counter() - t0) * 1000.0
             self._dirty = False
+            self._uploaded = f
             uploaded = True
         else:
             uploaded = False
@@ -241,19 +293,33 @@ class GLCanvas(QOpenGLWidget):
         GL.glUseProgram(prog)
         GL.glUniform1i(GL.glGetUniformLocation(prog, "u_mode"), MODE_INDEX.get(f.mode, 0))
         GL.glUniform2f(GL.glGetUniformLocation(prog, "u_range"), *f.value_range)
+        GL.glBindVertexArray(self._vao)
         if split:
-            for unit, name in enumerate(("u_left", "u_right")):
+            for unit, name in enumerate(("u_left", "u_right", "u_ref")):
                 GL.glActiveTexture(GL.GL_TEXTURE0 + unit)
                 GL.glBindTexture(GL.GL_TEXTURE_2D, self._textures[unit].id)
                 GL.glUniform1i(GL.glGetUniformLocation(prog, name), unit)
-            GL.glUniform1f(GL.glGetUniformLocation(prog, "u_divider"), self.divider)
-            GL.glUniform1f(GL.glGetUniformLocation(prog, "u_line_width"), 1.0 / max(vw, 1))
+            GL.glUniform1f(GL.glGetUniformLocation(prog, "u_heat_max"), self.heat_max)
+            if len(sources) == 2 and self.side_by_side:
+                panes = [(0, w // 2), (w // 2, w - w // 2)]
+            else:
+                panes = [(0, w)]
+            for i, (px, pw) in enumerate(panes):
+                x, y, vw, vh = letterbox(pw, h, f.full_width / f.full_height)
+                GL.glViewport(px + x, y, vw, vh)
+                left = sources[min(i, len(sources) - 1)]
+                right = sources[-1] if len(panes) == 1 else left
+                divider = self.divider if len(panes) == 1 and len(sources) == 2 else 2.0
+                GL.glUniform1i(GL.glGetUniformLocation(prog, "u_left_src"), COMPARE_SOURCES[left])
+                GL.glUniform1i(GL.glGetUniformLocation(prog, "u_right_src"), COMPARE_SOURCES[right])
+                GL.glUniform1f(GL.glGetUniformLocation(prog, "u_divider"), divider)
+                GL.glUniform1f(GL.glGetUniformLocation(prog, "u_line_width"), 1.0 / max(vw, 1))
+                GL.glDrawArrays(GL.GL_TRIANGLE_STRIP, 0, 4)
         else:
             GL.glActiveTexture(GL.GL_TEXTURE0)
             GL.glBindTexture(GL.GL_TEXTURE_2D, self._textures[0].id)
             GL.glUniform1i(GL.glGetUniformLocation(prog, "u_image"), 0)
-        GL.glBindVertexArray(self._vao)
-        GL.glDrawArrays(GL.GL_TRIANGLE_STRIP, 0, 4)
+            GL.glDrawArrays(GL.GL_TRIANGLE_STRIP, 0, 4)
         GL.glBindVertexArray(0)
         GL.glUseProgram(0)
         GL.glViewport(0, 0, w, h)
@@ -280,7 +346,7 @@ class GLCanvas(QOpenGLWidget):
 
     # ------------------------------------------------------------------------------- input
     def _near_divider(self, pos: QPointF) -> bool:
-        if self.frame is None or len(self.frame.images) < 2:
+        if self.frame is None or len(self.frame.images) < 2 or self.side_by_side or len(self.displayed()[1]) < 2:
             return False
         x, _, w, _ = self.image_rect()
         r = self.devicePixelRatioF()

@@ -33,6 +33,7 @@ from models.scene import Scene
 from viewer.camera import CameraPose, OrbitCamera, interpolate_poses, orbit_path, request_for_pose
 from viewer.gl_canvas import GLCanvas
 from viewer.panels.backends import BackendSelector
+from viewer.panels.comparator import Comparator
 from viewer.panels.overlays import HelpOverlay, HudOverlay, MessageBanner
 from viewer.panels.video_dialog import VideoDialog, VideoSettings
 from viewer.panels.view_panel import MODE_LABELS, CameraBox, DisplayModeBox, PerformanceBox
@@ -49,6 +50,10 @@ class MainWindow(QMainWindow):
     screenshotSaved = pyqtSignal(str)
     videoSaved = pyqtSignal(str)
     offlineFailed = pyqtSignal(str)
+    backendChanged = pyqtSignal(str)
+    """The displayed backend (A in compare mode) changed."""
+    viewRequested = pyqtSignal()
+    """request_render ran (the view may have changed, or a snap kept the same pixels)."""
 
     def __init__(self, settings: QSettings | None = None, device: str | None = None, parent=None):
         super().__init__(parent)
@@ -139,6 +144,8 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.status_backend)
 
         self._build_menus()
+        self.comparator = Comparator(self)
+        """Compare mode (C): two backends on one camera, their quality, the benchmark."""
         self._size_window()
         self.update_hud()
 
@@ -324,6 +331,7 @@ class MainWindow(QMainWindow):
             self.banner.hide()
         self._sync_modes()
         self.request_render()
+        self.backendChanged.emit(name)
         return True
 
     def _label_backend_action(self, name: str) -> None:
@@ -375,7 +383,7 @@ class MainWindow(QMainWindow):
 
     # -------------------------------------------------------------------------- rendering
     def current_request(self, width: int | None = None, height: int | None = None):
-        w, h = self.canvas.render_size()
+        w, h = self.canvas.view_size()  # one pane when the comparator shows two side by side
         return self.camera.request(width or w, height or h, self.scene.near, self.scene.far,
                                    background=tuple(float(x) for x in self.scene.background))
 
@@ -386,6 +394,7 @@ class MainWindow(QMainWindow):
         req = self.current_request()
         backends = (self.backend, self.compare_backend) if self.compare_backend else (self.backend,)
         key = (req, backends, self.mode)
+        self.viewRequested.emit()
         if key == self._last_job_key:
             return
         self._last_job_key = key
@@ -672,6 +681,7 @@ class MainWindow(QMainWindow):
     # ----------------------------------------------------------------------------- closing
     def shutdown(self) -> None:
         """Stop the render thread (aborts the frame in flight at its next chunk)."""
+        self.comparator.shutdown()
         if not self.render_thread.isRunning():
             return
         self.worker.cancel_offline()

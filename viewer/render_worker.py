@@ -21,7 +21,10 @@ Scheduling (see ../shared/ARCHITECTURE.md, "Threading in the viewer"):
   between loaded backends is instant.
 
 A job may name two backends (the comparator): both render the same request and the frame
-carries both images.
+carries both images, with per-backend timings (``Frame.side_stats``); the dynamic resolution of
+a pair is driven by the time of both renders together. ``submit_task`` runs a function with the
+loaded backends on this thread when no view is pending (the comparator's quality metrics);
+a newer view aborts it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal, pyqtSlot
@@ -99,6 +103,16 @@ class DynamicResolution:
 
 # -------------------------------------------------------------------------------- messages
 @dataclass(frozen=True)
+class SideStats:
+    """Timing and cost of one backend's share of a frame."""
+
+    render_ms: float
+    """Time in backend.render (summed over the strips of a refinement level)."""
+    samples_per_ray: float
+    flops_per_ray: float
+
+
+@dataclass(frozen=True)
 class ViewJob:
     """What the GUI wants on screen: a full-resolution request, backends and a display mode."""
 
@@ -144,6 +158,23 @@ class Frame:
     """time.perf_counter() when emitted (for latency measurements)."""
     request: RenderRequest | None = None
     """The full-resolution request this frame shows."""
+    side_stats: tuple[SideStats, ...] = ()
+    """Per backend (same order as ``backends``); for refinement strips, summed over the strips
+    of the current level so far (the final frame: a whole full-resolution render)."""
+
+
+@dataclass
+class WorkerTask:
+    """A function run on the render thread with the loaded backends (comparator quality metrics).
+
+    ``fn(backends, should_abort)`` gets the dict name -> loaded backend and returns any result,
+    emitted as ``taskFinished(tag, result)``. Tasks run when no view is pending; a newer view,
+    an offline job or ``cancel`` aborts them (``taskFailed(tag, "aborted")``).
+    """
+
+    tag: object
+    fn: Callable
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -223,6 +254,10 @@ class RenderWorker(QObject):
     """message ("cancelled" when cancelled)"""
     idle = pyqtSignal()
     """Emitted when the worker has nothing left to do (refinement finished or nothing to refine)."""
+    taskFinished = pyqtSignal(object, object)
+    """WorkerTask.tag, result"""
+    taskFailed = pyqtSignal(object, str)
+    """WorkerTask.tag, message ("aborted" when a newer view or cancel stopped it)"""
 
     _wake = pyqtSignal()
     _load = pyqtSignal(object, str)
@@ -251,6 +286,7 @@ class RenderWorker(QObject):
         self._last_submit = time.perf_counter()
         self._offline: list[OfflineJob] = []
         self._offline_running: OfflineJob | None = None
+        self._tasks: list[WorkerTask] = []
         self._backends: dict[str, RendererBackend] = {}
         self._failed: dict[str, str] = {}
         self._dynres: dict[tuple[str, ...], DynamicResolution] = {}
@@ -284,11 +320,20 @@ class RenderWorker(QObject):
             self._pending = None
             self._blocked = None
             self._generation += 1
+            for task in self._tasks:
+                task.cancel.set()
+            self._tasks.clear()
         self._clear.emit()
 
     def publish_weights(self, name: str, state: dict, config: dict | None = None) -> None:
         """Hot-swap the weights of a loaded backend (a trainer's snapshot)."""
         self._swap.emit(name, state, config)
+
+    def submit_task(self, task: WorkerTask) -> None:
+        """Run ``task`` on this thread once no view is pending (see WorkerTask)."""
+        with self._lock:
+            self._tasks.append(task)
+        self._wake.emit()
 
     def submit_offline(self, job: OfflineJob) -> None:
         with self._lock:
@@ -339,6 +384,10 @@ class RenderWorker(QObject):
             with self._lock:
                 view, self._pending = self._pending, None
                 generation = self._generation
+                task = self._tasks.pop(0) if view is None and self._tasks else None
+            if task is not None:
+                self._run_task(task, generation)
+                continue
             if view is None:
                 self._idle = True
                 return
@@ -370,8 +419,8 @@ class RenderWorker(QObject):
         req = replace(full, outputs=output_kinds(job.mode)).scaled(w, h)
         t0 = time.perf_counter()
         try:
-            images, render_ms, spr = self._render_all(job.backends, req, job.mode,
-                                                      lambda: self._interactive_aborted(generation))
+            images, render_ms, spr, stats = self._render_all(job.backends, req, job.mode,
+                                                             lambda: self._interactive_aborted(generation))
         except RenderAborted:
             return
         except Exception as e:  # noqa: BLE001 - any backend failure becomes a message, never a crash
@@ -384,7 +433,7 @@ class RenderWorker(QObject):
         self._last_job = job
         self._emit(Frame(images, job.mode, w, h, full.width, full.height, job.backends, render_ms, frame_ms, spr,
                          value_range=self._range(images, job.mode), final=final, serial=job.serial,
-                         request=full))
+                         request=full, side_stats=stats))
         if final:
             self.idle.emit()
         else:
@@ -392,7 +441,7 @@ class RenderWorker(QObject):
             self._refine_timer.start(max(0, int(self.refine_delay_ms - since)))
 
     def _render_all(self, names, request, mode, should_abort):
-        images, total_ms, spr = [], 0.0, 0.0
+        images, total_ms, spr, stats = [], 0.0, 0.0, []
         for name in names:
             backend = self._backends[name]
             self._current = name
@@ -400,7 +449,23 @@ class RenderWorker(QObject):
             images.append(to_display(res, mode if mode in backend.supported_outputs else "rgb"))
             total_ms += res.elapsed_ms
             spr = max(spr, res.samples_per_ray)
-        return images, total_ms, spr
+            stats.append(SideStats(res.elapsed_ms, res.samples_per_ray, res.flops_per_ray))
+        return images, total_ms, spr, tuple(stats)
+
+    def _run_task(self, task: WorkerTask, generation: int) -> None:
+        if task.cancel.is_set():
+            self.taskFailed.emit(task.tag, "aborted")
+            return
+        try:
+            result = task.fn(self._backends, lambda: task.cancel.is_set() or self._aborted(generation))
+        except RenderAborted:
+            self.taskFailed.emit(task.tag, "aborted")
+            return
+        except Exception as e:  # noqa: BLE001 - a failing metric must not stop the viewer
+            traceback.print_exception(e)
+            self.taskFailed.emit(task.tag, describe_error(e))
+            return
+        self.taskFinished.emit(task.tag, result)
 
     def _range(self, images, mode) -> tuple[float, float]:
         if mode == "depth" and images and images[0].ndim == 2:
@@ -456,13 +521,14 @@ class RenderWorker(QObject):
             ys = (np.arange(h) * base.shape[1] // h).clip(0, base.shape[1] - 1)
             xs = (np.arange(w) * base.shape[2] // w).clip(0, base.shape[2] - 1)
             canvas = base[:, ys][:, :, xs].copy()
+            level_ms = [0.0] * len(job.backends)
             rows = max(1, int(self.strip_ms / max(ms_per_pixel * w, 1e-6)))
             y0 = 0
             while y0 < h:
                 y1 = min(h, y0 + rows)
                 try:
-                    images, ms, spr = self._render_all(job.backends, crop_rows(req, y0, y1), job.mode,
-                                                       lambda: self._aborted(generation))
+                    images, ms, spr, stats = self._render_all(job.backends, crop_rows(req, y0, y1), job.mode,
+                                                              lambda: self._aborted(generation))
                 except RenderAborted:
                     self._process()
                     return
@@ -470,6 +536,7 @@ class RenderWorker(QObject):
                     self._report(job.backends, e)
                     return
                 render_ms += ms
+                level_ms = [t + s.render_ms for t, s in zip(level_ms, stats)]
                 ms_per_pixel = 0.5 * ms_per_pixel + 0.5 * ms / max(w * (y1 - y0), 1)
                 for i, im in enumerate(images):
                     canvas[i, y0:y1] = im
@@ -482,7 +549,9 @@ class RenderWorker(QObject):
                                  (time.perf_counter() - t_start) * 1000.0, spr,
                                  value_range=self._range(imgs, job.mode) if done_level else last.value_range,
                                  final=final, refining=True, progress=done_pixels / max(total_pixels, 1),
-                                 serial=job.serial, request=full))
+                                 serial=job.serial, request=full,
+                                 side_stats=tuple(SideStats(t, s.samples_per_ray, s.flops_per_ray)
+                                                  for t, s in zip(level_ms, stats))))
                 if self._aborted(generation):
                     self._process()
                     return

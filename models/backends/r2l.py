@@ -118,7 +118,7 @@ class R2LBackend(RendererBackend):
             return self.chunk_override
         if self.device.type == "cuda" and self._fused_path_possible():
             return 1 << 20  # the fused kernel needs no per-ray scratch memory
-        return super().chunk_size() if self.device.type == "cuda" else 8192
+        return super().chunk_size()
 
     # ----------------------------------------------------------------------------- render
     def bounds(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,7 +207,8 @@ class FusedR2L:
 
     SUPPORTED_WIDTHS = (64, 128, 256)
 
-    def __init__(self, net: R2LMLP, near: float, far: float, block_m: int = 128, num_warps: int = 8):
+    def __init__(self, net: R2LMLP, near: float, far: float, block_m: int = 128, num_warps: int = 8,
+                 num_stages: int = 1):
         if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
             raise RuntimeError("the fused R2L kernel needs CUDA (or TRITON_INTERPRET=1 for testing on CPU)")
         cfg = net.config
@@ -232,17 +233,17 @@ class FusedR2L:
             else:  # valid pointers for a kernel that never reads them
                 self.w1 = self.w2 = torch.zeros(1, w, w, device=dev, dtype=torch.float16)
                 self.b1 = self.b2 = torch.zeros(1, w, device=dev)
-            self.wt = torch.zeros(w, 16, device=dev)
-            self.wt[:, :3] = net.tail.weight.detach().float().t()
-            self.wt = self.wt.half().contiguous()
-            self.bt = torch.zeros(16, device=dev)
-            self.bt[:3] = net.tail.bias.detach().float()
+            self.wt = net.tail.weight.detach().float().contiguous()  # (3, W)
+            self.bt = net.tail.bias.detach().float().contiguous()  # (3,)
             steps = torch.linspace(0.0, 1.0, cfg.n_points, device=dev)
             self.t = (near * (1.0 - steps) + far * steps).float().contiguous()  # test-time sampling
             self.freqs = (2.0 ** torch.arange(cfg.pos_freqs, device=dev, dtype=torch.float32)).contiguous()
         self.cfg = cfg
         self.block_m = block_m
         self.num_warps = num_warps
+        self.num_stages = num_stages
+        """1: no software pipelining of the layer loops (multi-buffering all 32 weight tiles of a
+        block would need ~0.8 MB of shared memory)."""
 
     @classmethod
     def supports(cls, cfg: R2LMLPConfig) -> bool:
@@ -261,7 +262,7 @@ class FusedR2L:
             o, d, self.t, self.freqs, self.wh, self.bh, self.w1, self.b1, self.w2, self.b2, self.wt, self.bt, out,
             m, W=self.cfg.width, C=self.cfg.width // 4, BM=self.block_m, K3=3 * self.cfg.n_points, GP=self.gp,
             NB=self.cfg.n_blocks, NF=self.cfg.pos_freqs,
-            num_warps=self.num_warps,
+            num_warps=self.num_warps, num_stages=self.num_stages,
         )
         return out
 
@@ -361,15 +362,16 @@ def _fused_kernel():
                   + tl.load(b2 + 2 * C + c)[None, :]).to(tl.float16)
             x3 = (x3.to(tl.float32) + _chunk_dot(t0, t1, t2, t3, w2, W, C, 3)
                   + tl.load(b2 + 3 * C + c)[None, :]).to(tl.float16)
-        # ---- tail: (W -> 3, padded to 16 columns) + sigmoid
-        q = tl.arange(0, 16)
-        wt = wt_ptr + c[:, None] * 16 + q[None, :]
-        acc = tl.dot(x0, tl.load(wt))
-        acc = tl.dot(x1, tl.load(wt + C * 16), acc=acc)
-        acc = tl.dot(x2, tl.load(wt + 2 * C * 16), acc=acc)
-        acc = tl.dot(x3, tl.load(wt + 3 * C * 16), acc=acc)
-        rgb = tl.sigmoid(acc + tl.load(bt_ptr + q)[None, :])
-        tl.store(out_ptr + rows[:, None] * 3 + q[None, :], rgb, mask=rmask[:, None] & (q[None, :] < 3))
+        # ---- tail (W -> 3) + sigmoid, as row reductions: a 16-column tensor-core product here
+        # was miscompiled for W = 256 by Triton 3.6 on the H100 (wrong colours, then an illegal
+        # address); 768 MACs per ray do not need tensor cores anyway
+        for j in tl.static_range(3):
+            wr = wt_ptr + j * W + c
+            acc = tl.sum(x0.to(tl.float32) * tl.load(wr)[None, :], axis=1)
+            acc += tl.sum(x1.to(tl.float32) * tl.load(wr + C)[None, :], axis=1)
+            acc += tl.sum(x2.to(tl.float32) * tl.load(wr + 2 * C)[None, :], axis=1)
+            acc += tl.sum(x3.to(tl.float32) * tl.load(wr + 3 * C)[None, :], axis=1)
+            tl.store(out_ptr + rows * 3 + j, tl.sigmoid(acc + tl.load(bt_ptr + j)), mask=rmask)
 
     _KERNEL = _r2l_fused
     return _KERNEL

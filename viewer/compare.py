@@ -1,0 +1,241 @@
+"""Comparator logic without Qt: which reference a view is measured against, the quality tasks
+the render worker runs, ground-truth loading and the heatmap colours.
+
+Quality of a compared view (issue 7):
+
+- At a dataset view (snapped with [ ]) whose split the dataset has, both backends render the
+  dataset camera exactly as ``models.evaluation.evaluate`` does (native size, the camera's own
+  intrinsics, the dataset's near/far/background, precision "auto") and PSNR/SSIM
+  (``models.metrics``) are taken against the ground-truth image, so the numbers equal ``eval``'s.
+- Anywhere else, against the teacher's (NeRF) render of the shown full-resolution view.
+
+The task functions run on the render thread (``RenderWorker.submit_task``); they receive the
+worker's loaded backends and an abort callback checked between chunks.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.backends.base import RenderRequest
+from models.cameras import Camera
+from models.metrics import psnr, ssim
+from viewer.camera import ordered_splits
+from viewer.colormap import turbo
+
+TEACHER = "nerf"
+"""The backend whose render is the reference away from dataset views."""
+
+
+# ------------------------------------------------------------------------------ heatmap
+def heatmap(a: np.ndarray, b: np.ndarray, heat_max: float) -> np.ndarray:
+    """(H, W, 3) colours of the mean absolute RGB difference, turbo with ``heat_max`` at the top
+    (what shaders/split.frag shows for the difference sources)."""
+    err = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).mean(-1)
+    return turbo(err / max(heat_max, 1e-6))
+
+
+# ------------------------------------------------------------------------- dataset views
+@dataclass(frozen=True)
+class DatasetView:
+    """Where a dataset camera of the viewer's [ ] list comes from."""
+
+    split: str
+    index: int
+    """Index within the split."""
+    name: str
+    """Image name recorded in scene.json."""
+    camera: Camera
+    """The dataset camera itself (native size and intrinsics)."""
+
+
+def dataset_view(scene, index: int) -> DatasetView | None:
+    """The split and index of dataset camera ``index`` in the order [ ] walks them."""
+    if index < 0:
+        return None
+    for split in ordered_splits(scene.cameras):
+        cams = scene.cameras[split]
+        if index < len(cams):
+            c = cams[index]
+            c2w = torch.tensor(c["c2w"], dtype=torch.float32)
+            if c2w.shape == (3, 4):
+                c2w = torch.cat([c2w, torch.tensor([[0.0, 0.0, 0.0, 1.0]])])
+            cam = Camera(c2w, int(c["width"]), int(c["height"]), float(c["fx"]), float(c["fy"]),
+                         float(c["cx"]), float(c["cy"]))
+            return DatasetView(split, index, str(c.get("name", f"{split}[{index}]")), cam)
+        index -= len(cams)
+    return None
+
+
+def at_dataset_view(camera) -> bool:
+    """The orbit camera sits exactly on the dataset camera it was last snapped to."""
+    i = camera.dataset_index
+    if i < 0 or i >= len(camera.dataset_poses):
+        return False
+    pose = camera.dataset_poses[i]
+    return bool(np.allclose(camera.c2w(), np.asarray(pose.c2w, float), atol=1e-6)
+                and abs(camera.fov_deg - pose.fov_deg) < 1e-6)
+
+
+class GroundTruthStore:
+    """The scene's dataset, loaded lazily and at most once per split (thread-safe).
+
+    Blender-format datasets load only the splits asked for (a full lego is ~3 GB of float
+    images); other formats load whole. ``data`` blocks while it loads (call it off the GUI
+    thread); ``split`` never blocks. A failure is remembered and raised again.
+    """
+
+    def __init__(self, scene):
+        self.scene = scene
+        self._load_lock = threading.Lock()
+        """Held while loading (one load at a time)."""
+        self._lock = threading.Lock()
+        """Held briefly to publish or read the loaded state."""
+        self._data = None
+        self._splits: dict = {}
+        self._tried: set[str] = set()
+        self._all = False
+        self.error: str | None = None
+
+    def _load(self, splits: tuple[str, ...]):
+        from models.data.detect import detect_kind
+        from models.training.jobs import dataset_for_scene
+
+        path = self.scene.dataset.get("path")
+        if path and detect_kind(Path(path))[0] == "blender":
+            return dataset_for_scene(self.scene, split_names=tuple(splits)), False
+        return dataset_for_scene(self.scene), True
+
+    def _covers(self, splits) -> bool:
+        return self._all or set(splits) <= self._tried
+
+    def data(self, splits: tuple[str, ...]):
+        """A SceneData with every split of ``splits`` that the dataset has (blocks while loading)."""
+        with self._load_lock:
+            with self._lock:
+                if self.error is not None:
+                    raise RuntimeError(self.error)
+                if self._data is not None and self._covers(splits):
+                    return self._data
+                missing = tuple(s for s in splits if s not in self._tried)
+            try:
+                data, complete = self._load(missing)
+            except Exception as e:  # noqa: BLE001 - remembered and shown by the viewer
+                with self._lock:
+                    self.error = f"{type(e).__name__}: {e}".splitlines()[0]
+                raise RuntimeError(self.error) from e
+            with self._lock:
+                self._splits.update(data.splits)
+                data.splits = dict(self._splits)
+                self._data = data
+                self._tried |= set(missing)
+                self._all = self._all or complete
+                return self._data
+
+    def split(self, name: str):
+        """(SceneData, Split) when ``name`` is loaded, else None; never blocks on a load."""
+        with self._lock:
+            if self._data is None or name not in self._splits:
+                return None
+            return self._data, self._splits[name]
+
+    def has_split(self, name: str) -> bool:
+        return self.split(name) is not None
+
+
+# --------------------------------------------------------------------------- quality tasks
+@dataclass
+class QualityResult:
+    """PSNR/SSIM of both sides against a reference, with the images they were taken on."""
+
+    key: tuple
+    """Which view/backends/reference this is for (the comparator's cache key)."""
+    reference: str
+    """"gt" or "teacher"."""
+    reference_label: str
+    """For the overlay, e.g. "ground truth (test r_3)" or "NeRF teacher render"."""
+    backends: tuple[str, ...]
+    psnr: list[float | None]
+    """Per side; None where the side is the reference itself."""
+    ssim: list[float | None]
+    render_ms: list[float | None]
+    """Per side: time of the render the metric was taken on (None: reused the shown frame)."""
+    images: list[np.ndarray] = field(default_factory=list)
+    """[A, B, reference] (H, W, 3) float32, all the same size."""
+    request: RenderRequest | None = None
+    """The view the images show."""
+
+
+def gt_quality_task(key: tuple, backends: tuple[str, ...], view: DatasetView, split, near: float, far: float,
+                    background, label: str):
+    """Task: render ``view.camera`` with each backend as ``evaluate`` does; metrics vs ground truth."""
+    cam = view.camera
+    gt = split.images[view.index]
+    if tuple(gt.shape[:2]) != (cam.height, cam.width):
+        raise ValueError(f"ground truth {tuple(gt.shape[:2])} does not match the camera {cam.height}x{cam.width}")
+    req = RenderRequest.from_camera(cam, near, far, background=tuple(background), precision="auto")
+
+    def run(loaded: dict, should_abort) -> QualityResult:
+        out = QualityResult(key, "gt", label, tuple(backends), [], [], [], request=req)
+        for name in backends:
+            res = loaded[name].render(req, should_abort)
+            out.psnr.append(psnr(res.rgb, gt))
+            out.ssim.append(ssim(res.rgb, gt))
+            out.render_ms.append(res.elapsed_ms)
+            out.images.append(res.rgb.numpy().astype(np.float32))
+        out.images.append(gt.numpy().astype(np.float32))
+        return out
+
+    return run
+
+
+def teacher_quality_task(key: tuple, backends: tuple[str, ...], request: RenderRequest,
+                         images: list[np.ndarray] | None, teacher: str = TEACHER):
+    """Task: metrics of both sides of a view against the teacher's render of the same request.
+
+    ``images`` are the sides' RGB renders of ``request`` when the caller has them (the final
+    frame on screen); otherwise they are rendered here too.
+    """
+    req = replace(request, outputs=frozenset({"rgb"}))
+
+    def run(loaded: dict, should_abort) -> QualityResult:
+        out = QualityResult(key, "teacher", f"{loaded[teacher].label or teacher} teacher render", tuple(backends),
+                            [], [], [], request=request)
+        sides, times = [], []
+        for i, name in enumerate(backends):
+            if images is not None:
+                sides.append(torch.from_numpy(np.ascontiguousarray(images[i], np.float32)))
+                times.append(None)
+            else:
+                res = loaded[name].render(req, should_abort)
+                sides.append(res.rgb)
+                times.append(res.elapsed_ms)
+        if teacher in backends:
+            ref = sides[backends.index(teacher)]
+        else:
+            ref = loaded[teacher].render(req, should_abort).rgb
+        for name, img, t in zip(backends, sides, times):
+            if name == teacher:
+                out.psnr.append(None)
+                out.ssim.append(None)
+            else:
+                out.psnr.append(psnr(img, ref))
+                out.ssim.append(ssim(img, ref))
+            out.render_ms.append(t)
+            out.images.append(img.numpy().astype(np.float32))
+        out.images.append(ref.numpy().astype(np.float32))
+        return out
+
+    return run
+
+
+def format_quality(value_psnr: float | None, value_ssim: float | None) -> str:
+    if value_psnr is None:
+        return "reference"
+    p = "inf" if value_psnr > 99 else f"{value_psnr:.2f}"
+    return f"PSNR {p} dB · SSIM {value_ssim:.4f}"
