@@ -354,7 +354,7 @@ class KiloNerfBackend(RendererBackend):
             occupied = state["ess.occupied"].to(self.device).bool()
             distance = state.get("ess.distance")
             ess = EssGrid(aabb, occupied, distance.to(self.device) if distance is not None else None,
-                          rcfg.distance_cap)
+                          rcfg.distance_cap, field.cell_to_net)
         except (KeyError, RuntimeError, ValueError) as e:
             raise BackendUnavailable(f"KiloNeRF weights unusable: {str(e).splitlines()[0]}") from None
         self.field, self.ess, self.render_config = field.eval(), ess, rcfg
