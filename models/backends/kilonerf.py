@@ -4,23 +4,27 @@ Rendering (``render_passes``) follows the paper's fast renderer, in PyTorch ops:
 
 * every ray samples one fixed lattice, ``t_i = t0 + (i + 1/2) dt`` with ``dt = step / |d|`` from
   its entry ``t0`` into the grid box; samples are kept only in occupied voxels of the ESS grid.
-  This is exactly ``OccupancyGrid.march`` (used by fine-tuning), so training and rendering see
-  the same samples;
-* rays are processed in *passes*. Each pass, for every active ray: (1) a few empty-space jumps
-  along a Chebyshev distance field of the occupancy grid (a voxel at distance k from the nearest
-  occupied voxel lets the ray move (k-1) voxels without missing an occupied lattice sample),
-  (2) a window of ``W`` lattice positions is tested against the grid and the first ``S``
-  occupied ones become this pass's samples (paper: up to 8 per pass), (3) the samples of all rays
-  are grouped by network and evaluated with batched matmuls (``KiloNerfGrid.evaluate``),
-  (4) ``composite_packed`` continues each ray's transmittance from the previous pass
-  (``log_trans_init``), (5) rays whose transmittance fell below the ERT threshold (0.01) or that
-  left the box retire, and the active set is compacted;
-* ``S`` grows geometrically after the first pass (the few rays left after the first passes
-  are cheap, while every pass costs a fixed number of kernel launches and host syncs).
+  These are the samples of ``OccupancyGrid.march`` (used by fine-tuning), so training and
+  rendering see the same samples;
+* empty space is crossed by jumps along a Chebyshev distance field of the occupancy grid: from a
+  lattice sample in an empty voxel at distance k from the nearest occupied voxel, the next
+  ceil((k - 1) * jump_length / step) - 1 samples are empty too (``initial_jumps`` before the
+  first pass, ``jumps_per_pass`` before each later one);
+* rays are processed in *passes*. Each pass, for every active ray: (1) a window of ``W`` lattice
+  positions is tested against the grid and the first ``S`` occupied ones become this pass's
+  samples (paper: up to 8 per pass), (2) the samples of all rays are grouped by network and
+  evaluated with batched matmuls (``KiloNerfGrid.evaluate``, fp16 weights on CUDA), (3)
+  ``composite_packed`` continues each ray's transmittance from the previous pass
+  (``log_trans_init``), (4) rays whose transmittance fell below the ERT threshold (0.01) or that
+  left the box retire, and the survivors' packed state (one (A, 15) tensor) is compacted;
+* ``S`` grows geometrically after the first pass (most rays end in the first pass; the few left
+  are cheap, while every pass costs a fixed number of kernel launches and host syncs);
+  ``max_passes`` optionally finishes the stragglers in one last pass without ERT.
 
-Work per frame: mean samples per ray x 12,160 FLOPs (``flops_per_sample``) plus the lookups.
-Host syncs per pass: the sample compaction, the tile count, the packed compositing's bincount
-and the ray compaction.
+Lookups use bordered tables (distance field, voxel -> network), so a lookup is one affine map, a
+clamp and one gather. Work per frame: mean samples per ray x 12,160 FLOPs (``flops_per_sample``)
+plus W lookups per active ray and pass. Host syncs per pass: the sample compaction, the tile
+count, the bincount inside ``composite_packed`` and the ray compaction.
 """
 
 from __future__ import annotations

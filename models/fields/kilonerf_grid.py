@@ -227,8 +227,8 @@ class KiloNerfGrid(nn.Module):
         m = self.n_networks
         layout = tile_layout(net, m, tile or choose_tile(n, m))
         rows = layout.n_tiles * layout.tile
-        xd = local.new_zeros(rows, 6).index_put_((layout.slot,), torch.cat([local, dirs.to(local.dtype)], 1)[layout.order])
-        xd = xd.view(layout.n_tiles, layout.tile, 6)
+        inputs = torch.cat([local, dirs.to(local.dtype)], 1)[layout.order]  # (N, 6) sorted by network
+        xd = local.new_zeros(rows, 6).index_put_((layout.slot,), inputs).view(layout.n_tiles, layout.tile, 6)
         weights = packed.gather(layout.tile_net) if packed is not None else {
             k: v[layout.tile_net] for k, v in self.stacked_weights().items()}
         dtype = packed.dtype if packed is not None else None
