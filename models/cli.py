@@ -221,6 +221,14 @@ def cmd_render(a) -> int:
         if not ref:
             raise ValueError(f"{scene.root}: scene has no cameras to derive an orbit from")
         cams = orbit_cameras(scene, ref, a.frames)
+    if a.views:
+        idx = [int(i) for i in a.views.split(",")]
+        bad = [i for i in idx if not 0 <= i < len(cams)]
+        if bad:
+            raise ValueError(f"--views {bad}: only {len(cams)} cameras on this path")
+        cams = [cams[i] for i in idx]
+    if a.output != "rgb" and a.output not in backend.supported_outputs:
+        raise ValueError(f"{backend.label} has no {a.output} output")
     frames = []
     out = Path(a.out)
     for i, cam in enumerate(tqdm(cams, desc=f"render {a.backend}", unit="frame", disable=a.quiet)):
@@ -228,8 +236,13 @@ def cmd_render(a) -> int:
             s = a.size / max(cam.width, cam.height)
             cam = cam.scaled(max(1, round(cam.width * s)), max(1, round(cam.height * s)))
         req = RenderRequest.from_camera(cam, scene.near, scene.far, background=tuple(scene.background),
-                                        outputs=frozenset({"rgb", "depth"}), precision=a.precision)
-        img = (backend.render(req).rgb.numpy() * 255 + 0.5).astype(np.uint8)
+                                        outputs=frozenset({"rgb", "depth", "acc"}) & backend.supported_outputs | {"rgb"},
+                                        precision=a.precision)
+        res = backend.render(req)
+        if a.output == "rgb":
+            img = (res.rgb.numpy() * 255 + 0.5).astype(np.uint8)
+        else:
+            img = colormap(res.depth if a.output == "depth" else res.acc, res.acc, a.output)
         frames.append(img)
         if out.suffix == "":
             out.mkdir(parents=True, exist_ok=True)
@@ -240,6 +253,25 @@ def cmd_render(a) -> int:
         write_video(out, frames, fps=a.fps)
     print(f"wrote {len(frames)} frames to {out}")
     return 0
+
+
+def colormap(values: torch.Tensor, acc: torch.Tensor | None, kind: str) -> np.ndarray:
+    """(H, W) -> (H, W, 3) uint8: depth with turbo over the opaque pixels' range, opacity with viridis."""
+    import matplotlib
+
+    v = values.float()
+    if kind == "depth":
+        d = v / acc.clamp_min(1e-4) if acc is not None else v  # depth of the opaque part
+        mask = acc > 0.5 if acc is not None else torch.ones_like(d, dtype=torch.bool)
+        lo, hi = (float(d[mask].quantile(0.01)), float(d[mask].quantile(0.99))) if mask.any() else (0.0, 1.0)
+        x = ((d - lo) / max(hi - lo, 1e-6)).clamp(0, 1).numpy()
+        rgb = matplotlib.colormaps["turbo"](x)[..., :3]
+        if acc is not None:
+            a = acc.clamp(0, 1).numpy()[..., None]
+            rgb = rgb * a + (1 - a)  # transparent pixels white
+    else:
+        rgb = matplotlib.colormaps["viridis"](v.clamp(0, 1).numpy())[..., :3]
+    return (rgb * 255 + 0.5).astype(np.uint8)
 
 
 def cmd_bench(a) -> int:
@@ -359,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", default="orbit", choices=["orbit", "test"])
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--frames", type=int, default=60, help="orbit frames")
+    p.add_argument("--views", default=None, help="only these camera indices of the path, e.g. 0,8")
+    p.add_argument("--output", default="rgb", choices=["rgb", "depth", "acc"], help="what to write (depth and "
+                   "opacity colour-mapped)")
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
     add_common(p)
