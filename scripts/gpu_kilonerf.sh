@@ -136,16 +136,28 @@ sweep = {
     "max 4 passes": dict(max_passes=4),
     "ERT 0.03": dict(ert_threshold=0.03),
     "fp32": "fp32",
+    "torch.compile'd marching stages": "compile",
 }
 report["sweep"] = {}
 sub = reqs[::3]
 ref_sub = reference[::3]
 for name, change in sweep.items():
-    if change == "fp32":
-        rs = [dataclasses.replace(r, precision="fp32") for r in sub]
-        rows = run(base, rs, rounds=1)
-    else:
-        rows = run(dataclasses.replace(base, **change), sub, rounds=1)
+    try:
+        if change == "fp32":
+            rows = run(base, [dataclasses.replace(r, precision="fp32") for r in sub], rounds=1)
+        elif change == "compile":
+            b.compile = True
+            t = time.perf_counter()
+            b.render(sub[0])
+            print(f"  (compiling took {time.perf_counter() - t:.1f} s)")
+            rows = run(base, sub, rounds=2)
+        else:
+            rows = run(dataclasses.replace(base, **change), sub, rounds=1)
+    except Exception as e:  # noqa: BLE001 - report and go on with the sweep
+        print(f"{name:<40} failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        continue
+    finally:
+        b.compile = False
     d = sum(psnr(r[3], ref) for r, ref in zip(rows, ref_sub)) / len(rows)
     m = sum(r[0] for r in rows) / len(rows)
     s = sum(r[1] for r in rows) / len(rows)

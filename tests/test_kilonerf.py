@@ -241,7 +241,11 @@ def test_ert_stops_each_ray_right_after_its_transmittance_drops_below_the_thresh
         k = int(torch.nonzero(below & (ray_ids == r))[0]) - int(first[r])
         expected[r] = k + 1
     assert (expected < counts).sum() > 100  # many rays terminate early
-    assert torch.equal(out["samples"].long(), expected)
+    # rays whose transmittance lands within float noise of the threshold may go either way
+    near_thr = torch.zeros(o.shape[0], dtype=torch.bool).index_put(
+        (ray_ids,), (trans_after / 0.01 - 1).abs() < 1e-4, accumulate=True)
+    assert near_thr.sum() < 5
+    assert torch.equal(out["samples"].long()[~near_thr], expected[~near_thr])
     assert (out["trans"][expected < counts] < 0.01).all()
 
 

@@ -190,6 +190,46 @@ def jump_lengths(dirs: torch.Tensor, voxel_size: torch.Tensor) -> torch.Tensor:
 _O, _D, _V, _T1, _DT, _I, _LT, _JL, _T0 = slice(0, 3), slice(3, 6), slice(6, 9), 9, 10, 11, 12, 13, 14
 
 
+def _jump_stage(st, table, offset, scale, lower, upper, strides) -> torch.Tensor:
+    """New lattice index of every ray after one jump: from lattice sample i in an empty voxel at
+    distance k, samples i .. i + ceil((k - 1) * jl) - 1 are all in empty voxels (they stay within
+    the k - 1 empty rings around it)."""
+    t = torch.addcmul(st[:, _T0], st[:, _I] + 0.5, st[:, _DT])
+    q = torch.clamp(torch.addcmul(offset, torch.addcmul(st[:, _O], t[:, None], st[:, _D]), scale), lower, upper)
+    k = table[(q.to(torch.int32) * strides).sum(-1)].float()
+    adv = torch.ceil((k - 1.0).clamp_min(0.0) * st[:, _JL]).clamp_min(1.0)
+    return st[:, _I] + torch.where(k > 0, adv, torch.zeros_like(adv))
+
+
+def _window_stage(st, table, offset, scale, lower, upper, strides, ar, s_pass: int):
+    """The window of one pass: lattice positions i .. i + w - 1 of every ray, their voxels, and
+    the first ``s_pass`` occupied ones. Returns t_mid (A, w), points (A, w, 3), voxel coords
+    (A, w, 3), table indices (A, w), the taken mask (A, w), occupied count (A,), new index (A,)."""
+    w = ar.shape[0]
+    t_mid = torch.addcmul(st[:, _T0, None], st[:, _I, None] + 0.5 + ar, st[:, _DT, None])
+    pts = torch.addcmul(st[:, None, _O], t_mid[..., None], st[:, None, _D])
+    q = torch.clamp(torch.addcmul(offset, pts, scale), lower, upper)
+    lin = (q.to(torch.int32) * strides).sum(-1)
+    occ = (table[lin] == 0) & (t_mid < st[:, _T1, None])
+    cum = torch.cumsum(occ.to(torch.int32), 1)
+    take = occ & (cum <= s_pass)
+    found = cum[:, -1]
+    last = torch.where(take, ar + 1.0, torch.zeros_like(t_mid)).amax(1)
+    i_new = st[:, _I] + torch.where(found >= s_pass, last, torch.full_like(last, float(w)))
+    return t_mid, pts, q, lin, take, found, i_new
+
+
+_COMPILED: dict = {}
+
+
+def _stage(fn, compile: bool):
+    if not compile:
+        return fn
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn, dynamic=True)
+    return _COMPILED[fn]
+
+
 @torch.no_grad()
 def render_passes(
     field: KiloNerfGrid,
@@ -202,12 +242,15 @@ def render_passes(
     config: KiloNerfRenderConfig,
     packed: PackedWeights | None = None,
     max_candidates: int = 1 << 24,
+    compile: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Render rays (R, 3) with ESS + ERT in passes (see the module docstring).
 
     Returns rgb (R, 3) (over ``background`` when given), depth (R,), acc (R,), samples (R,)
     (network evaluations per ray), trans (R,) (final transmittance) and passes (0-d).
     ``max_candidates`` bounds the lattice positions tested at once in the final pass.
+    ``compile``: fuse the jump and window stages with ``torch.compile`` (dynamic shapes; the
+    first frames compile for a while), same results.
     """
     c = config
     if ess.net_table is None:
@@ -231,22 +274,18 @@ def render_passes(
     st = torch.cat([origins[act], dirs[act], F.normalize(dirs[act], dim=-1), t1[act, None], dt[act, None],
                     torch.zeros_like(jl)[:, None], torch.zeros_like(jl)[:, None], jl[:, None], t0[act, None]], 1)
 
-    def jump(st: torch.Tensor) -> None:
-        """From lattice sample i in an empty voxel at distance k, samples i .. i + ceil((k-1) * jl) - 1
-        are all in empty voxels (they stay within the k - 1 empty rings)."""
-        t = torch.addcmul(st[:, _T0], st[:, _I] + 0.5, st[:, _DT])
-        k = ess.lookup(torch.addcmul(st[:, _O], t[:, None], st[:, _D])).float()
-        adv = torch.ceil((k - 1.0).clamp_min(0.0) * st[:, _JL]).clamp_min(1.0)
-        st[:, _I] += torch.where(k > 0, adv, torch.zeros_like(adv))
+    tables = (ess.table, ess.offset, ess.scale, ess.lower, ess.upper, ess.strides)
+    jump = _stage(_jump_stage, compile)
+    window = _stage(_window_stage, compile)
 
     for _ in range(c.initial_jumps):
-        jump(st)
+        st[:, _I] = jump(st, *tables)
     n_pass = 0
     while act.numel() > 0:
         last_pass = c.max_passes > 0 and n_pass == c.max_passes - 1
         if n_pass > 0:
             for _ in range(c.jumps_per_pass):
-                jump(st)
+                st[:, _I] = jump(st, *tables)
         if last_pass:  # every remaining occupied sample, in slices of rays bounding memory
             remaining = torch.ceil((st[:, _T1] - st[:, _T0]) / st[:, _DT] - st[:, _I]).clamp_min(1)
             w = int(remaining.max().item())
@@ -257,7 +296,7 @@ def render_passes(
         n_pass += 1
         per = max(1, max_candidates // w) if last_pass else st.shape[0]
         for a in range(0, st.shape[0], per):  # slices are views: one_pass updates st in place
-            one_pass(field, ess, st[a:a + per], act[a:a + per], w, s_pass, acc_out, packed)
+            one_pass(field, ess, st[a:a + per], act[a:a + per], w, s_pass, acc_out, packed, window)
         log_trans.index_copy_(0, act, st[:, _LT])
         if last_pass:
             break
@@ -273,23 +312,14 @@ def render_passes(
 
 
 def one_pass(field: KiloNerfGrid, ess: EssGrid, st: torch.Tensor, act: torch.Tensor, w: int, s_pass: int,
-             acc_out: torch.Tensor, packed: PackedWeights | None) -> None:
+             acc_out: torch.Tensor, packed: PackedWeights | None, window=None) -> None:
     """One pass over the rays of ``st`` (updated in place: lattice index, log T); adds rgb, depth,
     acc and sample counts of the rays ``act`` into ``acc_out``."""
-    dev = st.device
     a = st.shape[0]
-    ar = torch.arange(w, device=dev, dtype=torch.float32)
-    # the window: lattice positions i .. i + w - 1, their voxels and occupancy
-    t_mid = torch.addcmul(st[:, _T0, None], st[:, _I, None] + 0.5 + ar, st[:, _DT, None])  # (A, w)
-    pts = torch.addcmul(st[:, None, _O], t_mid[..., None], st[:, None, _D])  # (A, w, 3)
-    q = ess.voxel_coords(pts)
-    lin = ess.index(q)
-    occ = (ess.table[lin] == 0) & (t_mid < st[:, _T1, None])
-    cum = torch.cumsum(occ, 1)
-    take = occ & (cum <= s_pass)
-    found = cum[:, -1]
-    last = torch.where(take, ar + 1.0, torch.zeros_like(t_mid)).amax(1)
-    st[:, _I] += torch.where(found >= s_pass, last, torch.full_like(last, float(w)))
+    ar = torch.arange(w, device=st.device, dtype=torch.float32)
+    t_mid, pts, q, lin, take, found, i_new = (window or _window_stage)(
+        st, ess.table, ess.offset, ess.scale, ess.lower, ess.upper, ess.strides, ar, s_pass)
+    st[:, _I] = i_new
     rows, cols = torch.nonzero(take, as_tuple=True)  # sorted by ray, then by t
     if rows.numel() == 0:
         return
@@ -324,6 +354,8 @@ class KiloNerfBackend(RendererBackend):
         self.render_config = KiloNerfRenderConfig()
         self._packed: dict[torch.dtype, PackedWeights] = {}
         self.last_passes = 0
+        self.compile = False
+        """Fuse the marching stages with torch.compile (experimental; the first frames compile)."""
 
     def modules(self):
         return [self.field] if self.field is not None else []
@@ -393,6 +425,6 @@ class KiloNerfBackend(RendererBackend):
             raise BackendUnavailable("KiloNeRF backend has no weights loaded")
         dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
         out = render_passes(self.field, self.ess, origins, dirs, near, far, background, self.render_config,
-                            self.packed(dtype))
+                            self.packed(dtype), compile=self.compile)
         self.last_passes = int(out["passes"])
         return {"rgb": out["rgb"], "depth": out["depth"], "acc": out["acc"], "samples": out["samples"]}
