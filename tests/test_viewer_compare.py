@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -200,6 +201,54 @@ def test_number_keys_keep_two_different_backends(qtbot, window):
     assert frame.backends == ("flat", "nerf")
     window.comparator.swap()
     assert (window.backend, window.compare_backend) == ("nerf", "flat")
+
+
+def test_worker_tasks_run_after_views_and_a_newer_view_aborts_them(qtbot, compare_scene, viewer_backends):  # noqa: F811
+    from PyQt6.QtCore import QThread
+
+    from models.backends.base import RenderAborted
+    from viewer.camera import OrbitCamera
+    from viewer.render_worker import RenderWorker, ViewJob, WorkerTask
+
+    scene = Scene.load(compare_scene)
+    thread = QThread()
+    worker = RenderWorker("cpu")
+    worker.moveToThread(thread)
+    thread.start()
+    done, failed, frames = [], [], []
+    worker.taskFinished.connect(lambda tag, r: done.append((tag, r)))
+    worker.taskFailed.connect(lambda tag, m: failed.append((tag, m)))
+    worker.frameReady.connect(frames.append)
+    try:
+        worker.load_backend(scene, "flat")
+        cam = OrbitCamera.for_scene(scene)
+        job = ViewJob(cam.request(16, 12, scene.near, scene.far), ("flat",))
+        worker.submit(job)
+        worker.submit_task(WorkerTask("sees", lambda backends, abort: (sorted(backends), worker.frames_rendered)))
+        qtbot.waitUntil(lambda: bool(done), timeout=10_000)
+        assert done[0][0] == "sees" and done[0][1][0] == ["flat"] and done[0][1][1] >= 1  # the view went first
+
+        def busy(backends, should_abort):
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < 10:
+                if should_abort():
+                    raise RenderAborted()
+                time.sleep(0.005)
+            return "not aborted"
+
+        worker.submit_task(WorkerTask("busy", busy))
+        qtbot.wait(100)
+        cam.orbit(10, 0)
+        worker.submit(ViewJob(cam.request(16, 12, scene.near, scene.far), ("flat",)))
+        qtbot.waitUntil(lambda: bool(failed), timeout=5_000)
+        assert failed == [("busy", "aborted")]
+        worker.submit_task(WorkerTask("bad", lambda backends, abort: 1 / 0))
+        qtbot.waitUntil(lambda: len(failed) == 2, timeout=5_000)
+        assert failed[1][0] == "bad" and "ZeroDivisionError" in failed[1][1]
+    finally:
+        worker.clear_backends()
+        thread.quit()
+        assert thread.wait(20_000)
 
 
 # ---------------------------------------------------------------------------------- quality
