@@ -100,7 +100,7 @@ if [ "$PHASE" = all ] || [ "$PHASE" = eval ]; then
       --json "$OUT/eval_r2l_fp32.json" "${DATA_ARG[@]}" 2>&1 | tail -n 3
   # the R2L execution paths at 800x800 (fp16): whole render() and network only
   [ "$DEVICE" = cuda ] && $PY - "$SCENE" "$OUT" <<'EOF' 2>&1 | tee "$OUT/r2l_paths.log"
-import json, statistics, sys, time
+import json, os, statistics, sys, time
 from pathlib import Path
 
 import torch
@@ -114,7 +114,7 @@ cam = (scene.camera_list("test") or scene.camera_list("train"))[0]
 cam = cam.scaled(800, round(800 * cam.height / cam.width))
 req = RenderRequest.from_camera(cam, scene.near, scene.far, background=tuple(scene.background), precision="fp16")
 rows, ref = {}, None
-for accel in ("fused", "torch", "compile"):
+for accel in os.environ.get("R2L_PATHS", "fused,torch,compile").split(","):
     b = R2LBackend("cuda", accel=accel)
     b.load(scene)
     t0 = time.perf_counter()
