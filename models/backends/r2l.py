@@ -9,11 +9,13 @@ variable ``NSV_R2L_ACCEL``):
     One Triton kernel per chunk: each program keeps a tile of rays on chip across *all* layers
     (encoding, head, 43 residual blocks, tail), streaming the weights from L2. The layer-by-layer
     path moves every activation through memory 88 times; this one reads 24 bytes of ray and
-    writes 12 bytes of colour per ray. Checked against the plain path on its first use and
-    abandoned (with a note in ``accel_note``) if it disagrees.
+    writes 12 bytes of colour per ray. Checked against the plain path when built (``load`` warms
+    it up on a few rays of a scene camera) and abandoned, with a note in ``accel_note``, if it
+    disagrees. H100 (2026-11-21), W256D88 at 800x800: network 24-25 ms (~300 TFLOP/s), whole
+    ``render()`` 27-33 ms (30-38 FPS); same PSNR as fp32 to 0.01 dB.
 ``"torch"``
-    Plain PyTorch: encoding, then fp16 cuBLAS GEMMs layer by layer (about 46-56 ms per 800x800
-    W256D88 frame on an H100, ENVIRONMENT.md).
+    Plain PyTorch: encoding, then fp16 cuBLAS GEMMs layer by layer (H100: network 45-54 ms plus
+    8 ms of encoding per 800x800 W256D88 frame).
 ``"compile"``
     ``torch.compile`` of the plain network (fp16), for comparison.
 
@@ -84,6 +86,22 @@ class R2LBackend(RendererBackend):
             raise BackendUnavailable(str(e)) from None
         self.ndc = scene.ndc
         self.load_state_dict(tensors, config)
+        self.warm_up(scene)
+
+    def warm_up(self, scene: "Scene") -> None:
+        """On CUDA, build (compile, check) the fused kernel now, so the first frame is not slow."""
+        if not self._fused_path_possible() or self._fused is not None:
+            return
+        cams = scene.camera_list("test") or scene.camera_list("train")
+        if not cams:
+            return
+        cam = cams[0].scaled(64, max(1, round(64 * cams[0].height / cams[0].width)))
+        from models.backends.base import RenderRequest
+
+        o, d, near, far = self.rays_for(RenderRequest.from_camera(cam, scene.near, scene.far))
+        near, far = self.bounds(o.shape[0])
+        with torch.no_grad():
+            self._fused = self._make_fused(o, d, near, far)
 
     def load_state_dict(self, state, config=None) -> None:
         config = config or {}
@@ -162,6 +180,7 @@ class R2LBackend(RendererBackend):
             return self._compiled(enc)
         return None
 
+    @torch.no_grad()
     def _make_fused(self, origins, dirs, near, far) -> "FusedR2L | None":
         """Build the fused kernel and check it against the plain fp16 path on a few rays."""
         try:
