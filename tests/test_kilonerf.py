@@ -293,6 +293,25 @@ def test_backend_renders_in_chunks_reports_samples_and_aborts():
         b.render(req, should_abort=lambda: True)
 
 
+def test_a_float16_copy_of_the_weights_renders_like_the_original():
+    # what ``main.py export`` stores: every float tensor as float16; the box comes from the manifest
+    f = random_field()
+    occ = (f.cell_to_net >= 0).repeat_interleave(4, 0).repeat_interleave(4, 1).repeat_interleave(4, 2)
+    cfg = KiloNerfRenderConfig(step_size=0.03)
+    state = {f"field.{k}": v for k, v in f.state_dict().items()}
+    state["ess.occupied"] = occ.to(torch.uint8)
+    config = {"field": f.config.to_dict(), "render": cfg.to_dict(), "aabb": f.aabb.tolist()}
+    full, half = KiloNerfBackend("cpu"), KiloNerfBackend("cpu")
+    full.load_state_dict(state, config)
+    half.load_state_dict({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, config)
+    assert torch.equal(half.field.aabb, f.aabb)
+    cam = Camera(look_at(torch.tensor([2.5, 1.8, 1.6]), torch.zeros(3), torch.tensor([0.0, 0.0, 1.0])),
+                 32, 24, 28.0, 28.0, 16.0, 12.0)
+    req = RenderRequest.from_camera(cam, 0.1, 8.0)
+    a, b = full.render(req).rgb, half.render(req).rgb
+    assert -10 * math.log10(float(((a - b) ** 2).mean())) > 35
+
+
 def test_backend_is_registered_after_nerf():
     from models.backends.registry import BACKENDS
 

@@ -383,10 +383,14 @@ class KiloNerfBackend(RendererBackend):
         try:
             fcfg = KiloNerfFieldConfig.from_dict(config["field"]) if "field" in config else KiloNerfFieldConfig()
             rcfg = KiloNerfRenderConfig.from_dict(config["render"]) if "render" in config else self.render_config
-            aabb = state["field.aabb"].to(self.device).float()
+            # the box from the manifest when there: a float16 copy of the weights (``export``) rounds
+            # the tensor by ~1e-3, which would shift every cell's local frame (and sin(2^9 x) with it)
+            aabb = (torch.tensor(config["aabb"], dtype=torch.float32, device=self.device) if "aabb" in config
+                    else state["field.aabb"].to(self.device).float())
             field = KiloNerfGrid(aabb, state["field.cell_to_net"].to(self.device), fcfg).to(self.device)
             field.load_state_dict({k[len("field."):]: v.to(self.device) for k, v in state.items()
                                    if k.startswith("field.")})
+            field.aabb.copy_(aabb)
             occupied = state["ess.occupied"].to(self.device).bool()
             distance = state.get("ess.distance")
             ess = EssGrid(aabb, occupied, distance.to(self.device) if distance is not None else None,
