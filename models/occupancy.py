@@ -52,9 +52,17 @@ class OccupancyGrid:
         res = torch.tensor(self.resolution, dtype=torch.float32, device=self.device)
         return (self.aabb[1] - self.aabb[0]) / res
 
+    def _resolution_on(self, device: torch.device) -> torch.Tensor:
+        """The resolution as a tensor on ``device``, cached (building it per call copies host to device)."""
+        cache = getattr(self, "_res_cache", None)
+        if cache is None or cache.device != torch.device(device):
+            cache = torch.tensor(self.resolution, device=device)
+            self._res_cache = cache
+        return cache
+
     def voxel_index(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """points (N, 3) -> integer voxel coords (N, 3) (clamped) and an inside-box mask (N,)."""
-        res = torch.tensor(self.resolution, device=points.device)
+        res = self._resolution_on(points.device)
         rel = (points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
         inside = ((rel >= 0) & (rel < 1)).all(-1)
         idx = (rel * res).floor().long()
@@ -115,7 +123,11 @@ class OccupancyGrid:
         self.density_ema = ema.reshape(self.resolution)
         opacity = 1.0 - torch.exp(-ema * step_size)
         thre = min(threshold, float(opacity.mean()))
-        self.occupied = (opacity > thre).reshape(self.resolution)
+        occupied = (opacity > thre).reshape(self.resolution)
+        # a grid that empties completely can never recover (no samples, no gradients): keep the
+        # previous one until the field holds some density again
+        if bool(occupied.any()):
+            self.occupied = occupied
 
     def dilate(self, radius: int = 1) -> "OccupancyGrid":
         """Grow occupied regions by ``radius`` voxels (a conservative grid)."""

@@ -157,7 +157,9 @@ def packed_exclusive_cumsum(values: torch.Tensor, ray_ids: torch.Tensor, n_rays:
     acc_dtype = torch.float32 if values.device.type == "mps" else torch.float64
     v = values.to(acc_dtype)
     excl = torch.cumsum(v, 0) - v
-    counts = torch.bincount(ray_ids, minlength=n_rays)
+    # index_add instead of bincount: bincount needs max(ray_ids) on the host (a device sync)
+    counts = torch.zeros(n_rays, dtype=torch.long, device=ray_ids.device).index_add_(
+        0, ray_ids, torch.ones_like(ray_ids))
     first = (torch.cumsum(counts, 0) - counts).clamp(max=values.numel() - 1)  # first sample per ray
     return (excl - excl[first][ray_ids]).to(values.dtype)
 

@@ -172,9 +172,14 @@ def mean_view_up(train: Split) -> torch.Tensor:
     return up / up.norm().clamp_min(1e-9)
 
 
-def normalized_depth(depth: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
-    """Expected depth of the opaque part: sum(w t) / sum(w) (mip-NeRF's distance), stable when acc ~ 0."""
-    return depth / acc.clamp_min(1e-4)
+def depth_with_far_background(depth: torch.Tensor, acc: torch.Tensor, far: torch.Tensor | float) -> torch.Tensor:
+    """Expected depth with the transparent remainder placed at the far bound: sum(w t) + (1 - acc) far.
+
+    Well defined for empty rays (they read ``far``, as mip-NeRF's clipped distance does) and
+    smooth in the weights; dividing by a tiny opacity instead turns noise in nearly empty space
+    into huge depth differences that the smoothness term then fights by erasing the scene.
+    """
+    return depth + (1.0 - acc) * far
 
 
 def log_linear(step: int, total: int, start: float, end: float) -> float:

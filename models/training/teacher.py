@@ -24,7 +24,7 @@ from models.training.sparse_view import (
     annealed_bounds,
     depth_tv_loss,
     mean_view_up,
-    normalized_depth,
+    depth_with_far_background,
     scene_target,
     select_views,
     smoothness_weight,
@@ -253,7 +253,7 @@ class TeacherJob(TrainingJob):
                 out = render_hierarchical(self.coarse, self.fine, o, d, near, far, None, self.sampling, perturb=True,
                                           generator=self.generator)
         s = c.sparse.patch_size
-        depth = normalized_depth(out["depth"].float(), out["acc"].float()).reshape(-1, s, s)
+        depth = depth_with_far_background(out["depth"].float(), out["acc"].float(), far).reshape(-1, s, s)
         return depth_tv_loss(depth)
 
     # ------------------------------------------------------------------------------ rendering
