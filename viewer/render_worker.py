@@ -159,8 +159,9 @@ class Frame:
     request: RenderRequest | None = None
     """The full-resolution request this frame shows."""
     side_stats: tuple[SideStats, ...] = ()
-    """Per backend (same order as ``backends``); for refinement strips, summed over the strips
-    of the current level so far (the final frame: a whole full-resolution render)."""
+    """Per backend (same order as ``backends``); for refinement strips, time summed and
+    samples/FLOPs averaged over the strips of the current level so far (the final frame: a whole
+    full-resolution render)."""
 
 
 @dataclass
@@ -522,6 +523,7 @@ class RenderWorker(QObject):
             xs = (np.arange(w) * base.shape[2] // w).clip(0, base.shape[2] - 1)
             canvas = base[:, ys][:, :, xs].copy()
             level_ms = [0.0] * len(job.backends)
+            level_cost = [(0.0, 0.0)] * len(job.backends)  # samples and FLOPs summed over the level's rays
             rows = max(1, int(self.strip_ms / max(ms_per_pixel * w, 1e-6)))
             y0 = 0
             while y0 < h:
@@ -537,6 +539,9 @@ class RenderWorker(QObject):
                     return
                 render_ms += ms
                 level_ms = [t + s.render_ms for t, s in zip(level_ms, stats)]
+                rays = w * (y1 - y0)
+                level_cost = [(c[0] + s.samples_per_ray * rays, c[1] + s.flops_per_ray * rays)
+                              for c, s in zip(level_cost, stats)]
                 ms_per_pixel = 0.5 * ms_per_pixel + 0.5 * ms / max(w * (y1 - y0), 1)
                 for i, im in enumerate(images):
                     canvas[i, y0:y1] = im
@@ -550,8 +555,8 @@ class RenderWorker(QObject):
                                  value_range=self._range(imgs, job.mode) if done_level else last.value_range,
                                  final=final, refining=True, progress=done_pixels / max(total_pixels, 1),
                                  serial=job.serial, request=full,
-                                 side_stats=tuple(SideStats(t, s.samples_per_ray, s.flops_per_ray)
-                                                  for t, s in zip(level_ms, stats))))
+                                 side_stats=tuple(SideStats(t, c[0] / (w * y0), c[1] / (w * y0))
+                                                  for t, c in zip(level_ms, level_cost))))
                 if self._aborted(generation):
                     self._process()
                     return

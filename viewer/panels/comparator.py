@@ -491,8 +491,9 @@ class Comparator(QObject):
                 self._gt_state[dv.split] = f"the dataset's {dv.split} images do not match the scene's cameras"
                 self._measure(frame)
                 return
+            where = dv.name if dv.split in dv.name else f"{dv.split} {dv.name}"
             fn = gt_quality_task(key, pair, dv, split, data.near, data.far, data.background,
-                                 f"ground truth ({dv.split} {dv.name})")
+                                 f"ground truth ({where})")
         else:
             if TEACHER not in self.win.infos:
                 why = (f"{_label(TEACHER)} teacher not loaded" if self.win.backend_selector.is_enabled(TEACHER)
@@ -592,7 +593,8 @@ class Comparator(QObject):
         if f is not None and f.backends == names and len(f.side_stats) == 2:
             s = f.side_stats[i]
             fps = 1000.0 / max(s.render_ms, 1e-6)
-            lines.append(f"{fps:6.1f} FPS  {s.render_ms:7.1f} ms/frame @ {f.width}x{f.height}")
+            ms = f"{s.render_ms:7.1f}" if s.render_ms < 10_000 else f"{s.render_ms:7,.0f}"
+            lines.append(f"{fps:6.1f} FPS  {ms} ms/frame @ {f.width}x{f.height}")
             lines.append(f"{s.samples_per_ray:6.1f} samples/ray  {s.flops_per_ray / 1e6:7.3f} MFLOPs/ray")
         info = self.win.infos.get(name) if name else None
         lines.append(f"params {info.parameters / 1e6:.3f} M" if info else "params -")
