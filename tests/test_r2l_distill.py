@@ -1,11 +1,13 @@
 """End-to-end R2L distillation on CPU: tiny teacher (procedural scene) -> W64D8 light field.
 
 Measured on the 2-core CPU machine (2026-11-21, `tiny` preset: 1000 steps of 1024 rays, 48
-pseudo images of 24x24 rendered by the teacher, fine-tuning with real rays from step 500):
+pseudo images of 24x24 rendered by the teacher by occupancy marching, fine-tuning with real rays
+from step 500):
 on the first 4 procedural test views (64x64) the R2L student scores 20.7 dB against the
-ground truth and 22.6 dB against its teacher's renders, the teacher itself
-24.8 dB (the best constant colour: about 11 dB). The job takes about 8 s on
-idle cores (pool rendering included; several times that when the machine is shared).
+ground truth and 22.9 dB against its teacher's renders, the teacher itself
+25.0 dB (the best constant colour: about 11 dB). The job takes about 8 s on
+idle cores (pool rendering included; this module about 15 s beyond the shared teacher fixture;
+several times that when the machine is shared).
 """
 
 import json
