@@ -207,7 +207,8 @@ def _tilt(dirs: torch.Tensor, max_deg: float, g: torch.Generator) -> torch.Tenso
     helper = torch.where((dirs[:, :1].abs() < 0.9), torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0]]))
     a = _normalize(torch.linalg.cross(dirs, helper, dim=-1))
     b = torch.linalg.cross(dirs, a, dim=-1)
-    return _normalize(cos_t[:, None] * dirs + sin_t[:, None] * (torch.cos(phi)[:, None] * a + torch.sin(phi)[:, None] * b))
+    around = torch.cos(phi)[:, None] * a + torch.sin(phi)[:, None] * b
+    return _normalize(cos_t[:, None] * dirs + sin_t[:, None] * around)
 
 
 def scene_centre(c2w: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
