@@ -226,12 +226,19 @@ def plot_speed_quality(report: dict, path: Path) -> None:
 
     from models.storage import _atomic_replace
 
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for r in report["rows"]:
         ax.scatter(r["fps"], r["psnr"], s=60)
-        ax.annotate(f"{r['label']}\n{r['ms_median']:.1f} ms", (r["fps"], r["psnr"]), textcoords="offset points",
+        speedup = r.get("speedup_vs_nerf", float("nan"))
+        note = f", {speedup:.1f}x vs NeRF" if r["backend"] != "nerf" and math.isfinite(speedup) else ""
+        ax.annotate(f"{r['label']}\n{r['ms_median']:.1f} ms{note}", (r["fps"], r["psnr"]), textcoords="offset points",
                     xytext=(6, 4), fontsize=8)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.margins(x=0.35, y=0.2)
     ax.set_xlabel(f"frames per second at {report['rows'][0]['width']}x{report['rows'][0]['height']} (log)"
                   if report["rows"] else "FPS")
     ax.set_ylabel("PSNR on test views (dB)")

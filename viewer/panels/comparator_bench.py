@@ -26,6 +26,7 @@ from PyQt6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -49,6 +50,30 @@ COLUMNS = [
     ("speedup_vs_nerf", "vs NeRF", "{:.1f}x"),
 ]
 """Table columns: report key, header, format (MFLOPs are FLOPs / 1e6)."""
+
+
+class PlotLabel(QLabel):
+    """Shows a picture scaled to fit (aspect kept), whatever size the layout gives it."""
+
+    def __init__(self):
+        super().__init__()
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setMinimumSize(240, 160)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)  # the picture follows
+        self.picture: QPixmap | None = None
+
+    def set_picture(self, pixmap: QPixmap | None) -> None:
+        self.picture = pixmap
+        self._rescale()
+
+    def _rescale(self) -> None:
+        if self.picture is not None:
+            self.setPixmap(self.picture.scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio,
+                                               Qt.TransformationMode.SmoothTransformation))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._rescale()
 
 
 class BenchRunner(QObject):
@@ -183,13 +208,13 @@ class BenchDialog(QDialog):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._fit_table()
         lay.addWidget(self.table)
-        self.plot = QLabel()
+        self.plot = PlotLabel()
         self.plot.setObjectName("bench-plot")
-        self.plot.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.plot.setMinimumHeight(120)
         lay.addWidget(self.plot, 1)
-        self.resize(860, 720)
+        self.resize(860, 760)
 
         self.thread = QThread(self)
         self.thread.setObjectName("bench")
@@ -264,10 +289,15 @@ class BenchDialog(QDialog):
                 if c:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(r, c, item)
+        self._fit_table()
         pix = QPixmap(str(out / "bench.png"))
-        if not pix.isNull():
-            self.plot.setPixmap(pix.scaled(760, 420, Qt.AspectRatioMode.KeepAspectRatio,
-                                           Qt.TransformationMode.SmoothTransformation))
+        self.plot.set_picture(None if pix.isNull() else pix)
+
+    def _fit_table(self) -> None:
+        """Exactly as tall as its rows, so the plot gets the rest of the dialog."""
+        rows = sum(self.table.rowHeight(r) for r in range(self.table.rowCount()))
+        self.table.setFixedHeight(self.table.horizontalHeader().height() + rows + 2 * self.table.frameWidth() + 2)
+
 
     def _copy_markdown(self) -> None:
         from models.bench import markdown_table
