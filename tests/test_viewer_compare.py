@@ -251,6 +251,31 @@ def test_worker_tasks_run_after_views_and_a_newer_view_aborts_them(qtbot, compar
         assert thread.wait(20_000)
 
 
+def test_panel_drives_the_comparator_and_the_comparison_image_is_saved(qtbot, window, tmp_path):
+    import imageio.v3 as iio
+
+    c, panel = window.comparator, window.comparator.panel
+    panel.active.click()
+    assert c.active and panel.active.isChecked() and c.actions["compare"].isChecked()
+    assert [panel.combo_b.itemData(i) for i in range(panel.combo_b.count())][:2] == ["nerf", "flat"]
+    panel.side_by_side.click()
+    assert c.side_by_side and window.canvas.side_by_side
+    panel.divider.click()
+    assert not c.side_by_side
+    panel.show_combo.setCurrentIndex(2)
+    panel.show_combo.activated.emit(2)
+    assert c.show == "diff_ab" and window.canvas.compare_sources == ("diff_ab",)
+    c.set_heat_max(0.5)
+    assert window.canvas.heat_max == 0.5 and panel.heat_max.value() == 0.5
+    c.set_show("ab")
+    _wait_final(qtbot, window)
+    path = tmp_path / "compare.png"
+    assert c.save_image(str(path))
+    assert _psnr(iio.imread(path)[..., :3] / 255.0, _grab(window.canvas)) > 40.0
+    qtbot.keyClick(window.canvas, Qt.Key.Key_C)
+    assert not c.active and not panel.active.isChecked() and not c.overlays["a"].isVisible()
+
+
 # ---------------------------------------------------------------------------------- quality
 def test_quality_at_test_views_equals_eval(qtbot, window, compare_scene, tmp_path):
     from models.cli import build_parser, run

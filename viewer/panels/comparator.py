@@ -193,13 +193,14 @@ class ComparatorPanel(QGroupBox):
             combo.blockSignals(False)
 
     def set_state(self, active: bool, side_by_side: bool, show: str) -> None:
-        for w, fn in ((self.active, lambda: self.active.setChecked(active)),
-                      (self.side_by_side, lambda: (self.side_by_side if side_by_side else self.divider).setChecked(True)),
-                      (self.show_combo, lambda: self.show_combo.setCurrentIndex(list(SHOW_MODES).index(show)))):
+        """Show the comparator's state without emitting the change signals."""
+        for w in (self.active, self.divider, self.side_by_side, self.show_combo):
             w.blockSignals(True)
-            fn()
+        self.active.setChecked(active)
+        (self.side_by_side if side_by_side else self.divider).setChecked(True)
+        self.show_combo.setCurrentIndex(list(SHOW_MODES).index(show))
+        for w in (self.active, self.divider, self.side_by_side, self.show_combo):
             w.blockSignals(False)
-        self.divider.setChecked(not side_by_side)
 
 
 class Comparator(QObject):
