@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as e:  # viewer dependencies missing
             print(f"error: the viewer needs PyQt6 and PyOpenGL ({e}); install with: pip install -e .", file=sys.stderr)
             return 2
-        return run_viewer(args.scene, sys.argv[:1])
+        return run_viewer(args.scene, sys.argv[:1], device=args.device, screenshot=args.screenshot,
+                          quit_after=args.quit_after)
     return run(argv, parser)
 
 

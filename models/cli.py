@@ -344,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("view", help="open the viewer (default command; no SCENE: the bundled demo scene)")
     p.add_argument("scene", nargs="?", default=None)
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--quit-after", type=float, default=None, help="close after this many seconds (smoke tests)")
+    p.add_argument("--screenshot", default=None, help="with --quit-after: save the GL canvas to this PNG first")
 
     p = sub.add_parser("make-scene", help="write the project's procedural scene as a Blender-format dataset")
     p.add_argument("out")

@@ -41,11 +41,14 @@ def configure_torch_threads(device: str | None) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
-def run_viewer(scene_path: str | None, argv: list[str] | None = None, device: str | None = None) -> int:
+def run_viewer(scene_path: str | None, argv: list[str] | None = None, device: str | None = None,
+               screenshot: str | None = None, quit_after: float | None = None) -> int:
     """Open the viewer window and run the event loop; returns the exit code.
 
     ``scene_path`` None opens the bundled demo scene (assets/demo_scene) when it exists;
-    otherwise the window explains what to do and offers a folder dialog.
+    otherwise the window explains what to do and offers a folder dialog. ``quit_after`` seconds
+    closes the window (for smoke tests and scripted screenshots), saving the GL canvas to
+    ``screenshot`` first when given.
     """
     app = create_application(argv)
     configure_torch_threads(device)
@@ -60,6 +63,13 @@ def run_viewer(scene_path: str | None, argv: list[str] | None = None, device: st
     else:
         window.show_welcome()
         QTimer.singleShot(0, window.open_scene_dialog)
+    if quit_after:
+        def finish():
+            if screenshot:  # what the GL canvas shows, exactly (also proves a frame was drawn)
+                window.canvas.grabFramebuffer().save(screenshot)
+            app.quit()
+
+        QTimer.singleShot(int(quit_after * 1000), finish)
     try:
         return app.exec()
     finally:
