@@ -279,6 +279,7 @@ class RenderWorker(QObject):
         screen was updated less than this long ago (or 3 target frame times, if longer). Otherwise
         the frame finishes, so a drag over a slow backend still shows frames."""
         self._shown_at = time.perf_counter()
+        self._frame_started = time.perf_counter()
         self._idle = True
         self._lock = threading.Lock()
         self._pending: ViewJob | None = None
@@ -356,13 +357,25 @@ class RenderWorker(QObject):
         return self._generation != generation or bool(self._offline)
 
     def _interactive_aborted(self, generation: int) -> bool:
-        """should_abort of interactive frames: as ``_aborted``, but with the starvation guard."""
+        """should_abort of interactive frames: a newer view aborts the frame in flight only once it
+        has overrun its budget (twice the target frame time), and never while the screen is stale
+        (starvation guard).
+
+        Interactive frames are sized by the dynamic resolution to take one frame time; aborting
+        them as soon as the mouse moves again (every 8-16 ms while dragging) would throw away
+        nearly every frame. Finishing them and starting the next one from the newest view keeps
+        the frame rate at the target with at most two frame times of latency; only frames that are
+        far over budget (say, the first one after a scene or backend switch) are cut short."""
         if self._offline:
             return True
         if self._generation == generation:
             return False
-        stale_ms = (time.perf_counter() - self._shown_at) * 1000.0
-        return stale_ms < max(self.max_stale_ms, 3000.0 / max(self.target_fps, 1e-3))
+        now = time.perf_counter()
+        budget_ms = 1000.0 / max(self.target_fps, 1e-3)
+        if (now - self._frame_started) * 1000.0 < 2.0 * budget_ms:
+            return False
+        stale_ms = (now - self._shown_at) * 1000.0
+        return stale_ms < max(self.max_stale_ms, 3.0 * budget_ms)
 
     @pyqtSlot()
     def _process(self) -> None:
@@ -418,7 +431,7 @@ class RenderWorker(QObject):
         dyn = self._dyn(job.backends)
         w, h = dyn.size_for(full.width, full.height) if self.dynamic else (full.width, full.height)
         req = replace(full, outputs=output_kinds(job.mode)).scaled(w, h)
-        t0 = time.perf_counter()
+        t0 = self._frame_started = time.perf_counter()
         try:
             images, render_ms, spr, stats = self._render_all(job.backends, req, job.mode,
                                                              lambda: self._interactive_aborted(generation))
