@@ -290,7 +290,11 @@ class MainWindow(QMainWindow):
                 available.append(name)
                 self.backend_selector.set_note(name, "loading…")
         self.banner.hide()
-        preferred = self.backend if self.backend in available else (available[0] if available else None)
+        # keep the current backend across scenes; else the scene's suggestion (the demo names the
+        # backend that is interactive on a CPU), else the first available one
+        suggested = scene.extra.get("default_backend")
+        preferred = (self.backend if self.backend in available
+                     else suggested if suggested in available else (available[0] if available else None))
         self.backend = preferred
         self.compare_backend = None
         self.backend_selector.set_current(preferred)
