@@ -35,6 +35,7 @@ from viewer.gl_canvas import GLCanvas
 from viewer.panels.backends import BackendSelector
 from viewer.panels.comparator import Comparator
 from viewer.panels.overlays import HelpOverlay, HudOverlay, MessageBanner
+from viewer.panels.training_controller import TrainingController
 from viewer.panels.video_dialog import VideoDialog, VideoSettings
 from viewer.panels.view_panel import MODE_LABELS, CameraBox, DisplayModeBox, PerformanceBox
 from viewer.render_worker import MODES, BackendInfo, Frame, OfflineJob, RenderWorker, ViewJob
@@ -144,6 +145,8 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.status_backend)
 
         self._build_menus()
+        self.training = TrainingController(self, self.train_menu)
+        """Train menu, progress dock, live preview of a running job."""
         self.comparator = Comparator(self)
         """Compare mode (C): two backends on one camera, their quality, the benchmark."""
         self._size_window()
@@ -205,6 +208,8 @@ class MainWindow(QMainWindow):
         cam.addSeparator()
         self._action(cam, "Add &keyframe", self.add_keyframe, "K")
         self._action(cam, "&Clear keyframes", self.clear_keyframes)
+
+        self.train_menu = mb.addMenu("&Train")  # filled by TrainingController
 
         hlp = mb.addMenu("&Help")
         self._action(hlp, "&Controls", self.toggle_help, ["F1", "?"])
@@ -671,6 +676,38 @@ class MainWindow(QMainWindow):
             self.show_error(f"{kind.capitalize()} failed: {message}")
         self.offlineFailed.emit(message)
 
+    # --------------------------------------------------------------------- training preview
+    def show_training_snapshot(self, name: str, state: dict, config: dict | None, note: str = "",
+                               final: bool = False) -> None:
+        """Show a trainer's weights for backend ``name`` without blocking either thread.
+
+        A backend the render thread has (or is loading) gets them hot-swapped; otherwise one is
+        created there from them (``final``: a finished stage, loaded from the re-read scene folder).
+        Either way the backend is selectable at once.
+        """
+        if self.scene is None or name not in registry.BACKENDS:
+            return
+        if final:
+            try:
+                self.scene = Scene.load(self.scene.root)  # the manifest now lists the new backend
+            except Exception as e:  # noqa: BLE001
+                self.show_error(f"Could not re-read the scene: {e}")
+                return
+        if self.backend_selector.is_enabled(name):
+            self.worker.publish_weights(name, state, config)
+        else:
+            from viewer.train_worker import PreviewScene
+
+            self.backend_selector.set_availability(name, True)
+            self._label_backend_action(name)
+            self.worker.load_backend(self.scene if final else PreviewScene(self.scene, name, state, config), name)
+            if self.backend is None:
+                if self.banner.isVisible() and self.banner.kind == "info":
+                    self.banner.hide()
+                self.set_backend(name)
+        if note:
+            self.backend_selector.set_note(name, note)
+
     # ------------------------------------------------------------------------------ errors
     def show_error(self, message: str, kind: str = "error") -> None:
         """Show a message in the window (banner + status bar); never raises."""
@@ -684,7 +721,8 @@ class MainWindow(QMainWindow):
 
     # ----------------------------------------------------------------------------- closing
     def shutdown(self) -> None:
-        """Stop the render thread (aborts the frame in flight at its next chunk)."""
+        """Stop a training job and the render thread (aborts the frame in flight at its next chunk)."""
+        self.training.shutdown()
         self.comparator.shutdown()
         if not self.render_thread.isRunning():
             return
@@ -694,6 +732,9 @@ class MainWindow(QMainWindow):
         self.render_thread.wait()
 
     def closeEvent(self, event) -> None:
+        if not self.training.confirm_close():  # a running job: ask, stop it, close when it ended
+            event.ignore()
+            return
         self.settings.setValue("geometry", self.saveGeometry())
         self.shutdown()
         super().closeEvent(event)

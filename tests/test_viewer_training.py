@@ -1,0 +1,403 @@
+"""Training from the viewer (issue 6), on the real window under Xvfb: the dialog's checks, a tiny
+teacher job run from the dialog to a selectable backend (with progress signals, live preview and
+the event-loop stall measured), pause / resume / cancel within one step, resuming a killed job
+from its checkpoint, failures as error dialogs, and closing the window during a job."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PyQt6.QtCore import QSettings, QTimer
+
+from models.training.engine import checkpoint_path, read_checkpoint
+from viewer.main_window import MainWindow
+from viewer.panels.training_dialog import TrainingDialog, estimate_stage, record_rate, stage_rate
+from viewer.train_worker import TrainRequest
+
+REPO = Path(__file__).resolve().parents[1]
+W, H = 64, 48
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return QSettings(str(tmp_path / "viewer.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def window(qtbot, settings):
+    win = MainWindow(settings=settings, device="cpu")
+    win.training.ask_stop = lambda: True  # no modal question when a failed test leaves a job running
+    win.worker.refine_delay_ms = 50
+    win.canvas.setFixedSize(W, H)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    # not qtbot.addWidget: its teardown would close and delete the window while a job may still run
+    win.training.shutdown()
+    win.close()
+    qtbot.waitUntil(lambda: not win.render_thread.isRunning(), timeout=10_000)
+    win.deleteLater()
+
+
+class Recorder:
+    """Every engine event of a session, and the steps actually run (counted inside train_step)."""
+
+    def __init__(self):
+        self.events = []
+
+    def __call__(self, ev):
+        self.events.append(ev)
+
+    def kinds(self, kind):
+        return [e for e in self.events if e.kind == kind]
+
+
+@pytest.fixture
+def step_counter(monkeypatch):
+    """Counts TeacherJob.train_step calls (read from the GUI thread to check 'within one step')."""
+    from models.training.teacher import TeacherJob
+
+    calls = {"n": 0}
+    original = TeacherJob.train_step
+
+    def counted(self, step):
+        out = original(self, step)
+        calls["n"] += 1
+        return out
+
+    monkeypatch.setattr(TeacherJob, "train_step", counted)
+    return calls
+
+
+class StallMeter:
+    """A 5 ms QTimer on the GUI thread; the longest gap between ticks beyond 5 ms is a stall."""
+
+    def __init__(self):
+        self.timer = QTimer()
+        self.timer.setInterval(5)
+        self.timer.timeout.connect(self._tick)
+        self.last = None
+        self.gaps = []
+
+    def _tick(self):
+        now = time.perf_counter()
+        if self.last is not None:
+            self.gaps.append(now - self.last)
+        self.last = now
+
+    def start(self):
+        self.last = None
+        self.timer.start()
+
+    def stop(self):
+        self.timer.stop()
+
+    @property
+    def worst_ms(self) -> float:
+        return 1000.0 * max(self.gaps) if self.gaps else float("nan")
+
+
+def fill_dialog(dlg: TrainingDialog, dataset, output, steps=150, preset="tiny", snapshot=0.5, checkpoint=0.3):
+    dlg.dataset_edit.setText(str(dataset))
+    dlg.check_dataset()
+    dlg.output_edit.setText(str(output))
+    dlg.check_output()
+    dlg.preset.setCurrentIndex(dlg.preset.findData(preset))
+    dlg.stage_steps["teacher"].setValue(steps)
+    dlg.snapshot_every.setValue(snapshot)
+    dlg.checkpoint_every.setValue(checkpoint)
+    dlg.device.setCurrentIndex(dlg.device.findData("cpu"))
+
+
+def write_malformed(root: Path, text: str) -> Path:
+    root.mkdir(parents=True)
+    (root / "transforms_train.json").write_text(text)
+    return root
+
+
+# ------------------------------------------------------------------------------------ dialog
+def test_dialog_validates_datasets(qtbot, tmp_path, settings, procedural_dataset):
+    dlg = TrainingDialog(settings)
+    qtbot.addWidget(dlg)
+    dlg.dataset_edit.setText(str(procedural_dataset))
+    assert dlg.check_dataset()
+    info = dlg.dataset_info.text()
+    assert "procedural" in info and "train 40" in info and "64×64" in info
+    assert dlg.output_edit.text().endswith("_scene")  # proposed next to the dataset
+    dlg.check_output()
+    assert "new scene" in dlg.output_info.text()
+    assert dlg.start_button.isEnabled() and not dlg.error_label.isVisibleTo(dlg)
+
+    # malformed: broken JSON, frames pointing at a missing image, a folder that is no dataset
+    cases = {
+        write_malformed(tmp_path / "bad_json", "{not json"): "malformed JSON",
+        write_malformed(tmp_path / "missing_image", json.dumps(
+            {"camera_angle_x": 0.7, "frames": [{"file_path": "./train/r_0", "transform_matrix": np.eye(4).tolist()}]})
+        ): "r_0",
+        tmp_path / "nothing": "no such file or folder",
+    }
+    (tmp_path / "empty_dir").mkdir()
+    cases[tmp_path / "empty_dir"] = "not a dataset folder"
+    for path, needle in cases.items():
+        dlg.dataset_edit.setText(str(path))
+        assert not dlg.check_dataset()
+        assert needle in dlg.dataset_info.text(), (path, dlg.dataset_info.text())
+        assert needle in dlg.error_label.text()
+        assert not dlg.start_button.isEnabled()
+
+    # back to the good one; then the cross-field rules
+    dlg.dataset_edit.setText(str(procedural_dataset))
+    assert dlg.check_dataset() and dlg.start_button.isEnabled()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("x")
+    dlg.output_edit.setText(str(busy))
+    dlg.check_output()
+    assert "holds no scene.json" in dlg.error_label.text() and not dlg.start_button.isEnabled()
+    dlg.output_edit.setText(str(tmp_path / "out"))
+    dlg.check_output()
+    dlg.stage_checks["teacher"].setChecked(False)
+    dlg.stage_checks["kilonerf"].setChecked(True)
+    assert "distilled from a NeRF teacher" in dlg.error_label.text() and not dlg.start_button.isEnabled()
+    dlg.stage_checks["teacher"].setChecked(True)
+    dlg.sparse_box.setChecked(True)
+    dlg.sparse_views.setValue(41)
+    assert "only 40 training views" in dlg.error_label.text()
+    dlg.sparse_views.setValue(3)
+    assert dlg.start_button.isEnabled() and not dlg.resume_button.isEnabled()
+
+    # the request is the CLI's: steps also set the lr decay, sparse views -> SparseViewConfig
+    dlg.preset.setCurrentIndex(dlg.preset.findData("tiny"))
+    dlg.stage_steps["teacher"].setValue(150)
+    req = dlg.request()
+    assert req.stages == ["teacher", "kilonerf"] and req.preset == "tiny"
+    teacher, kilo = req.stage_specs()
+    assert teacher.overrides["steps"] == 150 and teacher.overrides["lr_decay_steps"] == 150
+    assert teacher.overrides["sparse"].views == 3 and teacher.overrides["sparse"].depth_smoothness
+    assert "sparse" not in kilo.overrides and "steps" not in kilo.overrides
+    assert TrainRequest.from_json(json.loads(json.dumps(req.to_json()))) == req
+
+    # expected time: steps / rate, the rate stated or measured here, capped by a time budget
+    text = dlg.time_info.text()
+    assert "150 steps at ~12 steps/s" in text and "stated" in text
+    record_rate(settings, "teacher", "tiny", "cpu", 30.0)
+    assert stage_rate(settings, "teacher", "tiny", "cpu")[0] == 30.0
+    secs, how = estimate_stage("teacher", "tiny", 150, (30.0, "x"))
+    assert secs == pytest.approx(5.0)
+    secs, how = estimate_stage("teacher", "standard", None, (1.0, "x"))
+    assert secs == 420.0 and "time budget" in how  # 40000 steps at 1 step/s, capped by 420 s
+
+
+# ------------------------------------------------------------------------- a job to the end
+def test_tiny_teacher_from_dialog_to_selectable_backend(qtbot, window, tmp_path, procedural_dataset):
+    from models.backends.nerf import NerfBackend
+    from models.scene import Scene
+
+    ctrl = window.training
+    dlg = ctrl.new_training()
+    out = tmp_path / "scene"
+    fill_dialog(dlg, procedural_dataset, out, steps=150)
+    rec = Recorder()
+    ctrl.jobStarted.connect(lambda s: s.trainEvent.connect(rec))
+    frames = []
+    window.worker.frameReady.connect(frames.append)
+    meter = StallMeter()
+    meter.start()
+    dlg.start_button.click()
+    s = ctrl.session
+    assert s is not None and s.running and ctrl.dock.isVisible()
+    qtbot.waitUntil(lambda: s.outcome is not None, timeout=90_000)
+    meter.stop()
+    assert s.outcome == "finished", "\n".join(s.log)
+    qtbot.waitUntil(lambda: not s.train_thread.isRunning(), timeout=5_000)
+
+    # progress signals: started, steps rising to 150 at <= ~10 Hz, validation with images, finished
+    steps = [e.step for e in rec.kinds("step")]
+    assert len(steps) >= 5 and steps == sorted(steps) and steps[-1] == 150
+    assert all(e.steps_per_s > 0 for e in rec.kinds("step")[1:])
+    val = rec.kinds("validation")
+    assert val and val[-1].image is not None and val[-1].target is not None
+    assert rec.kinds("finished")[0].metrics["steps"] == 150
+    row = ctrl.panel.rows["teacher"]
+    assert row.bar.value() == 150 and "steps/s" in row.stats.text()
+    assert ctrl.panel.redraws >= 2 and ctrl.panel.val_image.pixmap() is not None
+    assert "finished" in ctrl.panel.log.toPlainText()
+
+    # live preview: snapshots during training (the viewer showed them), then the saved weights
+    snaps = rec.kinds("snapshot")
+    assert any(not e.snapshot.get("final") for e in snaps) and snaps[-1].snapshot["final"]
+    preview_frames = [f for f in frames if f.backends == ("nerf",)]
+    assert preview_frames, "the viewer rendered no live preview"
+    assert window.scene is not None and Path(window.scene.root) == out.resolve()
+
+    # the stage's backend is selectable at once and shows exactly the saved teacher
+    assert window.backend_selector.is_enabled("nerf") and window.set_backend("nerf")
+    assert "nerf" in Scene.load(out).backends
+    direct = NerfBackend("cpu")
+    direct.load(Scene.load(out))
+    ref = direct.render(window.current_request()).rgb.numpy()
+
+    def shows_saved_teacher():
+        f = window.last_frame
+        return (f is not None and f.final and f.request == window.current_request()
+                and np.abs(f.images[0] - ref).max() < 1e-4)
+
+    window._last_job_key = None
+    window.request_render()
+    qtbot.waitUntil(shows_saved_teacher, timeout=30_000)
+
+    # the event loop never stalled
+    print(f"\nlongest event-loop stall during training: {meter.worst_ms:.1f} ms over {len(meter.gaps)} ticks")
+    assert meter.worst_ms < 100.0
+
+
+# ------------------------------------------------------------------- pause / resume / cancel
+def test_pause_resume_cancel_within_one_step(qtbot, window, tmp_path, procedural_dataset, step_counter):
+    ctrl = window.training
+    dlg = ctrl.new_training()
+    out = tmp_path / "scene"
+    fill_dialog(dlg, procedural_dataset, out, steps=5000)
+    rec = Recorder()
+    ctrl.jobStarted.connect(lambda s: s.trainEvent.connect(rec))
+    dlg.start_button.click()
+    s = ctrl.session
+    panel = ctrl.panel
+    qtbot.waitUntil(lambda: bool(rec.kinds("checkpoint")) and step_counter["n"] > 10, timeout=30_000)
+
+    panel.share.setValue(50)  # the trainer-share control reaches the engine
+    assert s.control.train_fraction == pytest.approx(0.5)
+    panel.share.setValue(100)
+
+    at_click = step_counter["n"]
+    panel.pause_button.click()
+    qtbot.waitUntil(lambda: bool(rec.kinds("paused")), timeout=5_000)
+    assert step_counter["n"] - at_click <= 1
+    paused_at = step_counter["n"]
+    qtbot.wait(600)
+    assert step_counter["n"] == paused_at  # nothing runs while paused
+    assert panel.pause_button.text() == "Resume" and panel.rows["teacher"].state == "paused"
+
+    panel.pause_button.click()
+    qtbot.waitUntil(lambda: bool(rec.kinds("resumed")), timeout=5_000)
+    qtbot.waitUntil(lambda: step_counter["n"] > paused_at + 5, timeout=10_000)
+    qtbot.waitUntil(lambda: len(rec.kinds("checkpoint")) >= 2, timeout=10_000)
+
+    at_click = step_counter["n"]
+    panel.cancel_button.click()
+    qtbot.waitUntil(lambda: s.outcome is not None, timeout=10_000)
+    assert s.outcome == "cancelled"
+    assert step_counter["n"] - at_click <= 1
+    assert rec.kinds("cancelled")
+    ckpt = read_checkpoint(checkpoint_path(out, "teacher"))
+    assert ckpt is not None and 0 < ckpt[0] <= step_counter["n"]  # the last checkpoint is kept
+    assert "last checkpoint is kept" in panel.log.toPlainText()
+    qtbot.waitUntil(lambda: not s.train_thread.isRunning(), timeout=5_000)
+    assert not panel.cancel_button.isEnabled()
+
+
+# ------------------------------------------------------------------------ killed, then resumed
+KILLED_JOB = """
+import sys, torch
+torch.set_num_threads(1)
+from models.training.engine import JobControl
+from viewer.train_worker import TrainRequest, run_training
+req = TrainRequest(dataset=sys.argv[1], output=sys.argv[2], stages=["teacher"], preset="tiny",
+                   steps={"teacher": 150}, device="cpu", checkpoint_every_s=0.3, snapshot_every_s=0.0)
+def on_event(ev):
+    print(ev.kind, ev.step, flush=True)
+run_training(req, on_event, JobControl())
+"""
+
+
+def test_killed_job_resumes_from_checkpoint(qtbot, window, tmp_path, procedural_dataset):
+    out = tmp_path / "scene"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_JOB, str(procedural_dataset), str(out)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.strip())
+            kind, step = line.split()[:2] if len(line.split()) >= 2 else (line.strip(), "0")
+            if kind == "checkpoint" and int(step) >= 20:
+                break
+        proc.kill()  # SIGKILL: no clean-up of any kind
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at, _ = read_checkpoint(checkpoint_path(out, "teacher"))
+    assert 0 < killed_at < 150, lines
+
+    ctrl = window.training
+    dlg = ctrl.new_training()
+    dlg.output_edit.setText(str(out))
+    dlg.check_output()
+    assert f"step {killed_at} of 150" in dlg.output_info.text()
+    assert dlg.resume_button.isEnabled()
+    rec = Recorder()
+    ctrl.jobStarted.connect(lambda s: s.trainEvent.connect(rec))
+    dlg.resume_button.click()  # takes the saved job (dataset, preset, steps) and resumes it
+    s = ctrl.session
+    assert s.request.resume and s.request.steps == {"teacher": 150} and s.request.preset == "tiny"
+    qtbot.waitUntil(lambda: s.outcome is not None, timeout=60_000)
+    assert s.outcome == "finished", "\n".join(s.log)
+    started = rec.kinds("started")[0]
+    assert started.step == killed_at
+    assert any(f"resumed teacher from step {killed_at}" in e.message for e in rec.kinds("log"))
+    assert rec.kinds("finished")[0].metrics["steps"] == 150
+    qtbot.waitUntil(lambda: window.backend_selector.is_enabled("nerf"), timeout=5_000)
+
+
+# --------------------------------------------------------------------------- failure, closing
+def test_failure_becomes_error_dialog_with_log(qtbot, window, tmp_path, procedural_dataset):
+    ctrl = window.training
+    req = TrainRequest(dataset=str(procedural_dataset), output=str(tmp_path / "scene"), stages=["kilonerf"],
+                       preset="tiny", device="cpu")
+    s = ctrl.start(req)
+    qtbot.waitUntil(lambda: s.outcome is not None, timeout=30_000)
+    assert s.outcome == "failed"
+    qtbot.waitUntil(lambda: ctrl.error_box is not None and ctrl.error_box.isVisible(), timeout=5_000)
+    details = ctrl.error_box.detailedText()
+    assert "needs a trained NeRF teacher" in ctrl.error_box.text()
+    assert "loading dataset" in details and "Traceback" in details and "SceneError" in details
+    assert "Training failed" in window.banner.text()
+    ctrl.error_box.close()
+
+
+def test_closing_asks_then_stops_the_job(qtbot, window, tmp_path, procedural_dataset, step_counter):
+    ctrl = window.training
+    req = TrainRequest(dataset=str(procedural_dataset), output=str(tmp_path / "scene"), stages=["teacher"],
+                       preset="tiny", steps={"teacher": 5000}, device="cpu", checkpoint_every_s=0.3)
+    s = ctrl.start(req)
+    qtbot.waitUntil(lambda: step_counter["n"] > 5, timeout=30_000)
+    asked = []
+    ctrl.ask_stop = lambda: asked.append(1) or False
+    window.close()
+    assert asked and window.isVisible() and s.running  # "no": nothing happens
+    ctrl.ask_stop = lambda: asked.append(2) or True
+    window.close()
+    assert window.isVisible()  # closes once the job has stopped, without blocking the event loop
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=10_000)
+    assert s.outcome == "cancelled" and not s.train_thread.isRunning()
+    assert not window.render_thread.isRunning()

@@ -1,0 +1,396 @@
+"""Training from the viewer: the shared engine (``models.training``) on its own QThread.
+
+- ``TrainRequest``: what the training dialog asks for (JSON-friendly; saved next to the
+  checkpoints as ``checkpoints/training_job.json`` so "Resume" can continue the same job).
+- ``run_training(request, on_event, control, on_scene)``: plain Python, no Qt. Loads the dataset,
+  opens or creates the scene folder and calls ``models.training.jobs.run_pipeline``, exactly as
+  ``main.py train`` / ``distill`` do (``models/cli.py``); the GUI is a front-end on that engine.
+- ``TrainWorker``: a QObject moved to a QThread; turns engine events into Qt signals (the engine
+  already throttles step events to ~10 Hz) and every exception into ``failed(message, details)``.
+- ``TrainingSession``: the GUI thread's handle: owns the thread, the ``JobControl``
+  (pause / resume / cancel / train_fraction, all checked by the engine between steps) and a log.
+- ``PreviewScene``: a scene whose weights for one backend are a training snapshot, so the render
+  worker can create a live-preview backend with its ordinary ``load_backend`` path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from PyQt6.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
+
+from models.training.engine import JobCancelled, JobControl, TrainEvent
+
+STAGE_BACKEND = {"teacher": "nerf", "kilonerf": "kilonerf", "r2l": "r2l"}
+"""Which renderer backend each training stage produces."""
+STAGE_LABELS = {"teacher": "NeRF teacher", "kilonerf": "KiloNeRF distillation", "r2l": "R2L distillation"}
+JOB_FILE = "training_job.json"
+"""The GUI's job description, in the scene's checkpoints folder (not exported with the scene)."""
+
+
+# ------------------------------------------------------------------------------- the request
+@dataclass
+class TrainRequest:
+    """One training pipeline as the dialog describes it (plain data; JSON round-trips)."""
+
+    dataset: str
+    """Dataset folder (Blender, LLFF, transforms.json or procedural)."""
+    output: str
+    """Scene folder to write (created, or opened to resume / add distillations)."""
+    stages: list[str] = field(default_factory=lambda: ["teacher"])
+    """In order: "teacher", then "kilonerf" and/or "r2l"."""
+    preset: str = "standard"
+    """Preset name shared by every stage (tiny / quick / standard / paper)."""
+    steps: dict[str, int] = field(default_factory=dict)
+    """Per-stage step overrides (absent: the preset's)."""
+    device: str = "auto"
+    """"auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", "mps"."""
+    sparse_views: int = 0
+    """Teacher: keep only this many training views (0: all)."""
+    sparse_regularise: bool = False
+    """Teacher with sparse views: RegNeRF depth smoothness, sample-space annealing, grad clipping."""
+    dataset_options: dict = field(default_factory=dict)
+    """Loader options as in the CLI (half_res for Blender, factor for LLFF)."""
+    snapshot_every_s: float | None = None
+    """Seconds between live-preview snapshots (None: the preset's)."""
+    checkpoint_every_s: float | None = None
+    """Seconds between checkpoints (None: the preset's)."""
+    resume: bool = False
+    """Continue from the stages' checkpoints (False: start every stage over)."""
+
+    def stage_specs(self) -> list:
+        """The ``run_pipeline`` stage list; overrides built as ``cmd_train``/``cmd_distill`` build them."""
+        from models.training.jobs import StageSpec
+
+        specs = []
+        for stage in self.stages:
+            overrides: dict = {}
+            steps = self.steps.get(stage)
+            if steps:
+                overrides["steps"] = int(steps)
+                if stage == "teacher" and self.preset != "paper":
+                    overrides["lr_decay_steps"] = int(steps)  # as `train --steps`: the schedule decays fully
+            if stage == "teacher" and self.sparse_views:
+                from models.training.configs import TeacherConfig
+
+                overrides["sparse"] = TeacherConfig.sparse_settings(int(self.sparse_views), self.sparse_regularise)
+            if self.snapshot_every_s is not None:
+                overrides["snapshot_every_s"] = float(self.snapshot_every_s)
+            if self.checkpoint_every_s is not None:
+                overrides["checkpoint_every_s"] = float(self.checkpoint_every_s)
+            specs.append(StageSpec(stage, self.preset, overrides))
+        return specs
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_json(d: dict) -> "TrainRequest":
+        names = {f.name for f in dataclasses.fields(TrainRequest)}
+        return TrainRequest(**{k: v for k, v in d.items() if k in names})
+
+
+def read_saved_request(scene_root: str | Path) -> TrainRequest | None:
+    """The request saved by the GUI job that wrote this scene's checkpoints, or None."""
+    path = Path(scene_root) / "checkpoints" / JOB_FILE
+    try:
+        return TrainRequest.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def checkpoint_steps(scene_root: str | Path) -> dict[str, tuple[int, int]]:
+    """{stage: (step, total_steps)} of the checkpoints in a scene folder (metadata only)."""
+    from models.training.engine import checkpoint_path
+    from models.training.jobs import STAGES
+
+    out = {}
+    for stage in STAGES:
+        path = checkpoint_path(Path(scene_root), stage)
+        if not path.is_file():
+            continue
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+            out[stage] = (int(meta.get("step", 0)), int(meta.get("total_steps", 0)))
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint is reported by the engine on resume
+            out[stage] = (0, 0)
+    return out
+
+
+# --------------------------------------------------------------------------- the job itself
+def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None], control: JobControl,
+                 on_scene: Callable[[str], None] | None = None) -> dict:
+    """Run ``request`` to completion on the calling thread (the engine does the work).
+
+    Raises what the engine raises: JobCancelled when cancelled (last checkpoint kept), TrainingError
+    and friends on failure.
+    """
+    from models import devices
+    from models.data import load_dataset
+    from models.training.jobs import open_or_create_scene, run_pipeline
+
+    if not request.stages:
+        raise ValueError("no training stage selected")
+    device = devices.resolve_device(None if request.device in ("", "auto") else request.device)
+    first = request.stages[0]
+    log = lambda msg: on_event(TrainEvent("log", first, message=msg))  # noqa: E731
+    log(f"loading dataset {request.dataset} …")
+    t0 = time.perf_counter()
+    data = load_dataset(request.dataset, **request.dataset_options)
+    train = data.splits["train"]
+    log(f"{data.kind} dataset: {len(train)} train views, {train.width}x{train.height} "
+        f"(loaded in {time.perf_counter() - t0:.1f} s); device {devices.describe(device)}")
+    if control.cancelled:
+        raise JobCancelled()
+    scene = open_or_create_scene(Path(request.output), data)
+    scene.dataset["options"] = dict(request.dataset_options)
+    scene.save_manifest()
+    ckpt_dir = scene.root / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (ckpt_dir / JOB_FILE).write_text(json.dumps({**request.to_json(), "resume": True}, indent=1), encoding="utf-8")
+    if on_scene is not None:
+        on_scene(str(scene.root))
+    stages = ", ".join(request.stages)
+    log(f"pipeline: {stages} (preset {request.preset}{', resuming from checkpoints' if request.resume else ''}); "
+        f"scene folder {scene.root}")
+
+    def forward(ev: TrainEvent) -> None:
+        on_event(ev)
+        if ev.kind == "finished":  # the trained weights, as saved, for the viewer to swap in
+            on_event(final_snapshot(scene, ev))
+
+    return run_pipeline(scene, data, request.stage_specs(), device, forward, control, resume=request.resume)
+
+
+def final_snapshot(scene, ev: TrainEvent) -> TrainEvent:
+    """A snapshot event holding the weights a finished stage saved (read back from the scene
+    folder, so the viewer shows exactly what a later ``open_scene`` would load)."""
+    backend = STAGE_BACKEND[ev.stage]
+    state, config = scene.load_model(backend, "cpu")
+    if backend == "nerf":
+        grid = scene.load_occupancy("cpu")
+        if grid is not None:
+            state["occupancy.occupied"] = grid
+    return TrainEvent("snapshot", ev.stage, ev.step, ev.total_steps, elapsed_s=ev.elapsed_s, metrics=ev.metrics,
+                      snapshot={"backend": backend, "state": state, "config": config, "final": True})
+
+
+class TrainWorker(QObject):
+    """Runs one ``TrainRequest`` on the thread it was moved to; reports through signals."""
+
+    trainEvent = pyqtSignal(object)
+    """TrainEvent (step events at most ~10 Hz; snapshot events carry CPU tensors)."""
+    sceneReady = pyqtSignal(str)
+    """The scene folder exists (created or opened): the viewer can show it."""
+    finished = pyqtSignal(object)
+    """{stage: metrics} when every stage finished."""
+    cancelled = pyqtSignal(str)
+    failed = pyqtSignal(str, str)
+    """One-line message, details (traceback)."""
+
+    def __init__(self, request: TrainRequest, control: JobControl):
+        super().__init__()
+        self.request = request
+        self.control = control
+
+    @pyqtSlot()
+    def run(self) -> None:
+        lower_thread_priority()
+        try:
+            results = run_training(self.request, self.trainEvent.emit, self.control, self.sceneReady.emit)
+        except JobCancelled:
+            self.cancelled.emit("cancelled; the last checkpoint is kept (Train → New training… → Resume)")
+        except BaseException as e:  # noqa: BLE001 - every failure reaches the GUI, never a silent death
+            self.failed.emit(_one_line(e), traceback.format_exc())
+        else:
+            self.finished.emit(results)
+        finally:
+            # end the thread from inside: the GUI thread may be blocked in stop() -> wait()
+            QThread.currentThread().quit()
+
+
+def lower_thread_priority(nice: int = 10) -> None:
+    """Run the calling (training) thread below the GUI thread's priority.
+
+    The trainer is background work: when the CPU is contended (a CPU-only machine, or the
+    Python side of a GPU job) the GUI thread and the software GL compositor must still get the
+    cores when they need them. On Linux a thread has its own nice value; elsewhere Qt's thread
+    priority is the best available hint. Threads the trainer starts (torch's intra-op pool) inherit it.
+    """
+    import os
+    import threading
+
+    QThread.currentThread().setPriority(QThread.Priority.LowPriority)
+    if hasattr(os, "setpriority") and sys.platform.startswith("linux"):
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
+        except OSError:
+            pass
+
+
+def _one_line(exc: BaseException) -> str:
+    from models.training.engine import TrainingError
+
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(exc, TrainingError) or type(exc).__name__ in ("DatasetError", "SceneError", "StorageError"):
+        return first or type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+class TrainingSession(QObject):
+    """A running (or finished) job as the GUI thread sees it: thread, control flags and log."""
+
+    trainEvent = pyqtSignal(object)
+    sceneReady = pyqtSignal(str)
+    finished = pyqtSignal(object)
+    cancelled = pyqtSignal(str)
+    failed = pyqtSignal(str, str)
+    stopped = pyqtSignal(str)
+    """"finished", "cancelled" or "failed", after the thread has ended."""
+    logLine = pyqtSignal(str)
+
+    def __init__(self, request: TrainRequest, parent: QObject | None = None):
+        super().__init__(parent)
+        self.request = request
+        self.control = JobControl()
+        self.outcome: str | None = None
+        """None while running, then "finished", "cancelled" or "failed"."""
+        self.log: list[str] = []
+        self.started_at = time.time()
+        self.train_thread = QThread(self)
+        self.train_thread.setObjectName("train")
+        self.worker = TrainWorker(request, self.control)
+        self.worker.moveToThread(self.train_thread)
+        self.train_thread.started.connect(self.worker.run)
+        self.worker.trainEvent.connect(self._on_event)
+        self.worker.sceneReady.connect(self.sceneReady)
+        # bound methods of this GUI-thread object: queued to the GUI thread (lambdas might not be)
+        self.worker.finished.connect(self._on_finished)
+        self.worker.cancelled.connect(self._on_cancelled)
+        self.worker.failed.connect(self._on_failed)
+        self.train_thread.finished.connect(self._thread_done)
+
+    # ------------------------------------------------------------------------------ control
+    def start(self) -> None:
+        self.add_log(f"job started {time.strftime('%H:%M:%S')}: {json.dumps(self.request.to_json())}")
+        self.train_thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self.outcome is None and self.train_thread.isRunning()
+
+    def pause(self) -> None:
+        self.control.pause()
+
+    def resume(self) -> None:
+        self.control.resume()
+
+    def cancel(self) -> None:
+        self.control.cancel()
+
+    def set_train_fraction(self, fraction: float) -> None:
+        """Share of wall time the trainer may use; the engine sleeps the rest after each step."""
+        self.control.train_fraction = float(min(max(fraction, 0.05), 1.0))
+
+    def stop(self, timeout_ms: int = 60_000) -> bool:
+        """Cancel and wait for the thread (takes effect at the next step); True if it ended."""
+        self.control.cancel()
+        return self.train_thread.wait(timeout_ms) if self.train_thread.isRunning() else True
+
+    # ------------------------------------------------------------------------------ events
+    def add_log(self, line: str) -> None:
+        self.log.append(line)
+        self.logLine.emit(line)
+
+    def _on_event(self, ev: TrainEvent) -> None:
+        line = describe_event(ev)
+        if line:
+            self.add_log(line)
+        self.trainEvent.emit(ev)
+
+    def _on_finished(self, results) -> None:
+        self._end("finished", results)
+
+    def _on_cancelled(self, message: str) -> None:
+        self._end("cancelled", message)
+
+    def _on_failed(self, message: str, details: str) -> None:
+        self._end("failed", (message, details))
+
+    def _end(self, outcome: str, payload) -> None:
+        self.outcome = outcome
+        if outcome == "finished":
+            self.add_log("all stages finished")
+            self.finished.emit(payload)
+        elif outcome == "cancelled":
+            self.add_log(payload)
+            self.cancelled.emit(payload)
+        else:
+            msg, details = payload
+            self.add_log(f"FAILED: {msg}")
+            self.failed.emit(msg, details)
+        self.train_thread.quit()
+
+    def _thread_done(self) -> None:
+        self.worker.deleteLater()
+        self.stopped.emit(self.outcome or "failed")
+
+
+def describe_event(ev: TrainEvent) -> str:
+    """A log line for an engine event (step and snapshot events are not logged)."""
+    stamp = time.strftime("%H:%M:%S")
+    where = f"[{ev.stage}]"
+    if ev.kind == "started":
+        return f"{stamp} {where} started at step {ev.step} of {ev.total_steps}"
+    if ev.kind == "validation":
+        return f"{stamp} {where} step {ev.step}: validation PSNR {ev.psnr:.2f} dB"
+    if ev.kind == "checkpoint":
+        return f"{stamp} {where} checkpoint at step {ev.step}"
+    if ev.kind in ("paused", "resumed"):
+        return f"{stamp} {where} {ev.kind} at step {ev.step}"
+    if ev.kind == "finished":
+        return f"{stamp} {where} finished at step {ev.step}: {ev.message}"
+    if ev.kind in ("log", "cancelled", "failed"):
+        return f"{stamp} {where} {ev.message}"
+    return ""
+
+
+# ------------------------------------------------------------------------------ live preview
+class PreviewScene:
+    """A scene whose weights for ``backend`` come from a training snapshot (live preview).
+
+    Everything else (bounds, NDC, cameras, the other backends' weights) is the real scene's, so
+    ``backend.load(PreviewScene(...))`` builds exactly the backend the finished stage will give.
+    """
+
+    def __init__(self, scene, backend: str, state: dict, config: dict | None):
+        self._scene = scene
+        self._backend = backend
+        self._state = state
+        self._config = dict(config or {})
+
+    def __getattr__(self, name):
+        return getattr(self._scene, name)
+
+    def load_model(self, name: str, device="cpu"):
+        if name != self._backend:
+            return self._scene.load_model(name, device)
+        return {k: v.to(device) for k, v in self._state.items()}, dict(self._config)
+
+    def load_occupancy(self, device="cpu"):
+        # a snapshot carries its own occupancy ("occupancy.occupied"); a stale file must not win
+        if self._backend == "nerf":
+            return None
+        return self._scene.load_occupancy(device)
