@@ -262,6 +262,13 @@ def test_tiny_teacher_from_dialog_to_selectable_backend(qtbot, window, tmp_path,
     window.request_render()
     qtbot.waitUntil(shows_saved_teacher, timeout=30_000)
 
+    # the folder now holds a finished job: nothing to resume
+    again = TrainingDialog(window.settings)
+    again.output_edit.setText(str(out))
+    again.check_output()
+    assert "trained: nerf" in again.output_info.text() and not again.resume_button.isEnabled()
+    again.close()
+
     # the event loop never stalled
     print(f"\nlongest event-loop stall during training: {meter.worst_ms:.1f} ms over {len(meter.gaps)} ticks")
     assert meter.worst_ms < 100.0

@@ -2,7 +2,7 @@
 trains (progress panel with moving plots, live preview in the view). Skipped unless asked for:
 
     NSV_TRAINING_SCREENSHOT=docs/images/training.png .venv/bin/python -m pytest \\
-        tests/test_viewer_training_screenshot.py -s
+        tests/test_viewer_training_screenshot.py -s -o xvfb_width=1400 -o xvfb_height=900 -o xvfb_colordepth=24
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def test_training_screenshot(qtbot, tmp_path):
     win = MainWindow(settings=QSettings(str(tmp_path / "viewer.ini"), QSettings.Format.IniFormat), device="cpu")
     qtbot.addWidget(win)
     win.resize(1280, 800)
-    win.hud.setVisible(True)
+    win.hud.setVisible(False)
     win.show()
     qtbot.waitExposed(win)
     dlg = win.training.new_training()
@@ -38,15 +38,19 @@ def test_training_screenshot(qtbot, tmp_path):
     dlg.check_output()
     dlg.preset.setCurrentIndex(dlg.preset.findData("tiny"))
     dlg.device.setCurrentIndex(dlg.device.findData("cpu"))
-    dlg.snapshot_every.setValue(1.0)
+    dlg.snapshot_every.setValue(3.0)
     dlg.checkpoint_every.setValue(5.0)
     dlg.start_button.click()
     s = win.training.session
     panel = win.training.panel
-    win.training.dock.setMinimumHeight(250)
+    panel.share.setValue(60)  # leave the CPU renderer time to refine the preview between snapshots
     # wait for two validations (steps 200 and 400 of 600) and a live-preview frame on screen
     qtbot.waitUntil(lambda: len(panel.curves["teacher"]["val_step"]) >= 2 or s.outcome is not None, timeout=180_000)
-    qtbot.waitUntil(lambda: win.last_frame is not None and win.last_frame.backends == ("nerf",), timeout=30_000)
+    def preview_shown():
+        f = win.last_frame
+        return f is not None and f.backends == ("nerf",) and f.width >= f.full_width // 2 and not f.final
+
+    qtbot.waitUntil(preview_shown, timeout=60_000)
     assert s.running, "\n".join(s.log)
     qtbot.wait(1500)
     n = panel.redraws

@@ -97,13 +97,23 @@ class TrainRequest:
         return TrainRequest(**{k: v for k, v in d.items() if k in names})
 
 
-def read_saved_request(scene_root: str | Path) -> TrainRequest | None:
-    """The request saved by the GUI job that wrote this scene's checkpoints, or None."""
+def read_saved_job(scene_root: str | Path) -> tuple[TrainRequest, list[str]] | None:
+    """(request, stages completed) of the GUI job that wrote this scene's checkpoints, or None."""
     path = Path(scene_root) / "checkpoints" / JOB_FILE
     try:
-        return TrainRequest.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
+        d = json.loads(path.read_text(encoding="utf-8"))
+        return TrainRequest.from_json(d), [str(x) for x in d.get("completed", [])]
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
+
+
+def write_saved_job(scene_root: Path, request: TrainRequest, completed: list[str]) -> None:
+    path = Path(scene_root) / "checkpoints" / JOB_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**request.to_json(), "resume": True, "completed": completed}, indent=1),
+                   encoding="utf-8")
+    tmp.replace(path)
 
 
 def checkpoint_steps(scene_root: str | Path) -> dict[str, tuple[int, int]]:
@@ -155,9 +165,8 @@ def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None], 
     scene = open_or_create_scene(Path(request.output), data)
     scene.dataset["options"] = dict(request.dataset_options)
     scene.save_manifest()
-    ckpt_dir = scene.root / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    (ckpt_dir / JOB_FILE).write_text(json.dumps({**request.to_json(), "resume": True}, indent=1), encoding="utf-8")
+    completed: list[str] = []
+    write_saved_job(scene.root, request, completed)
     if on_scene is not None:
         on_scene(str(scene.root))
     stages = ", ".join(request.stages)
@@ -166,8 +175,10 @@ def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None], 
 
     def forward(ev: TrainEvent) -> None:
         on_event(ev)
-        if ev.kind == "finished":  # the trained weights, as saved, for the viewer to swap in
-            on_event(final_snapshot(scene, ev))
+        if ev.kind == "finished":
+            completed.append(ev.stage)  # "Resume" continues with the stages after it
+            write_saved_job(scene.root, request, completed)
+            on_event(final_snapshot(scene, ev))  # the trained weights, as saved, for the viewer
 
     return run_pipeline(scene, data, request.stage_specs(), device, forward, control, resume=request.resume)
 
@@ -284,7 +295,7 @@ class TrainingSession(QObject):
 
     # ------------------------------------------------------------------------------ control
     def start(self) -> None:
-        self.add_log(f"job started {time.strftime('%H:%M:%S')}: {json.dumps(self.request.to_json())}")
+        self.add_log(f"{time.strftime('%H:%M:%S')} job started")
         self.train_thread.start()
 
     @property

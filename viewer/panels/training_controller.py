@@ -13,6 +13,7 @@ preview and the close/shutdown rules. One job at a time.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -24,6 +25,10 @@ from models.training.engine import TrainEvent
 from viewer.panels.training_dialog import TrainingDialog, record_rate
 from viewer.panels.training_panel import TrainingPanel
 from viewer.train_worker import STAGE_LABELS, TrainingSession, TrainRequest
+
+
+DOCK_HEIGHT = 270
+"""Initial height of the progress dock (pixels)."""
 
 
 class TrainingController(QObject):
@@ -135,8 +140,11 @@ class TrainingController(QObject):
         s.stopped.connect(self._on_stopped)
         self.session = s
         self.panel.attach(s)
+        first = self.dock.isHidden()
         self.dock.show()
         self.dock.raise_()
+        if first:  # a strip under the view, not half the window
+            self.window.resizeDocks([self.dock], [DOCK_HEIGHT], Qt.Orientation.Vertical)
         s.start()
         self._sync_actions()
         self.window.statusBar().showMessage(f"Training started: {' → '.join(request.stages)} "
@@ -199,6 +207,8 @@ class TrainingController(QObject):
 
     def _on_failed(self, message: str, details: str) -> None:
         log = "\n".join(self.session.log) if self.session else ""
+        if self.session is not None:
+            log = f"request: {json.dumps(self.session.request.to_json())}\n{log}"
         self.window.show_error(f"Training failed: {message}")
         box = QMessageBox(QMessageBox.Icon.Critical, "Training failed", f"Training failed:\n\n{message}",
                           QMessageBox.StandardButton.Ok, self.window)

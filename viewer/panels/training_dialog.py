@@ -13,6 +13,7 @@ capped by the preset's time budget when it has one:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from viewer.train_worker import STAGE_LABELS, TrainRequest, checkpoint_steps, read_saved_request
+from viewer.train_worker import STAGE_LABELS, TrainRequest, checkpoint_steps, read_saved_job
 
 PRESETS = ("tiny", "quick", "standard", "paper")
 PRESET_HELP = {
@@ -191,7 +192,8 @@ class TrainingDialog(QDialog):
         """describe_dataset() of the dataset field, or None when it is not a valid dataset."""
         self.existing: dict = {}
         """The output folder: {"scene": True, "backends": [...], "checkpoints": {stage: (step, total)},
-        "saved": TrainRequest or None} for an existing scene, else {}."""
+        "saved": the interrupted GUI job with only its unfinished stages (or None), "resumable": bool}
+        for an existing scene, else {}."""
         self.errors: dict[str, str] = {}
 
         lay = QVBoxLayout(self)
@@ -397,16 +399,23 @@ class TrainingDialog(QDialog):
                 self.refresh()
                 return
             ckpts = checkpoint_steps(out)
-            saved = read_saved_request(out)
-            self.existing = {"scene": True, "backends": sorted(scene.backends), "checkpoints": ckpts, "saved": saved}
+            job = read_saved_job(out)
+            saved, remaining = None, []
+            if job is not None:
+                remaining = [st for st in job[0].stages if st not in job[1]]
+                saved = dataclasses.replace(job[0], stages=remaining) if remaining else None
+            self.existing = {"scene": True, "backends": sorted(scene.backends), "checkpoints": ckpts, "saved": saved,
+                             "resumable": bool(remaining) if job is not None
+                             else any(st < tot for st, tot in ckpts.values())}
             trained = ", ".join(scene.backends) if scene.backends else "nothing yet"
             parts = [f"Existing scene (trained: {trained})."]
             if ckpts:
                 parts.append("Checkpoints: " + ", ".join(
                     f"{STAGE_LABELS[s]} at step {st} of {tot}" for s, (st, tot) in ckpts.items()) + ".")
-                parts.append("<b>Resume</b> continues from them; <b>Start</b> begins again.")
             if saved is not None:
-                parts.append(f"Saved job: {' → '.join(saved.stages)}, preset {saved.preset}.")
+                parts.append(f"Interrupted job: {' → '.join(saved.stages)} left, preset {saved.preset}.")
+            if self.existing["resumable"]:
+                parts.append("<b>Resume</b> continues from the checkpoints; <b>Start</b> begins again.")
             self.output_info.setText(" ".join(parts))
             if not self.dataset_edit.text().strip() and scene.dataset.get("path"):
                 self.dataset_edit.setText(str(scene.dataset["path"]))
@@ -441,7 +450,7 @@ class TrainingDialog(QDialog):
         self.error_label.setText("\n".join(msgs))
         self.error_label.setVisible(bool(msgs))
         self.start_button.setEnabled(not msgs)
-        can_resume = bool(self.existing.get("checkpoints")) and ("output" not in self.errors)
+        can_resume = bool(self.existing.get("resumable")) and ("output" not in self.errors)
         can_resume = can_resume and (self.existing.get("saved") is not None or not msgs)
         self.resume_button.setEnabled(can_resume)
 

@@ -35,7 +35,7 @@ from viewer.panels.training_dialog import format_duration
 from viewer.train_worker import STAGE_LABELS, TrainingSession
 
 STAGE_COLOURS = {"teacher": (31, 119, 180), "kilonerf": (255, 127, 14), "r2l": (44, 160, 44)}
-IMAGE_SIZE = 132
+IMAGE_SIZE = 112
 """Longest side of the validation / ground-truth thumbnails (pixels)."""
 
 
@@ -61,7 +61,8 @@ class StageRow:
         self.stats.setStyleSheet("color: gray;")
         # changing text must not re-lay out the window (the GL view is in the same layout)
         self.stats.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.stats.setMinimumWidth(200)
+        self.stats.setMinimumWidth(180)
+        self.stats.setFixedHeight(2 * self.stats.fontMetrics().lineSpacing() + 2)
         grid.addWidget(self.name, row, 0)
         grid.addWidget(self.bar, row, 1)
         grid.addWidget(self.stats, row + 1, 1)
@@ -85,7 +86,7 @@ class StageRow:
             self.state = {"resumed": "running"}.get(ev.kind, ev.kind)
         self.bar.setFormat(f"%v / %m steps{'' if self.state == 'running' else '  (' + self.state + ')'}")
         self.bar.setUpdatesEnabled(True)
-        parts = [f"step {self.step} of {ev.total_steps}"]
+        parts = []
         if self.steps_per_s > 0:
             parts.append(f"{self.steps_per_s:.3g} steps/s")
         if self.state == "running":
@@ -94,12 +95,13 @@ class StageRow:
                 left = max(self.budget_s - ev.elapsed_s, 0.0)
                 eta = min(eta, left) if math.isfinite(eta) else left
             parts.append(f"ETA {format_duration(eta)}" if math.isfinite(eta) else "ETA …")
+        second = []
         if ev.elapsed_s > 0:
-            parts.append(f"{format_duration(ev.elapsed_s)} elapsed")
+            second.append(f"{format_duration(ev.elapsed_s)} elapsed")
         psnr = ev.losses.get("psnr") if ev.losses else None
         if psnr is not None and math.isfinite(psnr):
-            parts.append(f"train PSNR {psnr:.2f} dB")
-        self.stats.setText(" · ".join(parts))
+            second.append(f"train PSNR {psnr:.2f} dB")
+        self.stats.setText(" · ".join(parts) + "\n" + " · ".join(second))
 
 
 class TrainingPanel(QWidget):
@@ -159,20 +161,23 @@ class TrainingPanel(QWidget):
         self.grid.setColumnStretch(1, 1)
         ll.addLayout(self.grid)
         ll.addStretch(1)
-        left.setMinimumWidth(280)
+        left.setMinimumWidth(250)
+        left.setMaximumWidth(340)
 
         # --- plots
         pg.setConfigOptions(antialias=False, background="w", foreground="k")
-        self.loss_plot = pg.PlotWidget(title="Training loss")
+        self.loss_plot = pg.PlotWidget(title="Loss")
         self.loss_plot.setLogMode(x=False, y=True)
         self.loss_plot.showGrid(x=True, y=True, alpha=0.25)
         self.loss_plot.setLabel("bottom", "step")
         self.loss_plot.addLegend(offset=(-5, 5))
-        self.psnr_plot = pg.PlotWidget(title="PSNR (dB): training batch (line), validation (dots)")
+        # short titles: a title wider than the plot widens the scene and clips the newest data
+        self.psnr_plot = pg.PlotWidget(title="PSNR (dB)")
         self.psnr_plot.showGrid(x=True, y=True, alpha=0.25)
         self.psnr_plot.setLabel("bottom", "step")
+        self.psnr_plot.addLegend(offset=(-5, -5))
         for p in (self.loss_plot, self.psnr_plot):
-            p.setMinimumSize(220, 120)
+            p.setMinimumSize(180, 120)
             p.setMenuEnabled(False)
         plots = QHBoxLayout()
         plots.addWidget(self.loss_plot, 1)
@@ -208,8 +213,8 @@ class TrainingPanel(QWidget):
         self.log.setObjectName("training-log")
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(5000)
-        self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        self.log.setMinimumWidth(260)
+        self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.log.setMinimumWidth(180)
 
         lay = QHBoxLayout(self)
         lay.addWidget(left, 0)
@@ -241,15 +246,19 @@ class TrainingPanel(QWidget):
         self.psnr_plot.clear()
         if self.loss_plot.plotItem.legend is not None:
             self.loss_plot.plotItem.legend.clear()
-        for stage in r.stages:
+        if self.psnr_plot.plotItem.legend is not None:
+            self.psnr_plot.plotItem.legend.clear()
+        for i, stage in enumerate(r.stages):
             colour = STAGE_COLOURS[stage]
             pen = pg.mkPen(colour, width=1.5)
             self.curves[stage] = {
                 "step": [], "loss": [], "psnr": [], "val_step": [], "val_psnr": [],
                 "loss_curve": self.loss_plot.plot([], [], pen=pen, name=STAGE_LABELS[stage]),
-                "psnr_curve": self.psnr_plot.plot([], [], pen=pg.mkPen(colour, width=1)),
+                "psnr_curve": self.psnr_plot.plot([], [], pen=pg.mkPen(colour, width=1),
+                                                  name="training batch" if i == 0 else None),
                 "val_curve": self.psnr_plot.plot([], [], pen=None, symbol="o", symbolSize=7,
-                                                 symbolBrush=pg.mkBrush(colour), symbolPen=pg.mkPen("k")),
+                                                 symbolBrush=pg.mkBrush(colour), symbolPen=pg.mkPen("k"),
+                                                 name="validation" if i == 0 else None),
             }
         self.log.clear()
         for line in session.log:
@@ -328,7 +337,7 @@ class TrainingPanel(QWidget):
             self.val_image.setPixmap(_pixmap(ev.image))
         if ev.target is not None:
             self.gt_image.setPixmap(_pixmap(ev.target))
-        self.val_caption.setText(f"{STAGE_LABELS[ev.stage].split()[0]} step {ev.step}: {ev.psnr:.2f} dB")
+        self.val_caption.setText(f"step {ev.step}: {ev.psnr:.2f} dB")
 
     def _redraw(self) -> None:
         if not self._dirty:
