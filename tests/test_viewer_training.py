@@ -274,6 +274,55 @@ def test_tiny_teacher_from_dialog_to_selectable_backend(qtbot, window, tmp_path,
     assert meter.worst_ms < 100.0
 
 
+# ----------------------------------------------------------------- distillation stages, live
+def test_distillation_stages_preview_live_and_become_selectable(qtbot, window, tmp_path, tiny_teacher_scene):
+    """KiloNeRF then R2L distilled into a scene that has a teacher: both show live previews while
+    they train and are selectable when their stage finishes, while the viewer shows the teacher."""
+    from conftest import copy_scene
+
+    scene = copy_scene(tiny_teacher_scene, tmp_path / "scene")
+    assert window.open_scene(scene)
+    ctrl = window.training
+    dlg = ctrl.new_training()
+    dlg.output_edit.setText(str(scene))
+    dlg.check_output()
+    assert dlg.dataset_edit.text()  # taken from the scene's manifest
+    dlg.check_dataset()
+    dlg.preset.setCurrentIndex(dlg.preset.findData("tiny"))
+    dlg.stage_checks["teacher"].setChecked(False)
+    for stage, steps in (("kilonerf", 150), ("r2l", 100)):
+        dlg.stage_checks[stage].setChecked(True)
+        dlg.stage_steps[stage].setValue(steps)
+    dlg.snapshot_every.setValue(0.2)
+    dlg.device.setCurrentIndex(dlg.device.findData("cpu"))
+    assert dlg.start_button.isEnabled(), dlg.error_label.text()
+    rec = Recorder()
+    ctrl.jobStarted.connect(lambda s: s.trainEvent.connect(rec))
+    notes = []
+    window.backend_selector.set_note = _spy(window.backend_selector.set_note, notes)
+    dlg.start_button.click()
+    s = ctrl.session
+    qtbot.waitUntil(lambda: s.outcome is not None, timeout=60_000)
+    assert s.outcome == "finished", "\n".join(s.log)
+    for backend in ("kilonerf", "r2l"):
+        live = [e for e in rec.kinds("snapshot") if e.snapshot["backend"] == backend]
+        assert any(not e.snapshot.get("final") for e in live) and live[-1].snapshot.get("final")
+        assert any(n == backend and t.startswith("live preview") for n, t in notes), notes
+        qtbot.waitUntil(lambda b=backend: b in window.infos, timeout=10_000)  # loaded on the render thread
+        assert window.backend_selector.is_enabled(backend)
+    assert window.backend == "nerf"  # the user's choice is kept; the new renderers are one key away
+    assert window.set_backend("r2l")
+    qtbot.waitUntil(lambda: window.last_frame is not None and window.last_frame.backends == ("r2l",), timeout=30_000)
+
+
+def _spy(fn, calls):
+    def wrapper(*args):
+        calls.append(args)
+        return fn(*args)
+
+    return wrapper
+
+
 # ------------------------------------------------------------------- pause / resume / cancel
 def test_pause_resume_cancel_within_one_step(qtbot, window, tmp_path, procedural_dataset, step_counter):
     ctrl = window.training
