@@ -201,6 +201,25 @@ def _jump_stage(st, table, offset, scale, lower, upper, strides) -> torch.Tensor
     return st[:, _I] + torch.where(k > 0, adv, torch.zeros_like(adv))
 
 
+_TRIU: dict = {}
+
+
+def _row_count(mask: torch.Tensor) -> torch.Tensor:
+    """Inclusive running count along dim 1 of a (A, w) bool mask, as int32.
+
+    On CUDA a product with an upper-triangular ones matrix (exact: counts <= w in float16) runs
+    on the tensor cores; torch.cumsum over a short innermost dimension took 1.2 ms per pass for
+    640k rays x 32 on an H100. Elsewhere plain cumsum.
+    """
+    if not mask.is_cuda:
+        return torch.cumsum(mask.to(torch.int32), 1)
+    w = mask.shape[1]
+    key = (w, mask.device)
+    if key not in _TRIU:
+        _TRIU[key] = torch.ones(w, w, device=mask.device, dtype=torch.float16).triu_()
+    return (mask.to(torch.float16) @ _TRIU[key]).to(torch.int32)
+
+
 def _window_stage(st, table, offset, scale, lower, upper, strides, ar, s_pass: int):
     """The window of one pass: lattice positions i .. i + w - 1 of every ray, their voxels, and
     the first ``s_pass`` occupied ones. Returns t_mid (A, w), points (A, w, 3), voxel coords
@@ -211,7 +230,7 @@ def _window_stage(st, table, offset, scale, lower, upper, strides, ar, s_pass: i
     q = torch.clamp(torch.addcmul(offset, pts, scale), lower, upper)
     lin = (q.to(torch.int32) * strides).sum(-1)
     occ = (table[lin] == 0) & (t_mid < st[:, _T1, None])
-    cum = torch.cumsum(occ.to(torch.int32), 1)
+    cum = _row_count(occ)
     take = occ & (cum <= s_pass)
     found = cum[:, -1]
     last = torch.where(take, ar + 1.0, torch.zeros_like(t_mid)).amax(1)
