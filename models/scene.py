@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from models.cameras import Camera
@@ -32,6 +33,46 @@ from models.storage import StorageError, load_tensors, read_json, save_tensors, 
 
 FORMAT = "neural-scene"
 VERSION = 1
+
+
+DERIVED_TENSORS: dict[str, tuple[str, ...]] = {"kilonerf": ("ess.distance",)}
+"""Tensors an export leaves out because the backend recomputes them when loading (KiloNeRF's
+empty-space distance field is a function of its occupancy grid: 0.5 s on a CPU)."""
+
+_BITS, _SHAPE = "__bits", "__shape"
+
+
+def pack_masks(tensors: dict[str, torch.Tensor], min_numel: int = 1 << 16) -> dict[str, torch.Tensor]:
+    """Store large 0/1 tensors (bool or uint8 masks such as occupancy grids) as packed bits:
+    ``name__bits`` (uint8, 8 voxels per byte) + ``name__shape`` (int64). 8x smaller on disk."""
+    out = {}
+    for k, v in tensors.items():
+        if v.dtype in (torch.bool, torch.uint8) and v.numel() >= min_numel and bool((v.to(torch.uint8) <= 1).all()):
+            bits = np.packbits(v.to(torch.uint8).reshape(-1).cpu().numpy())
+            out[k + _BITS] = torch.from_numpy(bits)
+            out[k + _SHAPE] = torch.tensor(list(v.shape), dtype=torch.int64)
+        else:
+            out[k] = v
+    return out
+
+
+def unpack_masks(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`pack_masks` (uint8 0/1 tensors); other tensors pass through."""
+    out = {}
+    for k, v in tensors.items():
+        if k.endswith(_SHAPE):
+            continue
+        if k.endswith(_BITS):
+            name = k[: -len(_BITS)]
+            shape = [int(x) for x in tensors[name + _SHAPE].tolist()]
+            n = int(np.prod(shape))
+            if v.dtype != torch.uint8 or v.numel() != (n + 7) // 8:
+                raise ValueError(f"'{name}' holds {v.numel()} bytes, its shape {shape} needs {(n + 7) // 8}")
+            bits = np.unpackbits(v.cpu().numpy(), count=n)
+            out[name] = torch.from_numpy(bits.reshape(shape)).to(v.device)
+        else:
+            out[k] = v
+    return out
 
 
 class SceneError(Exception):
@@ -183,6 +224,10 @@ class Scene:
             raise SceneError(str(e)) from None
         # weights may be stored in half precision (exported scenes); modules run in float32
         tensors = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in tensors.items()}
+        try:
+            tensors = unpack_masks(tensors)
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise SceneError(f"{self.root / entry['weights']}: packed mask unreadable ({e})") from None
         return tensors, dict(entry.get("config", {}))
 
     def save_occupancy(self, grid: torch.Tensor, threshold: float) -> None:
@@ -221,6 +266,8 @@ class Scene:
                 tensors, config = self.load_model(name)
                 if half:
                     tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+                    tensors = {k: v for k, v in tensors.items() if k not in DERIVED_TENSORS.get(name, ())}
+                    tensors = pack_masks(tensors)
                 copy.save_model(name, tensors, config, entry.get("metrics", {}))
                 copy.backends[name]["stored_as"] = "float16" if half else "float32"
             if self.occupancy:
