@@ -151,7 +151,10 @@ case "$CMD" in
       # the queue runs from its own copy of the repository: later device calls re-send the working
       # tree, which must not change the code under running jobs
       rm -rf "$W/repo" && mkdir -p "$W/repo" && cp -a . "$W/repo/" && rm -rf "$W/repo/.git"
-      ( cd "$W/repo" && setsid bash scripts/gpu_queue.sh _queue "$W" > "$W/queue.out" 2>&1 < /dev/null & echo $! > "$W/queue.pid" )
+      ( cd "$W/repo" && setsid bash scripts/gpu_queue.sh _queue "$W" > "$W/queue.out" 2>&1 < /dev/null & )
+      # setsid forks when it leads its process group, so $! is not the queue: look it up
+      sleep 1
+      pgrep -f "[_]queue $W\$" | head -n 1 > "$W/queue.pid"
       log "queue started (pid $(cat "$W/queue.pid"))"
     fi
     ;;
