@@ -95,6 +95,25 @@ def test_resume_equals_uninterrupted(tmp_path):
     torch.testing.assert_close(second.net.weight, ref.net.weight)
 
 
+def test_cancel_writes_a_checkpoint_at_the_cancelled_step(tmp_path):
+    ck = tmp_path / "c.safetensors"
+    job = LineJob(steps=500)
+    job.checkpoint_every_s = 3600.0  # no periodic checkpoint: only the one written on cancel
+    control = JobControl()
+    events = []
+
+    def stop_at_37(ev):
+        events.append(ev)
+        if ev.kind == "step" and ev.step >= 37:
+            control.cancel()
+
+    with pytest.raises(JobCancelled):
+        run_job(job, stop_at_37, control, checkpoint=ck, event_interval_s=0.0)
+    step, tensors = read_checkpoint(ck)
+    assert step == 37 and "written at step 37" in events[-1].message
+    torch.testing.assert_close(tensors["net.weight"], job.net.weight.detach())
+
+
 def test_nan_stops_and_keeps_last_checkpoint(tmp_path):
     ck = tmp_path / "c.safetensors"
     run_job(LineJob(steps=50), lambda e: None, checkpoint=ck)

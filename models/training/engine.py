@@ -227,6 +227,7 @@ def run_job(
     steps_per_s = 0.0
     step = start_step
     last_losses: dict[str, float] = {}
+    latest: dict | None = None  # the last step's losses (device tensors), checked before a cancel-save
 
     def emit(kind, **kw):
         now = time.perf_counter()
@@ -255,6 +256,7 @@ def run_job(
             t_step = time.perf_counter()
             losses = job.train_step(step)
             step += 1
+            latest = losses
             now = time.perf_counter()
             if now - last_event >= event_interval_s or step == job.total_steps:
                 last_losses = {k: float(v) for k, v in losses.items()}
@@ -293,7 +295,13 @@ def run_job(
         emit("finished", metrics=metrics, message=json.dumps(metrics))
         return metrics
     except JobCancelled:
-        emit("cancelled", message=f"{job.stage} cancelled at step {step}; last checkpoint kept")
+        # keep the work done since the last periodic checkpoint, unless the latest step went bad
+        kept = "last checkpoint kept"
+        if checkpoint is not None and step > start_step and latest is not None:
+            if all(math.isfinite(float(v)) for v in latest.values()):
+                save_ckpt()
+                kept = f"checkpoint written at step {step}"
+        emit("cancelled", message=f"{job.stage} cancelled at step {step}; {kept}")
         raise
     except TrainingError as e:
         emit("failed", message=str(e))
