@@ -1,6 +1,7 @@
 """Neural scene viewer: entry point.
 
     python main.py                      open the viewer on the bundled demo scene
+                                        (view's options work here too: --quit-after S --screenshot F)
     python main.py view SCENE           open the viewer on a scene folder
     python main.py make-scene OUT       write the procedural dataset
     python main.py train DATA --out S   fit the NeRF teacher
@@ -23,10 +24,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     if not argv or argv[0] not in parser._subparsers._group_actions[0].choices:  # noqa: SLF001
-        if argv and not argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
-            argv = ["view", *argv]  # `python main.py SCENE` opens the viewer too
-        elif not argv:
+        if not argv:
             argv = ["view"]
+        elif argv[0] not in ("-h", "--help"):
+            # `python main.py SCENE` and `python main.py --quit-after S ...` open the viewer too
+            argv = ["view", *argv]
     if argv[0] == "view":
         args = parser.parse_args(argv)
         try:

@@ -4,7 +4,8 @@ overhead per frame.
     python -m viewer.bench_viewer SCENE --size 800 --seconds 10 [--backends nerf,kilonerf] [--target-fps 30]
         [--null-backend] [--full-resolution]
 
-Opens the main window with an ``size x size`` GL view, and for each available backend scripts a
+Opens the main window with an ``size x size`` GL view (``--size 0``: the window at its default
+size, as ``python main.py`` opens it on this screen), and for each available backend scripts a
 left-button drag (mouse moves at 120 Hz through Qt's event queue, like a real mouse) for
 ``seconds``, then releases and waits for the still view to refine to full resolution. Prints one
 row per backend:
@@ -155,7 +156,11 @@ def bench_backend(win: MainWindow, name: str, seconds: float, move_hz: float, re
 
     moving = [(t, f, up, dr) for t, f, up, dr in painted if t0 <= t <= t1 and not f.refining]
     if not moving:
-        return {"backend": name, "error": "no frame painted while dragging"}
+        late = [(t, f) for t, f, _, _ in painted if t > t1 and not f.refining]
+        why = (f"; the drag's first frame ({late[0][1].width}x{late[0][1].height}, {late[0][1].render_ms:.0f} ms "
+               f"in the backend) was painted {late[0][0] - t0:.1f} s after the drag began" if late else
+               f"; none within {refine_timeout:.0f} s after the drag either")
+        return {"backend": name, "error": f"no frame painted during the {t1 - t0:.0f} s drag{why}"}
     overhead = [max(f.frame_ms - f.render_ms, 0.0) + up for _, f, up, _ in moving]
     info = win.infos[name]
     return {
@@ -179,11 +184,12 @@ def bench_backend(win: MainWindow, name: str, seconds: float, move_hz: float, re
     }
 
 
-def format_table(rows: list[dict], size: int, gl_renderer: str = "") -> str:
+def format_table(rows: list[dict], size: int | tuple[int, int], gl_renderer: str = "") -> str:
     head = (f"{'backend':<10} {'device':<24} {'FPS drag':>8} {'render res':>10} {'backend ms':>10} "
             f"{'overhead ms':>11} {'p95':>6} {'worker':>6} {'upload':>6} {'draw':>6} {'latency':>7} "
             f"{'GUI/move':>8} {'refine s':>8}")
-    lines = [f"viewer benchmark, window {size}x{size}, GL: {gl_renderer}", head, "-" * len(head)]
+    w, h = size if isinstance(size, tuple) else (size, size)
+    lines = [f"viewer benchmark, GL view {w}x{h}, GL: {gl_renderer}", head, "-" * len(head)]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['backend']:<10} skipped: {r['error']}")
@@ -200,7 +206,8 @@ def format_table(rows: list[dict], size: int, gl_renderer: str = "") -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("scene", help="scene folder")
-    p.add_argument("--size", type=int, default=800, help="GL view size in pixels (square)")
+    p.add_argument("--size", type=int, default=800,
+                   help="GL view size in pixels (square); 0: the window's default size on this screen")
     p.add_argument("--seconds", type=float, default=10.0, help="drag duration per backend")
     p.add_argument("--backends", default="", help="comma-separated backend names (default: all available)")
     p.add_argument("--target-fps", type=float, default=30.0)
@@ -219,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_torch_threads(args.device)
     settings = QSettings(str(Path(tempfile.mkdtemp()) / "bench.ini"), QSettings.Format.IniFormat)
     win = MainWindow(settings=settings, device=args.device)
-    win.canvas.setFixedSize(args.size, args.size)
+    if args.size > 0:
+        win.canvas.setFixedSize(args.size, args.size)
     win.canvas.sync_timing = True
     win.set_target_fps(args.target_fps)
     if args.full_resolution:
@@ -234,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in args.backends.split(",") if n] or [n for n in registry.BACKENDS
                                                            if win.backend_selector.is_enabled(n)]
     rows = [bench_backend(win, n, args.seconds, args.move_hz, args.refine_timeout) for n in names]
-    print(format_table(rows, size[0], win.canvas.gl_renderer))
+    print(format_table(rows, tuple(size), win.canvas.gl_renderer))
     win.close()
     app.processEvents()
     return 0

@@ -340,6 +340,7 @@ class MainWindow(QMainWindow):
             self.banner.hide()
         self._sync_modes()
         self.request_render()
+        self.update_hud()  # the HUD names the new backend at once, not at its first frame
         self.backendChanged.emit(name)
         return True
 
@@ -443,7 +444,10 @@ class MainWindow(QMainWindow):
         if f is not None:
             fps = f"{self.fps_ema:5.1f}" if self.fps_ema is not None else "  -  "
             pct = 100.0 * f.width * f.height / max(f.full_width * f.full_height, 1)
-            if f.final and f.refining:
+            shown = (self.backend, self.compare_backend) if self.compare_backend else (self.backend,)
+            if f.backends != shown:  # a slow backend's first frame is still rendering
+                state = "waiting for its first frame"
+            elif f.final and f.refining:
                 state = f"final (refined in {f.frame_ms / 1000:.1f} s)"
             elif f.final:
                 state = "final"
