@@ -564,7 +564,9 @@ class RenderWorker(QObject):
                 final = done_level and li == len(levels) - 1
                 imgs = [canvas[i].copy() for i in range(canvas.shape[0])]  # canvas keeps changing
                 self._emit(Frame(imgs, job.mode, w, h, full.width, full.height, job.backends, render_ms,
-                                 (time.perf_counter() - t_start) * 1000.0, spr,
+                                 # samples/ray over the rows done so far, not the last strip's
+                                 (time.perf_counter() - t_start) * 1000.0,
+                                 max(c[0] for c in level_cost) / max(w * y0, 1),
                                  value_range=self._range(imgs, job.mode) if done_level else last.value_range,
                                  final=final, refining=True, progress=done_pixels / max(total_pixels, 1),
                                  serial=job.serial, request=full,
