@@ -43,6 +43,7 @@ from models.rendering import composite_packed
 from models.scene import Scene
 from models.storage import StorageError, load_tensors, save_tensors
 from models.training.engine import (
+    TimeBudget,
     TrainingError,
     TrainingJob,
     Validation,
@@ -432,7 +433,7 @@ class HardExamplePool:
 
 
 # ========================================================================================= job
-class R2LDistillJob(TrainingJob):
+class R2LDistillJob(TimeBudget, TrainingJob):
     """Distils the scene's NeRF teacher into an R2L light field (pseudo data, training, fine-tune)."""
 
     stage = "r2l"
@@ -588,20 +589,6 @@ class R2LDistillJob(TrainingJob):
         return todo
 
     # ------------------------------------------------------------------------------- step
-    def elapsed(self) -> float:
-        """Seconds this job has run, earlier (resumed) runs included."""
-        return self.elapsed_before + time.perf_counter() - self.started
-
-    def progress(self, step: int) -> float:
-        """Fraction of the run done: by steps, or by time when a time budget is set."""
-        p = step / self.config.steps
-        if self.config.time_budget_s > 0:
-            p = max(p, self.elapsed() / self.config.time_budget_s)
-        return min(p, 1.0)
-
-    def done(self, step: int) -> bool:
-        return self.config.time_budget_s > 0 and self.elapsed() >= self.config.time_budget_s
-
     def lr_at(self, step: int, progress: float | None = None) -> float:
         """R2L's schedule: linear warm-up over the first steps, then exponential decay."""
         c = self.config

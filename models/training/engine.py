@@ -175,6 +175,30 @@ def checkpoint_path(scene_root: Path, stage: str) -> Path:
     return Path(scene_root) / "checkpoints" / f"{stage}.safetensors"
 
 
+class TimeBudget:
+    """``elapsed`` / ``progress`` / ``done`` for a job whose config has ``steps`` and
+    ``time_budget_s``: a time-bounded run follows progress = max(step / steps, elapsed / budget),
+    so its schedules still complete, and ends when the budget is spent. The job sets
+    ``elapsed_before`` (seconds of earlier, resumed runs) and ``started`` (perf_counter)."""
+
+    elapsed_before: float = 0.0
+    started: float = 0.0
+
+    def elapsed(self) -> float:
+        """Seconds this job has run, earlier (resumed) runs included."""
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def progress(self, step: int) -> float:
+        """Fraction of the run done: by steps, or by time when a time budget is set."""
+        p = step / self.config.steps
+        if self.config.time_budget_s > 0:
+            p = max(p, self.elapsed() / self.config.time_budget_s)
+        return min(p, 1.0)
+
+    def done(self, step: int) -> bool:
+        return self.config.time_budget_s > 0 and self.elapsed() >= self.config.time_budget_s
+
+
 def write_checkpoint(path: Path, job: TrainingJob, step: int) -> None:
     tensors = {k: v.detach().cpu() for k, v in job.checkpoint_tensors().items()}
     save_tensors(path, tensors, metadata={"stage": job.stage, "step": str(step), "total_steps": str(job.total_steps)})

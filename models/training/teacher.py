@@ -30,6 +30,7 @@ from models.training.sparse_view import (
     smoothness_weight,
 )
 from models.training.engine import (
+    TimeBudget,
     TrainingJob,
     Validation,
     load_optimizer_tensors,
@@ -76,7 +77,7 @@ def nerf_state(coarse: NerfMLP, fine: NerfMLP) -> dict[str, torch.Tensor]:
     return {**module_tensors(coarse, "coarse"), **module_tensors(fine, "fine")}
 
 
-class TeacherJob(TrainingJob):
+class TeacherJob(TimeBudget, TrainingJob):
     """Fits the coarse + fine NeRF networks of a scene to its training images."""
 
     stage = "teacher"
@@ -140,19 +141,6 @@ class TeacherJob(TrainingJob):
             return self.fine.density(x).float()
 
     # ------------------------------------------------------------------------------------ step
-    def elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.started
-
-    def progress(self, step: int) -> float:
-        """Fraction of the run done: by steps, or by time when a time budget is set."""
-        p = step / self.config.steps
-        if self.config.time_budget_s > 0:
-            p = max(p, self.elapsed() / self.config.time_budget_s)
-        return min(p, 1.0)
-
-    def done(self, step: int) -> bool:
-        return self.config.time_budget_s > 0 and self.elapsed() >= self.config.time_budget_s
-
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         c = self.config
         self.steps_done = step + 1
