@@ -118,6 +118,16 @@ class RendererBackend(abc.ABC):
             return True, ""
         return False, f"{cls.label} not trained/distilled for this scene yet"
 
+    def scene_weights(self, scene: "Scene") -> tuple[dict[str, torch.Tensor], dict]:
+        """(tensors, config) of this backend's model in ``scene``, on this device; a missing or
+        unreadable model becomes BackendUnavailable (the viewer greys the backend out with it)."""
+        from models.scene import SceneError
+
+        try:
+            return scene.load_model(self.name, self.device)
+        except SceneError as e:
+            raise BackendUnavailable(str(e)) from None
+
     @abc.abstractmethod
     def load(self, scene: "Scene") -> None:
         """Load this backend's weights (and occupancy grid etc.) from a scene folder."""

@@ -400,12 +400,7 @@ class KiloNerfBackend(RendererBackend):
 
     # -------------------------------------------------------------------------------- loading
     def load(self, scene) -> None:
-        from models.scene import SceneError
-
-        try:
-            tensors, config = scene.load_model(self.name, self.device)
-        except SceneError as e:
-            raise BackendUnavailable(str(e)) from None
+        tensors, config = self.scene_weights(scene)
         self.ndc = scene.ndc
         self.load_state_dict(tensors, config)
 

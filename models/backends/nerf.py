@@ -156,12 +156,7 @@ class NerfBackend(RendererBackend):
         return self
 
     def load(self, scene) -> None:
-        from models.scene import SceneError
-
-        try:
-            tensors, config = scene.load_model(self.name, self.device)
-        except SceneError as e:
-            raise BackendUnavailable(str(e)) from None
+        tensors, config = self.scene_weights(scene)
         self.ndc = scene.ndc
         self.aabb = scene.aabb_tensor.to(self.device) if scene.ndc is None else None
         grid = scene.load_occupancy(self.device)

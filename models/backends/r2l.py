@@ -78,12 +78,7 @@ class R2LBackend(RendererBackend):
         return self
 
     def load(self, scene: "Scene") -> None:
-        from models.scene import SceneError
-
-        try:
-            tensors, config = scene.load_model(self.name, self.device)
-        except SceneError as e:
-            raise BackendUnavailable(str(e)) from None
+        tensors, config = self.scene_weights(scene)
         self.ndc = scene.ndc
         self.load_state_dict(tensors, config)
         self.warm_up(scene)
