@@ -22,7 +22,7 @@ from models.metrics import psnr as torch_psnr
 from models.scene import Scene
 from viewer.compare import GroundTruthStore, dataset_view, heatmap
 from viewer.main_window import MainWindow
-from viewer_fixtures import FlatBackend, viewer_backends  # noqa: F401 - fixture
+from viewer_fixtures import FlatBackend, one_torch_thread, viewer_backends  # noqa: F401 - fixtures
 
 W, H = 64, 48
 GT_SIZE = 48
@@ -53,14 +53,6 @@ def make_compare_scene(root: Path, data_root: Path) -> Path:
 def compare_scene(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("compare")
     return make_compare_scene(base / "scene", base / "data")
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _window(qtbot, tmp_path, scene_root):

@@ -21,17 +21,10 @@ from models.training.engine import checkpoint_path, read_checkpoint
 from viewer.main_window import MainWindow
 from viewer.panels.training_dialog import TrainingDialog, estimate_stage, record_rate, stage_rate
 from viewer.train_worker import TrainRequest
+from viewer_fixtures import one_torch_thread  # noqa: F401 - autouse fixture
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 64, 48
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture
@@ -271,8 +264,11 @@ def test_tiny_teacher_from_dialog_to_selectable_backend(qtbot, window, tmp_path,
 
     # the event loop never stalled
     print(f"\nlongest event-loop stall during training: {meter.worst_ms:.1f} ms over {len(meter.gaps)} ticks")
-    # measured 64-105 ms on the 2-core CI-class machine (105 under load from other jobs); a frozen
-    # GUI would be seconds
+    # Measured on this 2-core machine, idle, 2026-11-21: worst stalls of 70-118 ms over a dozen
+    # runs, most often while the panel's plots are first painted as the job starts; the GUI thread
+    # then waits for the GIL the training thread holds (a known defect: moving training to a
+    # subprocess would remove it). 150 ms keeps the test from flaking on that while still failing
+    # on any real freeze (seconds).
     assert meter.worst_ms < 150.0
 
 
@@ -363,8 +359,9 @@ def test_pause_resume_cancel_within_one_step(qtbot, window, tmp_path, procedural
     assert step_counter["n"] - at_click <= 1
     assert rec.kinds("cancelled")
     ckpt = read_checkpoint(checkpoint_path(out, "teacher"))
-    assert ckpt is not None and 0 < ckpt[0] <= step_counter["n"]  # the last checkpoint is kept
-    assert "last checkpoint is kept" in panel.log.toPlainText()
+    # cancelling writes a checkpoint at the step it stopped at, not just the last periodic one
+    assert ckpt is not None and at_click <= ckpt[0] <= step_counter["n"]
+    assert "progress saved in a checkpoint" in panel.log.toPlainText()
     qtbot.waitUntil(lambda: not s.train_thread.isRunning(), timeout=5_000)
     assert not panel.cancel_button.isEnabled()
 

@@ -13,17 +13,9 @@ from PyQt6.QtCore import QPoint, QSettings, Qt, QTimer
 
 from viewer.main_window import MainWindow
 from viewer.panels.video_dialog import VideoSettings
-from viewer_fixtures import viewer_backends, tiny_scene  # noqa: F401 - fixtures
+from viewer_fixtures import one_torch_thread, tiny_scene, viewer_backends  # noqa: F401 - fixtures
 
 W, H = 64, 48
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

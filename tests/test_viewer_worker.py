@@ -12,16 +12,7 @@ from PyQt6.QtCore import QThread
 
 from viewer.camera import OrbitCamera
 from viewer.render_worker import DynamicResolution, RenderWorker, ViewJob, crop_rows
-from viewer_fixtures import SlowBackend, viewer_backends, tiny_scene  # noqa: F401 - fixtures
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The CI machine has 2 (shared) cores; torch's spinning intra-op threads make tiny renders 100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from viewer_fixtures import SlowBackend, one_torch_thread, tiny_scene, viewer_backends  # noqa: F401 - fixtures
 
 
 # ---------------------------------------------------------------------------- dynamic resolution

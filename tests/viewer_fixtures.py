@@ -21,6 +21,16 @@ from models.scene import Scene
 SCENE_W, SCENE_H = 64, 48
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The CI machine has 2 (shared) cores; torch's spinning intra-op threads make tiny renders
+    100x slower. Autouse in every viewer test module that imports it."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_tiny_scene(root, seed: int = 0) -> Scene:
     """Write a scene folder with a tiny seeded NeRF and 6 train + 2 test cameras around the origin."""
     torch.manual_seed(seed)

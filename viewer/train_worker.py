@@ -142,7 +142,7 @@ def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None], 
                  on_scene: Callable[[str], None] | None = None) -> dict:
     """Run ``request`` to completion on the calling thread (the engine does the work).
 
-    Raises what the engine raises: JobCancelled when cancelled (last checkpoint kept), TrainingError
+    Raises what the engine raises: JobCancelled when cancelled (a checkpoint is written at that step), TrainingError
     and friends on failure.
     """
     from models import devices
@@ -220,7 +220,7 @@ class TrainWorker(QObject):
         try:
             results = run_training(self.request, self.trainEvent.emit, self.control, self.sceneReady.emit)
         except JobCancelled:
-            self.cancelled.emit("cancelled; the last checkpoint is kept (Train → New training… → Resume)")
+            self.cancelled.emit("cancelled; progress saved in a checkpoint (Train → New training… → Resume)")
         except BaseException as e:  # noqa: BLE001 - every failure reaches the GUI, never a silent death
             self.failed.emit(_one_line(e), traceback.format_exc())
         else:

@@ -107,8 +107,8 @@ TEACHER_PRESETS: dict[str, TeacherConfig] = {
     ),
     "quick": TeacherConfig(steps=5000, lr_decay_steps=10000, validate_every=1000),
     # Measured on an H100 (docs/benchmarks.md): 2^18 samples per step for 420 s -> 14.5k steps,
-    # 29.56 dB on lego's 25 test views; 2^16 samples per step for 480 s -> 20.4k steps (the GPU is
-    # launch-bound: 23 ms per step at 2^16, 29 ms at 2^18), 29.26 dB. So larger steps it is.
+    # 29.56 dB on lego's 25 test views; 2^16 samples per step for 480 s -> 20.4k steps (23.5 ms per
+    # step at 2^16 vs 29.0 ms at 2^18: most of a step's time does not scale with samples), 29.26 dB.
     "standard": TeacherConfig(steps=40000, lr_decay_steps=40000, time_budget_s=420.0, validate_every=2500),
     "paper": TeacherConfig(
         steps=200000, sampler="hierarchical", batch_rays=1024, lr_decay_steps=500000, precrop_steps=500,

@@ -227,7 +227,7 @@ class TrainingController(QObject):
         if outcome == "cancelled" and s is not None:
             for stage in s.request.stages:
                 self._remember_rate(stage) if stage in self._rates else None
-            self.window.statusBar().showMessage("Training cancelled; the last checkpoint is kept "
+            self.window.statusBar().showMessage("Training cancelled; progress saved in a checkpoint "
                                                 "(Train → New training… → Resume continues it)", 10000)
         elif outcome == "finished":
             self.window.statusBar().showMessage("Training finished", 10000)

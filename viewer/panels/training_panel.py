@@ -135,7 +135,7 @@ class TrainingPanel(QWidget):
         self.pause_button.toggled.connect(self._pause_toggled)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setObjectName("training-cancel")
-        self.cancel_button.setToolTip("Stop the job at the next step; the last checkpoint is kept (Resume continues)")
+        self.cancel_button.setToolTip("Stop the job at the next step and save a checkpoint there (Resume continues)")
         self.cancel_button.clicked.connect(self._cancel)
         buttons.addWidget(self.pause_button)
         buttons.addWidget(self.cancel_button)
