@@ -168,8 +168,9 @@ class OccupancyGrid:
         t_mid = t0[:, None] + (i[None] + off) * dt[:, None]  # (R, S)
         valid = t_mid < t1[:, None]
         pts = origins[:, None, :] + t_mid[..., None] * dirs[:, None, :]
-        occ = torch.zeros_like(valid)
-        occ[valid] = self.query(pts[valid])
+        # every lattice point is looked up (outside the box: unoccupied), then masked: a boolean
+        # index would cost a host sync; the nonzero below is the march's only other one
+        occ = self.query(pts.reshape(-1, 3)).reshape(valid.shape) & valid
         ray_ids, step_ids = torch.nonzero(occ, as_tuple=True)
         t = t_mid[ray_ids, step_ids]
         half = 0.5 * dt[ray_ids]

@@ -73,6 +73,55 @@ class RayBatcher:
         return o, d, rgb
 
 
+class StaticSamples:
+    """One training step's rays and packed samples in buffers of fixed shape (CUDA-graph inputs).
+
+    ``capacity`` samples and ``max_rays`` rays, plus one dummy ray (index ``max_rays``) that owns
+    the padding samples (zero length, so zero weight). Rays whose samples do not all fit (the ray
+    at the cut and every later one) get loss weight 0, so a truncated ray never trains on a
+    partial composite. The coarse net sees the first ``coarse_capacity`` samples; its loss covers
+    the rays whose samples all lie in that prefix.
+    """
+
+    def __init__(self, capacity: int, max_rays: int, coarse_fraction: float, device: torch.device):
+        n, r = int(capacity), int(max_rays)
+        self.capacity, self.max_rays = n, r
+        self.coarse_capacity = max(1, min(n, int(round(n * coarse_fraction))))
+        z = dict(device=device, dtype=torch.float32)
+        self.pts, self.vd = torch.zeros(n, 3, **z), torch.zeros(n, 3, **z)
+        self.t0, self.t1 = torch.zeros(n, **z), torch.zeros(n, **z)
+        self.ray_ids = torch.full((n,), r, device=device, dtype=torch.long)
+        self.target, self.dn = torch.zeros(r + 1, 3, **z), torch.ones(r + 1, **z)
+        self.weight, self.bg = torch.zeros(r + 1, **z), torch.zeros(3, **z)
+        self.ray_index = torch.arange(r + 1, device=device)
+        self.kept = 0  # samples of the last load that fit
+
+    def load(self, o, d, target, bg, ray_ids, t0, t1) -> None:
+        """Copy a step's rays (R, 3) and packed samples (P,) in; P may exceed the capacity."""
+        n_rays, p = o.shape[0], ray_ids.numel()
+        if n_rays > self.max_rays:
+            raise ValueError(f"{n_rays} rays exceed the static batch of {self.max_rays}")
+        n = min(p, self.capacity)
+        ids = ray_ids[:n]
+        self.ray_ids[:n] = ids
+        self.ray_ids[n:] = self.max_rays
+        self.pts[:n] = torch.addcmul(o[ids], (0.5 * (t0[:n] + t1[:n]))[:, None], d[ids])
+        self.pts[n:] = 0.0
+        self.vd[:n] = F.normalize(d, dim=-1)[ids]
+        self.t0[:n], self.t1[:n] = t0[:n], t1[:n]
+        self.t0[n:], self.t1[n:] = 0.0, 0.0
+        self.target[:n_rays] = target
+        self.target[n_rays:] = 0.0
+        self.dn[:n_rays] = d.norm(dim=-1)
+        self.dn[n_rays:] = 1.0
+        keep = self.ray_index < n_rays
+        if p > n:  # the ray at the cut lost samples, and all rays after it: out of this step's loss
+            keep &= self.ray_index < ray_ids[n]
+        self.weight.copy_(keep)
+        self.bg.copy_(bg)
+        self.kept = n
+
+
 def nerf_state(coarse: NerfMLP, fine: NerfMLP) -> dict[str, torch.Tensor]:
     return {**module_tensors(coarse, "coarse"), **module_tensors(fine, "fine")}
 
@@ -108,8 +157,16 @@ class TeacherJob(TimeBudget, TrainingJob):
         self.step_index = 0
         self.coarse = NerfMLP(c.mlp).to(self.device)
         self.fine = NerfMLP(c.mlp).to(self.device)
+        # the CUDA-graph step (see TeacherConfig.cuda_graph): occupancy sampler, no RegNeRF terms
+        self.use_static = (c.cuda_graph and self.device.type == "cuda" and c.sampler == "occupancy"
+                           and c.sparse is None)
+        self.static: StaticSamples | None = None
+        self.graph = None
+        self._graph_out: tuple[torch.Tensor, torch.Tensor] | None = None
         self.optimizer = torch.optim.Adam(
-            list(self.coarse.parameters()) + list(self.fine.parameters()), lr=c.lr, betas=(0.9, 0.999), eps=c.adam_eps
+            list(self.coarse.parameters()) + list(self.fine.parameters()), lr=c.lr, betas=(0.9, 0.999), eps=c.adam_eps,
+            # one fused kernel; with GradScaler it also skips inf steps without a host sync
+            fused=True if self.use_static else None,
         )
         self.amp = c.mixed_precision and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -126,7 +183,8 @@ class TeacherJob(TimeBudget, TrainingJob):
 
     # --------------------------------------------------------------------------------- helpers
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        # no weight-cast cache: a CUDA graph must recompute the casts from the updated weights
+        return torch.autocast("cuda", dtype=torch.float16, cache_enabled=False) if self.amp else nullcontext()
 
     def near_far(self, o: torch.Tensor, d: torch.Tensor, step: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-ray bounds; during RegNeRF's sample-space annealing, the shrunk interval."""
@@ -156,17 +214,20 @@ class TeacherJob(TimeBudget, TrainingJob):
             self.grid.update_ema(self.density_fn, c.render_step_size, c.grid_threshold, generator=self.generator)
         precrop = c.precrop_frac if step < c.precrop_steps else 1.0
         self.step_index = step
-        if self.grid is not None:
-            loss, psnr_batch, parts = self._occupancy_step(precrop)
+        if self.use_static:  # forward + backward already done (a CUDA-graph replay on CUDA)
+            loss, psnr_batch, parts = self._static_step(precrop)
         else:
-            loss, psnr_batch, parts = self._hierarchical_step(precrop)
-        if self.patches is not None:
-            reg = self._depth_smoothness()
-            w = smoothness_weight(step, c.sparse)
-            loss = loss + w * reg
-            parts["depth_tv"] = reg.detach()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+            if self.grid is not None:
+                loss, psnr_batch, parts = self._occupancy_step(precrop)
+            else:
+                loss, psnr_batch, parts = self._hierarchical_step(precrop)
+            if self.patches is not None:
+                reg = self._depth_smoothness()
+                w = smoothness_weight(step, c.sparse)
+                loss = loss + w * reg
+                parts["depth_tv"] = reg.detach()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
         if c.sparse is not None and c.sparse.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(list(self.coarse.parameters()) + list(self.fine.parameters()),
@@ -202,6 +263,70 @@ class TeacherJob(TimeBudget, TrainingJob):
         self.batch_rays = int(min(c.max_batch_rays, max(64, self.batch_rays * c.target_samples / n_samples)))
         return loss_f + loss_c, -10.0 * torch.log10(loss_f.detach().clamp_min(1e-10)), {
             "samples_per_ray": torch.tensor(n_samples / n_rays)}
+
+    def _static_step(self, precrop: float):
+        """The occupancy step on fixed-shape buffers: forward, losses and backward (gradients in
+        the parameters' ``.grad``). On CUDA the whole of it is one CUDA-graph replay; elsewhere
+        (tests) the same computation runs eagerly."""
+        c = self.config
+        bg = self.train_background()
+        o, d, target = self.batcher.sample(self.batch_rays, precrop, bg if bg is not self.background else None)
+        near, far = self.near_far(o, d, self.step_index)
+        ray_ids, t0, t1 = self.grid.march(o, d, near, far, c.render_step_size, jitter=True, generator=self.generator)
+        if self.static is None:
+            self.static = StaticSamples(int(c.target_samples * c.sample_headroom), c.max_batch_rays,
+                                        c.coarse_ray_fraction, self.device)
+        self.static.load(o, d, target, bg, ray_ids, t0, t1)
+        if self.device.type == "cuda":
+            if self.graph is None:
+                self._capture()
+            self.graph.replay()
+            loss, psnr_batch = self._graph_out
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, psnr_batch = self._static_losses()
+            self.scaler.scale(loss).backward()
+            loss = loss.detach()
+        n_rays, n_samples = o.shape[0], max(int(ray_ids.numel()), 1)
+        self.batch_rays = int(min(c.max_batch_rays, max(64, self.batch_rays * c.target_samples / n_samples)))
+        return loss, psnr_batch, {"samples_per_ray": torch.tensor(n_samples / n_rays)}
+
+    def _static_losses(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fine + coarse photometric loss of the rays in ``self.static`` and the fine PSNR."""
+        c, b = self.config, self.static
+        r = b.max_rays + 1
+        with self.autocast():
+            sig, rgb = self.fine(b.pts, b.vd, c.raw_noise_std)
+        out = composite_packed(sig.float(), rgb.float(), b.t0, b.t1, b.ray_ids, r, b.dn, b.bg)
+        w = b.weight
+        loss_f = (((out["rgb"] - b.target) ** 2).sum(-1) * w).sum() / (3.0 * w.sum().clamp_min(1.0))
+        nc = b.coarse_capacity
+        with self.autocast():
+            sig_c, rgb_c = self.coarse(b.pts[:nc], b.vd[:nc], c.raw_noise_std)
+        out_c = composite_packed(sig_c.float(), rgb_c.float(), b.t0[:nc], b.t1[:nc], b.ray_ids[:nc], r, b.dn, b.bg)
+        counts = torch.zeros(r, dtype=torch.long, device=w.device).index_add_(0, b.ray_ids, torch.ones_like(b.ray_ids))
+        w_c = w * (torch.cumsum(counts, 0) <= nc)  # rays whose samples all lie in the coarse prefix
+        loss_c = (((out_c["rgb"] - b.target) ** 2).sum(-1) * w_c).sum() / (3.0 * w_c.sum().clamp_min(1.0))
+        return loss_f + loss_c, -10.0 * torch.log10(loss_f.detach().clamp_min(1e-10))
+
+    def _capture(self) -> None:
+        """Record forward, losses and backward of the static step as a CUDA graph (PyTorch's
+        whole-network capture recipe: warm-up on a side stream, gradients allocated by the
+        captured backward and overwritten by every replay, so they are never zeroed again)."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up (cuBLAS handles, autograd, the scaler's scale tensor)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss, _ = self._static_losses()
+                self.scaler.scale(loss).backward()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            loss, psnr_batch = self._static_losses()
+            self.scaler.scale(loss).backward()
+        self.graph, self._graph_out = graph, (loss.detach(), psnr_batch)
 
     def _hierarchical_step(self, precrop: float):
         c = self.config
