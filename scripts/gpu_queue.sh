@@ -10,6 +10,7 @@
 #
 # Stages, in order (each writes WORK/done.<stage> when finished, WORK/queue.log says what ran):
 #   teacher   lego 400x400, `train --preset standard` (time budget in the preset), alone
+#   teval     the teacher on the 25 test views (fp16 and fp32 renders)
 #   kilonerf  `distill --backend kilonerf --preset standard` into the same scene, alone
 #   r2l       `distill --backend r2l --preset standard` (scripts/gpu_r2l.sh: PSNR-vs-steps curve), alone
 #   bench     `bench --backends all --size 800` in fp16 and in fp32 (quality on the 25 test views at
@@ -58,6 +59,13 @@ run_teacher() {
   $PY main.py train "$LEGO" --out "$S" --preset "$PRESET" --device "$DEVICE" --restart --quiet 2>&1 | tee "$W/teacher/train.log"
   echo "train wall seconds (process start to exit): $(( $(date +%s) - t0 ))" | tee -a "$W/teacher/train.log"
   $PY main.py export "$S" --out "$W/export/teacher" --backends nerf > /dev/null
+}
+
+run_teval() {  # the teacher alone on the 25 test views at 400x400 (fp16 and fp32)
+  for prec in fp16 fp32; do
+    $PY main.py eval "$S" --backend nerf --split test --precision $prec --device "$DEVICE" --data "$LEGO" \
+      --json "$W/teacher/eval_test_$prec.json" --quiet 2>&1 | tail -n 3 | tee -a "$W/teacher/eval.log"
+  done
 }
 
 run_kilonerf() {
