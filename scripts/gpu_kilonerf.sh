@@ -11,7 +11,8 @@
 #   distill  ~8 min: copy + `main.py distill --preset standard` (wall time must stay under 9 min)
 #   eval     ~2 min: test split at 400x400 (NeRF and KiloNeRF, KiloNeRF also in fp32), 800x800 timings
 #   bench    ~1 min: warm 800x800 frame times of the 25 test views, a profile of one frame and a
-#            sweep of renderer settings (ms, samples/ray, passes, PSNR change vs the default)
+#            sweep of renderer settings (ms, samples/ray, passes, PSNR change vs the default),
+#            including the torch path of the network evaluation next to the fused Triton kernel
 # Dry run on a CPU with a small scene: DEVICE=cpu PRESET=tiny SMALL=32 BIG=48 bash scripts/gpu_kilonerf.sh ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -102,6 +103,7 @@ def run(config, reqs, rounds=2):
 
 
 base = b.render_config
+accel = b.accel
 rows = run(base, reqs)
 ms = [r[0] for r in rows]
 spr = [r[1] for r in rows]
@@ -109,6 +111,8 @@ report = {"device": name, "size": size, "views": len(rows), "ms_mean": sum(ms) /
           "ms_min": min(ms), "ms_max": max(ms), "fps_mean": 1000 * len(ms) / sum(ms),
           "samples_per_ray": sum(spr) / len(spr), "passes_mean": sum(r[2] for r in rows) / len(rows),
           "gsamples_per_s": sum(s * size * size for s in spr) / (sum(ms) / 1000) / 1e9, "render_config": base.to_dict()}
+report["network_path"], report["accel_note"] = b.active_path(), b.accel_note
+print(f"network evaluation: {b.active_path()} {b.accel_note}")
 print(f"{size}x{size} warm, {len(rows)} views: {report['ms_mean']:.1f} ms/frame mean ({report['fps_mean']:.1f} FPS), "
       f"min {report['ms_min']:.1f}, max {report['ms_max']:.1f}; {report['samples_per_ray']:.2f} samples/ray, "
       f"{report['passes_mean']:.1f} passes, {report['gsamples_per_s']:.2f} G samples/s incl. marching")
@@ -136,6 +140,7 @@ sweep = {
     "max 4 passes": dict(max_passes=4),
     "ERT 0.03": dict(ert_threshold=0.03),
     "fp32": "fp32",
+    "torch path (no fused kernel)": "torch",
     "torch.compile'd marching stages": "compile",
 }
 report["sweep"] = {}
@@ -145,6 +150,9 @@ for name, change in sweep.items():
     try:
         if change == "fp32":
             rows = run(base, [dataclasses.replace(r, precision="fp32") for r in sub], rounds=1)
+        elif change == "torch":
+            b.accel = "torch"
+            rows = run(base, sub, rounds=2)
         elif change == "compile":
             b.compile = True
             t = time.perf_counter()
@@ -158,6 +166,7 @@ for name, change in sweep.items():
         continue
     finally:
         b.compile = False
+        b.accel = accel
     d = sum(psnr(r[3], ref) for r, ref in zip(rows, ref_sub)) / len(rows)
     m = sum(r[0] for r in rows) / len(rows)
     s = sum(r[1] for r in rows) / len(rows)

@@ -3,7 +3,12 @@
 The CPU end-to-end distillation test lives in test_kilonerf_distill.py.
 """
 
+import importlib.util
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +28,7 @@ from models.fields.kilonerf_grid import KiloNerfFieldConfig, KiloNerfGrid, tile_
 from models.occupancy import OccupancyGrid
 from models.rendering import composite_packed
 
+ROOT = Path(__file__).resolve().parents[1]
 AABB = torch.tensor([[-1.0, -1.2, -0.6], [1.0, 1.3, 0.7]])
 RES = (4, 5, 3)
 
@@ -329,3 +335,112 @@ def test_presets_are_data_with_documented_steps():
     assert round(paper.steps * paper.distill_fraction) == 150_000 and paper.occupancy_threshold == 10.0
     assert PRESETS["standard"].time_budget_s <= 9 * 60
     assert math.isclose(KiloNerfConfig().l2_weight, 1e-6)
+
+
+# ------------------------------------------------------------------------------- fused kernel
+def uneven_points(field: KiloNerfGrid, n: int, seed: int = 2, device="cpu"):
+    """(local, dirs, net) for ``n`` points over many networks with very uneven counts: network 0
+    gets about a third, networks 1..4 one point each, every third network none, some points -1."""
+    g = torch.Generator().manual_seed(seed)
+    m = field.n_networks
+    busy = torch.tensor([k for k in range(5, m) if k % 3])  # every third network stays empty
+    net = busy[(torch.rand(n, generator=g) ** 2 * len(busy)).long()]  # skewed towards the first
+    net[torch.rand(n, generator=g) < 0.3] = 0
+    net[torch.rand(n, generator=g) < 0.05] = -1
+    net[:4] = torch.arange(1, 5)  # four networks with exactly one point
+    local = torch.rand(n, 3, generator=g) * 2 - 1
+    dirs = F.normalize(torch.randn(n, 3, generator=g), dim=-1)
+    return local.to(device), dirs.to(device), net.to(device)
+
+
+def fused_errors(fused, field, local, dirs, net, **kw) -> tuple[float, float]:
+    """Max error of the fused kernel vs the fp32 batched path: sigma relative to max(1, sigma), rgb absolute."""
+    s, c = fused(local, dirs, net, **kw)
+    with torch.no_grad():
+        rs, rc = field.evaluate(local, dirs, net)
+    return float(((s - rs).abs() / rs.abs().clamp_min(1.0)).max()), float((c - rc).abs().max())
+
+
+FUSED_CHECK = """
+import os, sys, torch
+assert os.environ["TRITON_INTERPRET"] == "1"
+sys.path.insert(0, "tests")
+from test_kilonerf import AABB, camera_batch, fused_errors, random_field, uneven_points
+from models.backends.kilonerf import EssGrid, KiloNerfRenderConfig, render_passes
+from models.fields.kilonerf_fused import FusedKiloNerf
+f = random_field(frac=0.8)
+fused = FusedKiloNerf(f)
+local, dirs, net = uneven_points(f, 700)
+counts = torch.bincount(net[net >= 0], minlength=f.n_networks)
+assert f.n_networks > 40 and (counts == 0).sum() > 10 and (counts == 1).sum() >= 4 and counts.max() > 150
+for tile in (16, 128):
+    es, ec = fused_errors(fused, f, local, dirs, net, tile=tile)
+    assert es < 1e-2 and ec < 1e-2, (tile, es, ec)
+v = net >= 0
+es, ec = fused_errors(fused, f, local[v], dirs[v], net[v], all_valid=True)
+assert es < 1e-2 and ec < 1e-2, ("all_valid", es, ec)
+s, c = fused(local[:0], dirs[:0], net[:0])
+assert s.shape == (0,) and c.shape == (0, 3)
+# a small frame through the renderer's passes: the fused kernel in place of the torch path
+occ = (f.cell_to_net >= 0).repeat_interleave(4, 0).repeat_interleave(4, 1).repeat_interleave(4, 2)
+ess = EssGrid(AABB, occ)
+o, d, near, far = camera_batch(12, 9)
+cfg = KiloNerfRenderConfig(step_size=0.05)
+a = render_passes(f, ess, o, d, near, far, torch.ones(3), cfg, fused)
+b = render_passes(f, ess, o, d, near, far, torch.ones(3), cfg)
+assert torch.equal(a["samples"], b["samples"]) and b["acc"].max() > 0.5
+err = float((a["rgb"] - b["rgb"]).abs().max())
+assert err < 1e-2, err
+print("ok")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed (GPU machines have it)")
+def test_fused_kernel_matches_the_batched_path_in_the_triton_interpreter():
+    # a subprocess: TRITON_INTERPRET must be set before triton is imported (CPU emulation, fp16 dots)
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", FUSED_CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_backend_accel_choices_and_cpu_path():
+    with pytest.raises(ValueError):
+        KiloNerfBackend("cpu", accel="cuda-graphs")
+    f = random_field()
+    occ = (f.cell_to_net >= 0).repeat_interleave(4, 0).repeat_interleave(4, 1).repeat_interleave(4, 2)
+    b = backend_for(f, occ, KiloNerfRenderConfig(step_size=0.03))
+    assert b.accel in ("auto", "fused", "torch") and b.fused() is None and b.active_path() == "torch-fp32"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fused_kernel_matches_the_torch_path_on_cuda():
+    f = random_field(frac=0.8).cuda()
+    from models.fields.kilonerf_fused import FusedKiloNerf
+
+    fused = FusedKiloNerf(f)
+    local, dirs, net = uneven_points(f, 20000, device="cuda")
+    for tile in (None, 16, 32, 64, 128):
+        es, ec = fused_errors(fused, f, local, dirs, net, tile=tile)
+        assert es < 1e-2 and ec < 1e-2, (tile, es, ec)
+    # a rendered frame: fused vs the torch fp16 path vs fp32
+    occ = (f.cell_to_net >= 0).repeat_interleave(4, 0).repeat_interleave(4, 1).repeat_interleave(4, 2)
+    state = {f"field.{k}": v for k, v in f.state_dict().items()}
+    state["ess.occupied"] = occ.to(torch.uint8)
+    config = {"field": f.config.to_dict(), "render": KiloNerfRenderConfig(step_size=0.01).to_dict()}
+    cam = Camera(look_at(torch.tensor([2.5, 1.8, 1.6]), torch.zeros(3), torch.tensor([0.0, 0.0, 1.0])),
+                 200, 150, 175.0, 175.0, 100.0, 75.0)
+    req = RenderRequest.from_camera(cam, 0.1, 8.0)
+    frames = {}
+    for accel in ("fused", "torch"):
+        b = KiloNerfBackend("cuda", accel=accel)
+        b.load_state_dict(state, config)
+        frames[accel] = b.render(req).rgb
+        assert b.active_path() == ("fused" if accel == "fused" else "torch-fp16"), b.accel_note
+    frames["fp32"] = b.render(RenderRequest(**{**req.__dict__, "precision": "fp32"})).rgb
+
+    def psnr(a, b):
+        return -10 * math.log10(max(float(((a - b) ** 2).mean()), 1e-12))
+
+    assert psnr(frames["fused"], frames["torch"]) > 45
+    assert psnr(frames["fused"], frames["fp32"]) > 45

@@ -13,7 +13,8 @@ Rendering (``render_passes``) follows the paper's fast renderer, in PyTorch ops:
 * rays are processed in *passes*. Each pass, for every active ray: (1) a window of ``W`` lattice
   positions is tested against the grid and the first ``S`` occupied ones become this pass's
   samples (paper: up to 8 per pass), (2) the samples of all rays are grouped by network and
-  evaluated with batched matmuls (``KiloNerfGrid.evaluate``, fp16 weights on CUDA), (3)
+  evaluated: on CUDA in fp16 by one Triton kernel (``FusedKiloNerf``, see ``KiloNerfBackend.accel``),
+  otherwise with batched matmuls (``KiloNerfGrid.evaluate``), (3)
   ``composite_packed`` continues each ray's transmittance from the previous pass
   (``log_trans_init``), (4) rays whose transmittance fell below the ERT threshold (0.01) or that
   left the box retire, and the survivors' packed state (one (A, 15) tensor) is compacted;
@@ -30,6 +31,8 @@ count, the bincount inside ``composite_packed`` and the ray compaction.
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -38,6 +41,7 @@ import torch.nn.functional as F
 
 from models.backends.base import BackendUnavailable, RendererBackend
 from models.cameras import ray_aabb
+from models.fields.kilonerf_fused import FusedKiloNerf, triton_available
 from models.fields.kilonerf_grid import KiloNerfFieldConfig, KiloNerfGrid, PackedWeights
 from models.occupancy import OccupancyGrid
 from models.rendering import composite_packed
@@ -271,7 +275,7 @@ def render_passes(
     far: torch.Tensor,
     background: torch.Tensor | None,
     config: KiloNerfRenderConfig,
-    packed: PackedWeights | None = None,
+    packed: PackedWeights | FusedKiloNerf | None = None,
     max_candidates: int = 1 << 24,
     compile: bool = False,
 ) -> dict[str, torch.Tensor]:
@@ -279,6 +283,8 @@ def render_passes(
 
     Returns rgb (R, 3) (over ``background`` when given), depth (R,), acc (R,), samples (R,)
     (network evaluations per ray), trans (R,) (final transmittance) and passes (0-d).
+    ``packed``: the networks' inference weights: fp16/fp32 ``PackedWeights`` for the batched torch
+    path, or a ``FusedKiloNerf`` (one Triton kernel per evaluation); None: the field's own.
     ``max_candidates`` bounds the lattice positions tested at once in the final pass.
     ``compile``: fuse the jump and window stages with ``torch.compile`` (dynamic shapes; the
     first frames compile for a while), same results.
@@ -343,7 +349,7 @@ def render_passes(
 
 
 def one_pass(field: KiloNerfGrid, ess: EssGrid, st: torch.Tensor, act: torch.Tensor, w: int, s_pass: int,
-             acc_out: torch.Tensor, packed: PackedWeights | None, window=None) -> None:
+             acc_out: torch.Tensor, packed: PackedWeights | FusedKiloNerf | None, window=None) -> None:
     """One pass over the rays of ``st`` (updated in place: lattice index, log T); adds rgb, depth,
     acc and sample counts of the rays ``act`` into ``acc_out``."""
     a = st.shape[0]
@@ -360,7 +366,10 @@ def one_pass(field: KiloNerfGrid, ess: EssGrid, st: torch.Tensor, act: torch.Ten
     cell = torch.floor((q[rows, cols] - 1.0) / ess.factor)
     cs = ess.cell_size
     local = (pts[rows, cols] - ess.aabb[0] - cell * cs) / cs * 2.0 - 1.0
-    sigma, rgb = field.evaluate(local, st[rows, _V], net, packed, all_valid=True)
+    if isinstance(packed, FusedKiloNerf):
+        sigma, rgb = packed(local, st[rows, _V], net, all_valid=True)
+    else:
+        sigma, rgb = field.evaluate(local, st[rows, _V], net, packed, all_valid=True)
     tm = t_mid[rows, cols]
     half = 0.5 * st[rows, _DT]
     dn = st[:, _D].norm(dim=-1)
@@ -372,13 +381,23 @@ def one_pass(field: KiloNerfGrid, ess: EssGrid, st: torch.Tensor, act: torch.Ten
 
 
 # ------------------------------------------------------------------------------------- backend
+ACCEL_CHOICES = ("auto", "fused", "torch")
+
+
 class KiloNerfBackend(RendererBackend):
-    """Thousands of tiny MLPs with ESS + ERT (Reiser et al. 2021)."""
+    """Thousands of tiny MLPs with ESS + ERT (Reiser et al. 2021).
+
+    Network evaluation on CUDA in fp16 (``accel``, or the environment variable
+    ``NSV_KILONERF_ACCEL``): ``"fused"`` / ``"auto"`` (default) run one Triton kernel per pass
+    (``FusedKiloNerf``) when Triton is importable, checked against the torch path when built and
+    abandoned with a note in ``accel_note`` if it disagrees; ``"torch"`` always uses the batched
+    torch path. fp32 and CPU rendering always use the torch path.
+    """
 
     name = "kilonerf"
     label = "KiloNeRF"
 
-    def __init__(self, device=None):
+    def __init__(self, device=None, accel: str | None = None):
         super().__init__(device)
         self.field: KiloNerfGrid | None = None
         self.ess: EssGrid | None = None
@@ -387,6 +406,14 @@ class KiloNerfBackend(RendererBackend):
         self.last_passes = 0
         self.compile = False
         """Fuse the marching stages with torch.compile (experimental; the first frames compile)."""
+        self.accel = accel or os.environ.get("NSV_KILONERF_ACCEL", "auto")
+        """Network evaluation on CUDA in fp16: auto | fused | torch (see the class docstring)."""
+        if self.accel not in ACCEL_CHOICES:
+            raise ValueError(f"KiloNeRF accel must be one of {', '.join(ACCEL_CHOICES)}, got '{self.accel}'")
+        self.accel_note = ""
+        """Why the fused kernel is not used although asked for, if it is not (HUDs, benchmarks)."""
+        self._fused: FusedKiloNerf | None = None
+        self._fused_failed = False
 
     def modules(self):
         return [self.field] if self.field is not None else []
@@ -395,7 +422,7 @@ class KiloNerfBackend(RendererBackend):
         super().to(device)
         if self.ess is not None:
             self.ess.to(self.device)
-        self._packed.clear()
+        self.invalidate()
         return self
 
     # -------------------------------------------------------------------------------- loading
@@ -424,21 +451,75 @@ class KiloNerfBackend(RendererBackend):
         except (KeyError, RuntimeError, ValueError) as e:
             raise BackendUnavailable(f"KiloNeRF weights unusable: {str(e).splitlines()[0]}") from None
         self.field, self.ess, self.render_config = field.eval(), ess, rcfg
-        self._packed.clear()
+        self.invalidate()
 
     def set_field(self, field: KiloNerfGrid, ess: EssGrid, render_config: KiloNerfRenderConfig) -> None:
         """Share a (training) field and grid without copying (validation, tests)."""
         self.field, self.ess, self.render_config = field, ess, render_config
-        self._packed.clear()
+        self.invalidate()
 
     def invalidate(self) -> None:
         """Call after the field's weights changed in place (cached packed copies are dropped)."""
         self._packed.clear()
+        self._fused = None
+        self._fused_failed = False
+        self.accel_note = ""
 
     def packed(self, dtype: torch.dtype) -> PackedWeights:
         if dtype not in self._packed:
             self._packed[dtype] = self.field.pack(dtype)
         return self._packed[dtype]
+
+    # ------------------------------------------------------------------------- fused kernel
+    def _fused_path_possible(self) -> bool:
+        return (self.accel in ("auto", "fused") and not self._fused_failed and self.device.type == "cuda"
+                and self.field is not None)
+
+    def fused(self) -> FusedKiloNerf | None:
+        """The fused kernel with this field's weights (built, compiled and checked on first use),
+        or None where it cannot be used (``accel_note`` says why when it was asked for)."""
+        if not self._fused_path_possible():
+            return None
+        if self._fused is None:
+            self._fused = self._make_fused()
+        return self._fused
+
+    @torch.no_grad()
+    def _make_fused(self) -> FusedKiloNerf | None:
+        """Build the fused kernel, compile every tile length, and check it against the torch fp16
+        path on points of every network."""
+        try:
+            if not triton_available():
+                raise RuntimeError("Triton is not installed")
+            field = self.field
+            fused = FusedKiloNerf(field)
+            fused.warm_up(self.device)
+            m = field.n_networks
+            g = torch.Generator(device=self.device).manual_seed(1)
+            n = max(4 * m, 4096)
+            net = torch.arange(n, device=self.device) % (m + 1) - 1  # every network, and "no network"
+            local = torch.rand(n, 3, device=self.device, generator=g) * 2 - 1
+            dirs = F.normalize(torch.randn(n, 3, device=self.device, generator=g), dim=-1)
+            s, c = fused(local, dirs, net)
+            rs, rc = field.evaluate(local, dirs, net, self.packed(torch.float16))
+            err = max(float((c - rc).abs().max()), float(((s - rs).abs() / (1.0 + rs.abs())).max()))
+            if not math.isfinite(err) or err > 2e-2:
+                raise RuntimeError(f"fused kernel disagrees with the torch path (max error {err:.3g})")
+            return fused
+        except Exception as e:  # noqa: BLE001 - any failure means: use the torch path
+            self._fused_failed = True
+            self.accel_note = (f"fused KiloNeRF kernel unavailable ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:200] if str(e) else ''}); using the torch path")
+            if self.accel == "fused":
+                warnings.warn(self.accel_note, RuntimeWarning, stacklevel=3)
+            return None
+
+    def active_path(self) -> str:
+        """Which path evaluates the networks of an fp16 CUDA frame: "fused", "torch-fp16" or
+        "torch-fp32" (CPU)."""
+        if self.device.type != "cuda":
+            return "torch-fp32"
+        return "fused" if self._fused is not None else "torch-fp16"
 
     # ------------------------------------------------------------------------------ rendering
     def flops_per_sample(self) -> float:
@@ -454,7 +535,8 @@ class KiloNerfBackend(RendererBackend):
         if self.field is None or self.ess is None:
             raise BackendUnavailable("KiloNeRF backend has no weights loaded")
         dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
+        weights = (self.fused() if dtype == torch.float16 else None) or self.packed(dtype)
         out = render_passes(self.field, self.ess, origins, dirs, near, far, background, self.render_config,
-                            self.packed(dtype), compile=self.compile)
+                            weights, compile=self.compile)
         self.last_passes = int(out["passes"])
         return {"rgb": out["rgb"], "depth": out["depth"], "acc": out["acc"], "samples": out["samples"]}

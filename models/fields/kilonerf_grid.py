@@ -23,7 +23,8 @@ each network's points are cut into tiles of ``T`` points (the last tile of a gro
 inputs are scattered into a padded ``(K, T, .)`` buffer and every layer is one ``baddbmm`` with
 the per-tile weights gathered by the tile's network index (``w[tile_net]``: (K, in, out)).
 Distillation uses the special case of equally many points per network, where the stacked
-parameters are used directly without gathering.
+parameters are used directly without gathering. Rendering on CUDA in fp16 evaluates the same tiles
+with one Triton kernel instead (``models/fields/kilonerf_fused.py``).
 """
 
 from __future__ import annotations
@@ -85,12 +86,19 @@ class TileLayout:
 
     order: torch.Tensor
     """(P,) permutation sorting the points by network."""
-    slot: torch.Tensor
-    """(P,) row of each *sorted* point in the padded (n_tiles * tile) buffer."""
+    slot: torch.Tensor | None
+    """(P,) row of each *sorted* point in the padded (n_tiles * tile) buffer (None: not asked for)."""
     tile_net: torch.Tensor
     """(n_tiles,) int64 network of each tile."""
     n_tiles: int
     tile: int
+    first: torch.Tensor
+    """(M + 1,) int64: network m's points are ``order[first[m]:first[m + 1]]``."""
+    tile_first: torch.Tensor
+    """(M,) int64 first tile of each network (its tiles are consecutive): row r of tile k of
+    network m holds sorted point ``first[m] + (k - tile_first[m]) * tile + r`` when that is below
+    ``first[m + 1]`` (padding otherwise). The fused kernel inverts the layout with this instead
+    of a materialised row -> point index."""
 
 
 def choose_tile(n_points: int, n_networks: int) -> int:
@@ -103,11 +111,13 @@ def choose_tile(n_points: int, n_networks: int) -> int:
     return 16
 
 
-def tile_layout(net: torch.Tensor, n_networks: int, tile: int) -> TileLayout:
+def tile_layout(net: torch.Tensor, n_networks: int, tile: int, slots: bool = True) -> TileLayout:
     """Group points by network into padded tiles.
 
     Args:
-        net: (P,) network index of each point, all in [0, n_networks).
+        net: (P,) network index of each point, in [0, n_networks]; with ``slots=False`` the value
+            ``n_networks`` means "no network": such points sort last and get no tile.
+        slots: compute ``TileLayout.slot`` (the scatter rows of the batched torch path).
     Returns:
         a TileLayout. One host sync (the number of tiles).
     """
@@ -121,10 +131,13 @@ def tile_layout(net: torch.Tensor, n_networks: int, tile: int) -> TileLayout:
     tiles = torch.div(counts + (tile - 1), tile, rounding_mode="floor")
     tile_end = torch.cumsum(tiles, 0)
     n_tiles = int(tile_end[-1].item()) if p else 0
-    net_s = key_s.long()
-    slot = (tile_end - tiles)[net_s] * tile + (torch.arange(p, device=dev) - first[net_s])
+    tile_first = tile_end - tiles
+    slot = None
+    if slots:
+        net_s = key_s.long()
+        slot = tile_first[net_s] * tile + (torch.arange(p, device=dev) - first[net_s])
     tile_net = torch.searchsorted(tile_end, torch.arange(n_tiles, device=dev), right=True)
-    return TileLayout(order, slot, tile_net.clamp_max(n_networks - 1), n_tiles, tile)
+    return TileLayout(order, slot, tile_net.clamp_max(n_networks - 1), n_tiles, tile, bounds, tile_first)
 
 
 # ------------------------------------------------------------------------------------- field
