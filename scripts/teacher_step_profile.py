@@ -41,6 +41,33 @@ def main() -> None:
         for s in range(args.warmup, args.warmup + args.steps):
             job.train_step(s)
         torch.cuda.synchronize()
+    if job.use_static:  # phase times of the graph step, each CUDA-synchronised
+        import time
+
+        c = job.config
+        ph = {"sample+march": 0.0, "load": 0.0, "replay": 0.0, "optimizer": 0.0}
+        n = 20
+        for s in range(n):
+            t = time.perf_counter()
+            o, d, target = job.batcher.sample(job.batch_rays, 1.0)
+            near, far = job.near_far(o, d)
+            ids, t0, t1 = job.grid.march(o, d, near, far, c.render_step_size, jitter=True, generator=job.generator)
+            torch.cuda.synchronize()
+            t2 = time.perf_counter()
+            job.static.load(o, d, target, job.background, ids, t0, t1)
+            torch.cuda.synchronize()
+            t3 = time.perf_counter()
+            job.graph.replay()
+            torch.cuda.synchronize()
+            t4 = time.perf_counter()
+            job.scaler.step(job.optimizer)
+            job.scaler.update()
+            torch.cuda.synchronize()
+            t5 = time.perf_counter()
+            for k, v in zip(ph, (t2 - t, t3 - t2, t4 - t3, t5 - t4)):
+                ph[k] += v * 1e3 / n
+        print("graph step phases (ms, synchronised):", {k: round(v, 2) for k, v in ph.items()},
+              f"samples {ids.numel()} capacity {job.static.capacity}")
     ka = prof.key_averages()
     print(ka.table(sort_by="cuda_time_total", row_limit=args.rows, max_name_column_width=70))
     print(ka.table(sort_by="self_cuda_time_total", row_limit=args.rows, max_name_column_width=70))
