@@ -34,15 +34,17 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--preset", default="standard", help="teacher preset (tiny: a quick CPU dry run)")
     ap.add_argument("--samples", default=f"{1 << 16},{1 << 18}", help="comma-separated samples per step")
+    ap.add_argument("--variants", default="eager,graph", help="comma-separated: eager, graph")
+    ap.add_argument("--headroom", type=float, default=1.25, help="graph step: sample capacity / target")
     ap.add_argument("--out", default="/tmp/teacher_step_bench_scene")
     args = ap.parse_args()
     data = load_dataset(args.data)
     dev = torch.device(args.device)
     rows = []
-    for graph in (False, True):
+    for graph in (v == "graph" for v in args.variants.split(",")):
         for samples in (int(x) for x in args.samples.split(",")):
             cfg = teacher_preset(args.preset).replace(cuda_graph=graph, target_samples=samples, time_budget_s=0.0,
-                                                     validate_every=0)
+                                                     validate_every=0, sample_headroom=args.headroom)
             scene = Scene.create(Path(args.out) / f"g{int(graph)}_{samples}", data)
             job = TeacherJob(data, scene, cfg, dev)
             t_w = time.perf_counter()

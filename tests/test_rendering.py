@@ -152,3 +152,25 @@ def test_occupancy_from_density_any_subsample():
     # density > 10 only near the corner (1, 1, 1): only voxel (1, 1, 1) is occupied
     grid.build_from_density(lambda p: torch.where((p > 0.8).all(-1), 20.0, 0.0), threshold=10.0)
     assert int(grid.occupied.sum()) == 1 and bool(grid.occupied[1, 1, 1])
+
+
+def test_nerf_mlp_padded_inputs_equal_the_plain_network():
+    """The CUDA layout (encodings and weights padded to multiples of 8 columns, zeros after the
+    encoding's columns, also at the skip) computes the same network, gradients included."""
+    from models.fields.nerf_mlp import NerfMLP
+
+    torch.manual_seed(0)
+    net = NerfMLP()
+    x = torch.rand(64, 3) * 2 - 1
+    d = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    outs, grads = [], []
+    for pad in (False, True):
+        net.pad_inputs = pad
+        net.zero_grad(set_to_none=True)
+        sigma, rgb = net(x, d)
+        (sigma.sum() + rgb.sum()).backward()
+        outs.append(torch.cat([sigma[:, None], rgb], 1))
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    for a, b in zip(*grads):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5, rtol=1e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.encoding import encoded_size, positional_encoding
@@ -60,12 +61,24 @@ class NerfMLP(nn.Module):
         self.view = nn.Linear(c.width + in_dir, c.view_width)
         self.rgb = nn.Linear(c.view_width, 3)
 
+    pad_inputs: bool | None = None
+    """Pad the encodings and weights to multiples of 8 columns (``_padded_weight``); None: on CUDA."""
+
+    def _pads(self, x: torch.Tensor) -> bool:
+        return x.is_cuda if self.pad_inputs is None else self.pad_inputs
+
     def density_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (N, 3) -> raw density (N,) (before activation) and trunk features (N, W)."""
         enc = positional_encoding(x, self.config.pos_freqs)
+        pad = self._pads(x) and enc.shape[-1] % 8 != 0
+        if pad:  # see _padded_weight
+            enc = F.pad(enc, (0, -enc.shape[-1] % 8))
         h = enc
         for i, layer in enumerate(self.trunk):
-            h = torch.relu(layer(h))
+            w = layer.weight
+            if pad and (i == 0 or i - 1 in self.config.skips):
+                w = _padded_weight(w, self.trunk[0].in_features, enc.shape[-1] - self.trunk[0].in_features)
+            h = torch.relu(F.linear(h, w, layer.bias))
             if i in self.config.skips:
                 h = torch.cat([enc, h], -1)
         return self.sigma(h).squeeze(-1), h
@@ -81,8 +94,27 @@ class NerfMLP(nn.Module):
         if raw_noise_std > 0:
             raw = raw + torch.randn_like(raw) * raw_noise_std
         denc = positional_encoding(d, self.config.dir_freqs)
-        v = torch.relu(self.view(torch.cat([self.feature(h), denc], -1)))
+        w = self.view.weight
+        if self._pads(d) and denc.shape[-1] % 8 != 0:  # see _padded_weight
+            extra = -denc.shape[-1] % 8
+            denc, w = F.pad(denc, (0, extra)), F.pad(w, (0, extra))
+        v = torch.relu(F.linear(torch.cat([self.feature(h), denc], -1), w, self.view.bias))
         return torch.relu(raw), torch.sigmoid(self.rgb(v))
 
     def flops_per_sample(self) -> float:
         return float(sum(2 * m.in_features * m.out_features for m in self.modules() if isinstance(m, nn.Linear)))
+
+
+def _padded_weight(w: torch.Tensor, n_enc: int, extra: int) -> torch.Tensor:
+    """``w`` (out, in) with ``extra`` zero columns inserted after its first ``n_enc`` (encoding) columns.
+
+    On CUDA the encoded input (63 wide, and 63 + 256 at the skip) is padded with zero columns to
+    a multiple of 8, and the weights to match: fp16 GEMMs whose inner dimension is not a multiple
+    of 8 fall back to slower kernels (measured on an H100 at 2^18 rows, forward + backward: 63 ->
+    64 wide 1.28 -> 1.00 ms, 319 -> 320 2.70 -> 1.73 ms, 283 -> 288 1.86 -> 1.44 ms). The
+    parameters keep their shapes (saved weights are unchanged); gradients flow through the pad.
+    The encoding's columns come first in every layer that takes it (``[enc, h]`` at the skip).
+    """
+    if extra == 0:
+        return w
+    return torch.cat([w[:, :n_enc], w.new_zeros(w.shape[0], extra), w[:, n_enc:]], 1)

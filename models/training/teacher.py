@@ -165,8 +165,9 @@ class TeacherJob(TimeBudget, TrainingJob):
         self._graph_out: tuple[torch.Tensor, torch.Tensor] | None = None
         self.optimizer = torch.optim.Adam(
             list(self.coarse.parameters()) + list(self.fine.parameters()), lr=c.lr, betas=(0.9, 0.999), eps=c.adam_eps,
-            # one fused kernel; with GradScaler it also skips inf steps without a host sync
-            fused=True if self.use_static else None,
+            # one fused kernel (the foreach version took 1.15 ms of a 28 ms step on an H100); with
+            # GradScaler it also skips inf steps without a host sync
+            fused=True if self.device.type == "cuda" else None,
         )
         self.amp = c.mixed_precision and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
