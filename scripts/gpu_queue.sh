@@ -18,7 +18,8 @@
 #   side      fern 3 views plain and --sparse-reg side by side (360 s budget each), and the demo
 #             scene (procedural 200 px, quick presets, W128D22 R2L) next to them; then fern
 #             test-view evaluation, depth and colour renders of the test views, demo evaluation
-# STAGES="side" (a space-separated list) runs only those stages.
+# STAGES="side" (a space-separated list) runs only those stages; TRAIN_ARGS adds flags to the
+# lego teacher's `train` (e.g. "--no-cuda-graph").
 # Dry run on a CPU: DEVICE=cpu PRESET=tiny LEGO=... FERN=... bash scripts/gpu_queue.sh start /tmp/q
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +57,8 @@ run_teacher() {
     $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"; } \
     > "$W/teacher/device.txt" 2>&1
   local t0=$(date +%s)
-  $PY main.py train "$LEGO" --out "$S" --preset "$PRESET" --device "$DEVICE" --restart --quiet 2>&1 | tee "$W/teacher/train.log"
+  $PY main.py train "$LEGO" --out "$S" --preset "$PRESET" --device "$DEVICE" --restart --quiet ${TRAIN_ARGS:-} 2>&1 \
+    | tee "$W/teacher/train.log"
   echo "train wall seconds (process start to exit): $(( $(date +%s) - t0 ))" | tee -a "$W/teacher/train.log"
   $PY main.py export "$S" --out "$W/export/teacher" --backends nerf > /dev/null
 }
