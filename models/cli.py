@@ -115,8 +115,8 @@ def cmd_train(a) -> int:
         overrides["sparse"] = TeacherConfig.sparse_settings(a.views, a.sparse_reg)
     if a.time_budget is not None:
         overrides["time_budget_s"] = a.time_budget
-    if getattr(a, "no_cuda_graph", False):
-        overrides["cuda_graph"] = False
+    if getattr(a, "cuda_graph", False):
+        overrides["cuda_graph"] = True
     if getattr(a, "samples_per_step", None):
         overrides["target_samples"] = a.samples_per_step
     progress = Progress(a.quiet)
@@ -368,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparse-reg", action="store_true", help="RegNeRF regularisation (depth smoothness on "
                    "unobserved patches, sample-space annealing, gradient clipping); needs --views")
     p.add_argument("--time-budget", type=float, default=None, help="stop training after this many seconds")
-    p.add_argument("--no-cuda-graph", action="store_true", help="train with the eager step instead of the CUDA graph")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="replay the training step as a CUDA graph (experimental; measured slower than eager)")
     p.add_argument("--samples-per-step", type=int, default=None,
                    help="occupancy sampler: samples per step the ray batch adapts to (preset: 2^18)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")

@@ -19,7 +19,7 @@
 #             scene (procedural 200 px, quick presets, W128D22 R2L) next to them; then fern
 #             test-view evaluation, depth and colour renders of the test views, demo evaluation
 # STAGES="side" (a space-separated list) runs only those stages; TRAIN_ARGS adds flags to the
-# lego teacher's `train` (e.g. "--no-cuda-graph").
+# lego teacher's `train` (e.g. "--cuda-graph").
 # Dry run on a CPU: DEVICE=cpu PRESET=tiny LEGO=... FERN=... bash scripts/gpu_queue.sh start /tmp/q
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -204,8 +204,8 @@ def test_cuda_graph_replay_equals_the_eager_static_step(procedural_dataset, tmp_
 
     data = load_dataset(procedural_dataset)
     scene = open_or_create_scene(tmp_path / "scene", data)
-    job = TeacherJob(data, scene, stage_config("teacher", "tiny").replace(steps=300, validate_every=0),
-                     torch.device("cuda"))
+    job = TeacherJob(data, scene, stage_config("teacher", "tiny").replace(steps=300, validate_every=0,
+                                                                         cuda_graph=True), torch.device("cuda"))
     assert job.use_static
     for step in range(3):
         job.train_step(step)

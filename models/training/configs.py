@@ -67,11 +67,11 @@ class TeacherConfig:
     """Hierarchical sampler / rendering: importance samples."""
     mixed_precision: bool = True
     """fp16 autocast + grad scaling on CUDA (ignored on CPU)."""
-    cuda_graph: bool = True
+    cuda_graph: bool = False
     """Occupancy sampler on CUDA: pad each step's packed samples to a fixed capacity
     (``target_samples * sample_headroom``) and replay both networks' forward + backward as one
-    CUDA graph. The eager step is bound by kernel launches, not arithmetic. Sparse-view (RegNeRF)
-    training stays eager."""
+    CUDA graph. Off by default: measured slower than the eager step (H200, lego, 2^18 samples:
+    28.8 vs 23.2 ms per step; docs/benchmarks.md). Sparse-view (RegNeRF) training stays eager."""
     sample_headroom: float = 1.25
     """CUDA-graph step: sample capacity over ``target_samples`` (the adaptive batch aims at the
     target; rays whose samples would not fit are left out of that step's loss)."""
