@@ -23,15 +23,19 @@ network and keeps them on chip from the inputs to the outputs:
   reductions in float32: Triton 3.6 miscompiled a 16-column tensor-core product on the H100 (see
   ``models/backends/r2l.py``), and 4 x 32 MACs per point do not need tensor cores;
 * sigma = relu(.) and rgb = sigmoid(.) are written straight to the points' rows of an (N, 4)
-  output; points of no network keep 0.
+  output, one 16-byte store per point; points of no network keep 0.
 
 Weights are repacked once (``FusedKiloNerf(field)``; 12.3 KB of fp16 matrices plus 0.9 KB of
 fp32 vectors per network) and streamed from L2 by every program of that network.
 
-Tile length: ``choose_tile`` (128 when networks get >= 256 points each, down to 16). A program's
-fixed cost is reading its network's weights (13 KB) and the latency of the five dependent layers;
-its padding rows cost only arithmetic inside a program that runs anyway, at most one partly
-filled tile per network. 4 warps for tiles of 64 or 128 rows, 2 for 16 or 32.
+Tile length: 16 rows, one warp (one m16 tensor-core tile). A sweep on an H200 (2026-11-22,
+random weights, 1237 networks, 4M points; ms per call) found the time set by the rows per warp,
+not by the tile count: 16 rows / 1 warp 1.72, 16 / 2 2.0, 32 / 4 2.16, 64 / 4 2.10, 128 / 4 3.76,
+128 / 8 2.95 (presumably register pressure: a thread holds more of the (T, 64) float32
+encoding as rows per warp grow; inferred, not profiled). Small tiles also
+pad least (at most 15 rows per network), so ``choose_tile``'s trade-off between padding and
+per-tile weight gathers does not apply here. The same sweep at 200k points: 0.24-0.29 ms for
+every tile of <= 64 rows. Other tile lengths remain available (``tile=``, warps = rows / 16).
 """
 
 from __future__ import annotations
@@ -41,10 +45,10 @@ import os
 import torch
 
 from models.encoding import encoded_size
-from models.fields.kilonerf_grid import KiloNerfFieldConfig, KiloNerfGrid, choose_tile, tile_layout
+from models.fields.kilonerf_grid import KiloNerfFieldConfig, KiloNerfGrid, tile_layout
 
-TILES = (16, 32, 64, 128)
-"""Tile lengths the kernel is used with (``choose_tile``'s choices); ``warm_up`` compiles each."""
+TILE = 16
+"""Default tile length of the fused kernel (see the module docstring)."""
 
 
 def triton_available() -> bool:
@@ -108,7 +112,8 @@ class FusedKiloNerf:
 
     @staticmethod
     def num_warps(tile: int) -> int:
-        return 4 if tile >= 64 else 2
+        """One warp per 16 rows (the fastest ratio measured), at most 8."""
+        return min(8, max(1, tile // 16))
 
     def __call__(self, local: torch.Tensor, dirs: torch.Tensor, net: torch.Tensor, tile: int | None = None,
                  all_valid: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +122,8 @@ class FusedKiloNerf:
         Args:
             local: (N, 3) cell-local coordinates; dirs: (N, 3) unit directions;
             net: (N,) int network indices, -1 for "no network" (output 0);
-            tile: tile length (None: ``choose_tile``); all_valid: the caller guarantees no -1.
+            tile: tile length, a power of two >= 16 (None: ``TILE``);
+            all_valid: the caller guarantees no -1.
         Returns:
             sigma (N,) and rgb (N, 3), float32 (views of one (N, 4) tensor).
         """
@@ -127,7 +133,7 @@ class FusedKiloNerf:
             return out[:, 0], out[:, 1:]
         if not all_valid:  # "no network" sorts after every network and gets no tile
             net = torch.where(net >= 0, net, torch.full_like(net, m))
-        t = tile or choose_tile(n, m)
+        t = tile or TILE
         lay = tile_layout(net, m, t, slots=False)
         if lay.n_tiles:
             c = self.config
@@ -140,15 +146,14 @@ class FusedKiloNerf:
             )
         return out[:, 0], out[:, 1:]
 
-    def warm_up(self, device: torch.device | str) -> None:
-        """Compile the kernel for every tile length now (the first frames would stall otherwise)."""
+    def warm_up(self, device: torch.device | str, tile: int | None = None) -> None:
+        """Compile the kernel for ``tile`` (None: ``TILE``) now, so the first frame does not stall."""
         g = torch.Generator(device=device).manual_seed(0)
-        n = 4 * max(TILES)
+        n = 256
         local = torch.rand(n, 3, device=device, generator=g) * 2 - 1
         dirs = torch.nn.functional.normalize(torch.randn(n, 3, device=device, generator=g), dim=-1)
         net = torch.arange(n, device=device) % self.n_networks
-        for t in TILES:
-            self(local, dirs, net, tile=t, all_valid=True)
+        self(local, dirs, net, tile=tile, all_valid=True)
 
 
 _KERNEL = None
@@ -227,11 +232,13 @@ def _fused_kernel():
         w4d = tl.load(w4d_ptr + net * (KD * V) + kd[:, None] * V + v[None, :])
         h4 = tl.dot(de, w4d, acc=tl.dot(feat, w4f)) + tl.load(b4_ptr + net * V + v)[None, :]
         h4 = tl.maximum(h4, 0.0).to(tl.float16).to(tl.float32)  # fp16 like the torch path's activations
-        # ---- outputs: sigma and rgb written to the points' rows
-        tl.store(out_ptr + p * 4, tl.maximum(sigma, 0.0), mask=valid)
+        # ---- outputs: one 16-byte row [sigma, r, g, b] per point
+        c4 = tl.arange(0, 4)
+        row = tl.where(c4[None, :] == 0, tl.maximum(sigma, 0.0)[:, None], 0.0)
         for j in tl.static_range(3):
             c = tl.sum(h4 * tl.load(w5_ptr + net * (3 * V) + j * V + v)[None, :], axis=1)
-            tl.store(out_ptr + p * 4 + 1 + j, tl.sigmoid(c + tl.load(b5_ptr + net * 3 + j)), mask=valid)
+            row = tl.where(c4[None, :] == 1 + j, tl.sigmoid(c + tl.load(b5_ptr + net * 3 + j))[:, None], row)
+        tl.store(out_ptr + p[:, None] * 4 + c4[None, :], row, mask=valid[:, None])
 
     _KERNEL = _kilonerf_fused
     return _KERNEL
