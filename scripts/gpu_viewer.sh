@@ -22,11 +22,20 @@
 #   of the kit, also the base ones the machine has).
 # Softpipe draws an 800x800 frame in ~95 ms on a CPU: enough for the GL probe, too slow for the bench
 # to paint frames while dragging (it reports "no frame painted"): the mesa path is for diagnosis.
+# llvmpipe add-on: when .viewerkit-llvm/llvmpipe.tar.xz (env LLVM_KIT: its folder;
+#   scripts/make_viewerkit_llvm.sh builds it) is there, or was unpacked to $VK/llvm by an earlier call,
+#   its swrast_dri.so (the kit's Mesa rebuilt with llvmpipe, LLVM linked in statically) is the Mesa
+#   driver (DRI_DIR) for Xvfb and the client, with GALLIUM_DRIVER=llvmpipe and LP_NUM_THREADS = the
+#   number of cores (unless set). LLVM=0: ignore it.
+# Calls that cannot carry everything at once: the kit is unpacked to $VK (and the add-on to
+#   $VK/llvm) and reused by a later call on the same machine even when the tarballs are not carried
+#   again. UNPACK_ONLY=1 (no arguments needed): unpack what is there and exit.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
-if [ $# -lt 2 ]; then sed -n '2,24p' "$0"; exit 2; fi
-SCENE=$1; OUTDIR=$2; shift 2
+UNPACK_ONLY=${UNPACK_ONLY:-0}
+if [ $# -lt 2 ] && [ "$UNPACK_ONLY" != 1 ]; then sed -n '2,32p' "$0"; exit 2; fi
+SCENE=${1:-}; OUTDIR=${2:-${OUT:-/tmp}/vk_unpack}; [ $# -ge 2 ] && shift 2
 PY=${PYTHON:-python3}
 KITDIR=${VIEWERKIT:-$REPO/.viewerkit}
 VK=${VK:-/tmp/vk}
@@ -47,19 +56,48 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------------ unpack the kit
-for f in site.tar.xz sysroot.tar.xz; do
-  [ -f "$KITDIR/$f" ] || { log "missing $KITDIR/$f: build it with scripts/make_viewerkit.sh and carry .viewerkit"; exit 3; }
-done
 untar() {  # tar.xz without relying on an xz binary
   if command -v xz >/dev/null 2>&1; then tar -xJf "$1" -C "$2"
   else "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$1" "$2"; fi
 }
-stamp=$(cksum "$KITDIR/site.tar.xz" "$KITDIR/sysroot.tar.xz" | tr '\n' ' ')
-if [ "$(cat "$VK/.stamp" 2>/dev/null)" != "$stamp" ]; then
-  rm -rf "$VK"; mkdir -p "$VK/site"
-  untar "$KITDIR/sysroot.tar.xz" "$VK" && untar "$KITDIR/site.tar.xz" "$VK/site" || { log "unpacking the kit failed"; exit 3; }
-  echo "$stamp" > "$VK/.stamp"
-  log "kit unpacked to $VK"
+kit_complete() { [ -f "$VK/.stamp" ] && [ -x "$VK/bin/Xvfb" ] && [ -f "$VK/site/PyQt6/__init__.py" ] && [ -f "$VK/lib/dri/swrast_dri.so" ]; }
+if [ -f "$KITDIR/site.tar.xz" ] && [ -f "$KITDIR/sysroot.tar.xz" ]; then
+  stamp=$(cksum "$KITDIR/site.tar.xz" "$KITDIR/sysroot.tar.xz" | awk '{print $1, $2}' | tr '\n' ' ')
+  if [ "$(cat "$VK/.stamp" 2>/dev/null)" != "$stamp" ]; then
+    rm -rf "$VK"; mkdir -p "$VK/site"
+    untar "$KITDIR/sysroot.tar.xz" "$VK" && untar "$KITDIR/site.tar.xz" "$VK/site" || { log "unpacking the kit failed"; exit 3; }
+    echo "$stamp" > "$VK/.stamp"
+    log "kit unpacked to $VK"
+  else
+    log "kit already unpacked in $VK (same tarballs)"
+  fi
+elif kit_complete; then
+  log "no kit tarballs in $KITDIR: using the kit unpacked earlier in $VK"
+else
+  log "missing $KITDIR/site.tar.xz or sysroot.tar.xz and no complete kit in $VK: build it with scripts/make_viewerkit.sh and carry .viewerkit"
+  exit 3
+fi
+# the llvmpipe add-on (scripts/make_viewerkit_llvm.sh), unpacked to $VK/llvm
+LLVM_KIT=${LLVM_KIT:-$REPO/.viewerkit-llvm}
+LLVM_DIR=""
+if [ "${LLVM:-1}" != 0 ]; then
+  if [ -f "$LLVM_KIT/llvmpipe.tar.xz" ]; then
+    lstamp=$(cksum "$LLVM_KIT/llvmpipe.tar.xz" | awk '{print $1, $2}')
+    if [ "$(cat "$VK/llvm/.stamp" 2>/dev/null)" != "$lstamp" ]; then
+      rm -rf "$VK/llvm"; mkdir -p "$VK/llvm"
+      untar "$LLVM_KIT/llvmpipe.tar.xz" "$VK/llvm" || { log "unpacking the llvmpipe add-on failed"; exit 3; }
+      echo "$lstamp" > "$VK/llvm/.stamp"
+      log "llvmpipe add-on unpacked to $VK/llvm"
+    fi
+  fi
+  if [ -f "$VK/llvm/.stamp" ] && [ -f "$VK/llvm/dri/swrast_dri.so" ]; then
+    LLVM_DIR=$VK/llvm
+    log "llvmpipe add-on: $LLVM_DIR ($(cat "$LLVM_DIR/VERSION" 2>/dev/null))"
+  fi
+fi
+if [ "$UNPACK_ONLY" = 1 ]; then
+  log "UNPACK_ONLY: kit in $VK ($(du -sh "$VK" 2>/dev/null | cut -f1)), llvmpipe add-on: ${LLVM_DIR:-none}"
+  exit 0
 fi
 
 # ------------------------------------------------------------------ libraries
@@ -75,6 +113,7 @@ done
 log "base libraries taken from the kit (missing here): $(ls "$VK/lib/use" | tr '\n' ' ')"
 # NVIDIA's GLX/EGL vendor libraries (driver mount, usually /usr/local/nvidia/lib64)
 NVDIR=""
+if [ "$GL_MODE" = mesa ]; then log "GL_MODE=mesa: NVIDIA GL libraries not looked for"; else
 for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/local/nvidia; do
   if ls "$d"/libGLX_nvidia.so* >/dev/null 2>&1; then NVDIR=$d; break; fi
 done
@@ -94,6 +133,7 @@ if [ -n "$NVDIR" ]; then
 else
   log "no libGLX_nvidia.so found (looked in /usr/local/nvidia, /usr/lib*, ldconfig)"
 fi
+fi
 EGL_JSON=""
 for j in /usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json /usr/share/glvnd/egl_vendor.d/10_nvidia.json \
          /etc/glvnd/egl_vendor.d/10_nvidia.json; do
@@ -105,6 +145,13 @@ if [ -z "$EGL_JSON" ] && [ -n "$NVDIR" ]; then   # write one
 fi
 EGL_EXT_DIRS=$(find /usr/local/nvidia /usr/share /etc -maxdepth 4 -type d -name egl_external_platform.d 2>/dev/null | tr '\n' ':')
 KIT_LD=$VK/lib:$VK/lib/use
+if [ -n "$LLVM_DIR" ] && [ -z "${DRI_DIR:-}" ]; then
+  DRI_DIR=$LLVM_DIR/dri
+  [ -d "$LLVM_DIR/lib" ] && KIT_LD=$LLVM_DIR/lib:$KIT_LD
+  export GALLIUM_DRIVER=${GALLIUM_DRIVER:-llvmpipe}
+  export LP_NUM_THREADS=${LP_NUM_THREADS:-$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)}
+  log "Mesa driver: llvmpipe from the add-on, LP_NUM_THREADS=$LP_NUM_THREADS"
+fi
 export LIBGL_DRIVERS_PATH=${DRI_DIR:-$VK/lib/dri}   # Xvfb's GLX and Mesa's client find swrast_dri.so here
 export XDG_RUNTIME_DIR=$VK/run; mkdir -p "$XDG_RUNTIME_DIR"; chmod 700 "$XDG_RUNTIME_DIR"
 mkdir -p "$VK/etc" "$VK/fccache"
@@ -203,7 +250,7 @@ diagnose() {
     QT_DEBUG_PLUGINS=1 QT_LOGGING_RULES="qt.qpa.gl=true" timeout 30 "$PY" "$VK/gl_probe.py" 2>&1 | tail -40
     echo "--- libraries not found (ldd with LD_LIBRARY_PATH=$LD_LIBRARY_PATH)"
     if command -v ldd >/dev/null; then
-      for f in "$VK"/site/PyQt6/*.abi3.so "$VK"/site/PyQt6/Qt6/plugins/*/*.so "$VK"/lib/*.so* "$VK"/lib/dri/*.so \
+      for f in "$VK"/site/PyQt6/*.abi3.so "$VK"/site/PyQt6/Qt6/plugins/*/*.so "$VK"/lib/*.so* "${DRI_DIR:-$VK/lib/dri}"/*.so \
                ${NVDIR:+"$NVDIR"/libGLX_nvidia.so*}; do
         m=$(ldd "$f" 2>&1 | grep 'not found'); [ -n "$m" ] && echo "$f: $m"
       done
@@ -235,9 +282,9 @@ for m in $CANDIDATES; do
 done
 if [ -z "$MODE" ]; then log "no GL path worked; see $GLLOG"; exit 5; fi
 set_mode "$MODE"
-[ "$MODE" = mesa ] && log "WARNING: software GL (Mesa, CPU): the frame rate is NOT the GPU viewer's"
+[ "$MODE" = mesa ] && log "WARNING: software GL (Mesa, CPU$([ -n "$LLVM_DIR" ] && echo ", llvmpipe x $LP_NUM_THREADS threads")): the frame rate is NOT the GPU viewer's"
 { echo "--- environment of the bench (mode $MODE)"
-  env | grep -E '^(LD_LIBRARY_PATH|PYTHONPATH|DISPLAY|QT_|__GL|__EGL|LIBGL|PYOPENGL|FONTCONFIG|vblank)' | sort
+  env | grep -E '^(LD_LIBRARY_PATH|PYTHONPATH|DISPLAY|QT_|__GL|__EGL|LIBGL|PYOPENGL|FONTCONFIG|vblank|GALLIUM|LP_)' | sort
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null; } >> "$GLLOG"
 
 # ------------------------------------------------------------------ the benchmark
