@@ -194,7 +194,7 @@ def test_dialog_validates_datasets(qtbot, tmp_path, settings, procedural_dataset
     secs, how = estimate_stage("teacher", "tiny", 150, (30.0, "x"))
     assert secs == pytest.approx(5.0)
     secs, how = estimate_stage("teacher", "standard", None, (1.0, "x"))
-    assert secs == 420.0 and "time budget" in how  # 40000 steps at 1 step/s, capped by 420 s
+    assert secs == 500.0 and "time budget" in how  # 100000 steps at 1 step/s, capped by 500 s
 
 
 # ------------------------------------------------------------------------- a job to the end

@@ -41,7 +41,7 @@ PRESETS = ("tiny", "quick", "standard", "paper")
 PRESET_HELP = {
     "tiny": "tiny: small networks, a few hundred steps; a CPU demo (and the tests)",
     "quick": "quick: minutes on a GPU; a rough model",
-    "standard": "standard: the recommended recipe (about 7-8 minutes per stage on an H100)",
+    "standard": "standard: the recommended recipe (about 8-9 minutes per stage on an H100)",
     "paper": "paper: the papers' full recipes (hours to a day on one GPU)",
 }
 
@@ -58,7 +58,7 @@ REFERENCE_RATES: dict[tuple[str, str, str], tuple[float, str]] = {
     # rendering pseudo images (6-7 steps/s then): standard is the rate of a whole measured run
     # (10k steps in 400 s, 2026-11-21), paper the preset's design note (1.6M steps in ~20 h).
     ("teacher", "quick", "cuda"): (36.0, "H100 (lego 400x400)"),
-    ("teacher", "standard", "cuda"): (35.0, "H100 (lego 400x400)"),
+    ("teacher", "standard", "cuda"): (38.9, "H100 (lego 400x400, a whole 500 s run, 2026-11-22)"),
     ("teacher", "paper", "cuda"): (54.0, "H100 (lego 400x400)"),
     ("kilonerf", "quick", "cuda"): (130.0, "H100 (lego 400x400)"),
     ("kilonerf", "standard", "cuda"): (123.0, "H100 (lego 400x400)"),
