@@ -37,6 +37,7 @@ import torch
 
 from models.backends.base import BackendUnavailable, RendererBackend
 from models.fields.r2l_mlp import R2LMLP, R2LMLPConfig, encode_rays
+from models.triton_support import bind_triton, can_run_kernels, cdiv
 
 if TYPE_CHECKING:
     from models.scene import Scene
@@ -223,7 +224,7 @@ class FusedR2L:
 
     def __init__(self, net: R2LMLP, near: float, far: float, block_m: int = 128, num_warps: int = 8,
                  num_stages: int = 1):
-        if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        if not can_run_kernels():
             raise RuntimeError("the fused R2L kernel needs CUDA (or TRITON_INTERPRET=1 for testing on CPU)")
         cfg = net.config
         if not self.supports(cfg):
@@ -271,7 +272,7 @@ class FusedR2L:
         out = torch.empty(m, 3, device=o.device, dtype=torch.float32)
         if m == 0:
             return out
-        grid = (triton_cdiv(m, self.block_m),)
+        grid = (cdiv(m, self.block_m),)
         self.kernel[grid](
             o, d, self.t, self.freqs, self.wh, self.bh, self.w1, self.b1, self.w2, self.b2, self.wt, self.bt, out,
             m, W=self.cfg.width, C=self.cfg.width // 4, BM=self.block_m, K3=3 * self.cfg.n_points, GP=self.gp,
@@ -279,10 +280,6 @@ class FusedR2L:
             num_warps=self.num_warps, num_stages=self.num_stages,
         )
         return out
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return (a + b - 1) // b
 
 
 _KERNEL = None
@@ -293,16 +290,7 @@ def _fused_kernel():
     global _KERNEL
     if _KERNEL is not None:
         return _KERNEL
-    import triton
-    import triton.language as tl
-    from triton.language.extra import libdevice
-
-    # Triton resolves the names a kernel uses in its module's globals, not in this closure;
-    # Triton stays an optional dependency, imported only when a fused kernel is first built.
-    # libdevice's sin/cos are accurate for the large arguments of the encoding (2^9 x); the CPU
-    # interpreter (TRITON_INTERPRET=1, tests) only emulates tl.math, whose sin/cos it maps to numpy.
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
-    globals().update(tl=tl, libdevice=tl.math if interpret else libdevice)
+    triton = bind_triton(globals())
 
     @triton.jit
     def _chunk_dot(h0, h1, h2, h3, w_ptr, W: tl.constexpr, C: tl.constexpr, j: tl.constexpr):

@@ -40,12 +40,11 @@ every tile of <= 64 rows. Other tile lengths remain available (``tile=``, warps 
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from models.encoding import encoded_size
 from models.fields.kilonerf_grid import KiloNerfFieldConfig, KiloNerfGrid, tile_layout
+from models.triton_support import bind_triton, can_run_kernels
 
 TILE = 16
 """Default tile length of the fused kernel (see the module docstring)."""
@@ -73,7 +72,7 @@ class FusedKiloNerf:
     """
 
     def __init__(self, field: KiloNerfGrid):
-        if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        if not can_run_kernels():
             raise RuntimeError("the fused KiloNeRF kernel needs CUDA (or TRITON_INTERPRET=1 for testing on CPU)")
         cfg = field.config
         if not self.supports(cfg):
@@ -164,15 +163,7 @@ def _fused_kernel():
     global _KERNEL
     if _KERNEL is not None:
         return _KERNEL
-    import triton
-    import triton.language as tl
-    from triton.language.extra import libdevice
-
-    # Triton resolves the names a kernel uses in its module's globals, not in this closure.
-    # libdevice's sin is accurate for the large arguments of the encoding (2^9 x); the CPU
-    # interpreter (TRITON_INTERPRET=1, tests) only emulates tl.math, whose sin it maps to numpy.
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
-    globals().update(tl=tl, libdevice=tl.math if interpret else libdevice)
+    triton = bind_triton(globals())
 
     @triton.jit
     def _encode(x0, x1, x2, K: tl.constexpr, NF: tl.constexpr):
