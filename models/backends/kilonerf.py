@@ -500,11 +500,20 @@ class KiloNerfBackend(RendererBackend):
             net = torch.arange(n, device=self.device) % (m + 1) - 1  # every network, and "no network"
             local = torch.rand(n, 3, device=self.device, generator=g) * 2 - 1
             dirs = F.normalize(torch.randn(n, 3, device=self.device, generator=g), dim=-1)
-            s, c = fused(local, dirs, net)
-            rs, rc = field.evaluate(local, dirs, net, self.packed(torch.float16))
-            err = max(float((c - rc).abs().max()), float(((s - rs).abs() / (1.0 + rs.abs())).max()))
-            if not math.isfinite(err) or err > 2e-2:
-                raise RuntimeError(f"fused kernel disagrees with the torch path (max error {err:.3g})")
+            # both fp16 paths against the fp32 networks: the kernel must be about as close as the
+            # torch fp16 path (random points reach far outside what a network was trained on,
+            # where fp16 rounding in two different orders can differ by more than 2e-2; seen on
+            # an H100 with a distilled lego grid: 0.029 between the two fp16 paths)
+            ref_s, ref_c = field.evaluate(local, dirs, net, self.packed(torch.float32))
+
+            def error(sig, rgb):
+                return max(float((rgb - ref_c).abs().max()), float(((sig - ref_s).abs() / (1.0 + ref_s.abs())).max()))
+
+            err = error(*fused(local, dirs, net))
+            err_torch = error(*field.evaluate(local, dirs, net, self.packed(torch.float16)))
+            if not math.isfinite(err) or err > max(2e-2, 1.5 * err_torch):
+                raise RuntimeError(f"fused kernel disagrees with the fp32 networks (max error {err:.3g}; "
+                                   f"torch fp16 path: {err_torch:.3g})")
             return fused
         except Exception as e:  # noqa: BLE001 - any failure means: use the torch path
             self._fused_failed = True
