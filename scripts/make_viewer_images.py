@@ -73,17 +73,28 @@ def drag(win: MainWindow, seconds: float, amplitude: int = 60) -> None:
                        QPoint(centre.x() + amplitude, centre.y()))
 
 
-def make_viewer_png(out: Path, tmp: Path) -> None:
+def _open_demo(tmp: Path):
     win = new_window(tmp)
     assert win.open_scene(DEMO_SCENE), win.banner.text()
+    return win
+
+
+def _grab(win, out: Path, settle_ms: int):
+    """Let the window settle, save it as ``out``, return the pixmap."""
+    _spin(settle_ms)
+    pix = win.grab()
+    assert pix.save(str(out)), out
+    return pix
+
+
+def make_viewer_png(out: Path, tmp: Path) -> None:
+    win = _open_demo(tmp)
     backend = win.backend
     assert _wait(lambda: backend in win.infos, 120), "default backend did not load"
     assert wait_final(win), "no final frame"
     drag(win, 3.0)
     assert wait_final(win), "no final frame after the drag"
-    _spin(500)
-    pix = win.grab()
-    assert pix.save(str(out)), out
+    pix = _grab(win, out, 500)
     f = win.last_frame
     print(f"wrote {out} ({pix.width()}x{pix.height()}): {backend}, {f.full_width}x{f.full_height}, "
           f"FPS EMA {win.fps_ema}, interactive {win.last_interactive.width}x{win.last_interactive.height}")
@@ -92,8 +103,7 @@ def make_viewer_png(out: Path, tmp: Path) -> None:
 
 
 def make_compare_png(out: Path, tmp: Path, data: Path) -> None:
-    win = new_window(tmp)
-    assert win.open_scene(DEMO_SCENE), win.banner.text()
+    win = _open_demo(tmp)
     win.scene.dataset["path"] = str(data)  # in memory only: where the ground truth is
     assert _wait(lambda: {"kilonerf", "r2l"} <= set(win.infos), 300), "backends did not load"
     win.set_backend("kilonerf")
@@ -104,9 +114,7 @@ def make_compare_png(out: Path, tmp: Path, data: Path) -> None:
     cmp.set_backend_b("r2l")
     assert wait_final(win), "no final frame"
     assert _wait(lambda: cmp.quality is not None and cmp.quality.reference == "gt", 300), cmp.status
-    _spin(800)
-    pix = win.grab()
-    assert pix.save(str(out)), out
+    pix = _grab(win, out, 800)
     q = cmp.quality
     print(f"wrote {out} ({pix.width()}x{pix.height()}): {q.backends} {q.reference_label} "
           f"PSNR {q.psnr} SSIM {q.ssim}")
