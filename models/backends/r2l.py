@@ -28,6 +28,7 @@ defined for the sampling it was trained with. R2L has no depth or opacity output
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -282,14 +283,9 @@ class FusedR2L:
         return out
 
 
-_KERNEL = None
-
-
+@functools.cache
 def _fused_kernel():
     """Compile-on-demand definition of the fused kernel (Triton is imported only here)."""
-    global _KERNEL
-    if _KERNEL is not None:
-        return _KERNEL
     triton = bind_triton(globals())
 
     @triton.jit
@@ -375,5 +371,4 @@ def _fused_kernel():
             acc += tl.sum(x3.to(tl.float32) * tl.load(wr + 3 * C)[None, :], axis=1)
             tl.store(out_ptr + rows * 3 + j, tl.sigmoid(acc + tl.load(bt_ptr + j)), mask=rmask)
 
-    _KERNEL = _r2l_fused
-    return _KERNEL
+    return _r2l_fused

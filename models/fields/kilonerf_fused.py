@@ -40,6 +40,8 @@ every tile of <= 64 rows. Other tile lengths remain available (``tile=``, warps 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from models.encoding import encoded_size
@@ -155,14 +157,9 @@ class FusedKiloNerf:
         self(local, dirs, net, tile=tile, all_valid=True)
 
 
-_KERNEL = None
-
-
+@functools.cache
 def _fused_kernel():
     """Compile-on-demand definition of the fused kernel (Triton is imported only here)."""
-    global _KERNEL
-    if _KERNEL is not None:
-        return _KERNEL
     triton = bind_triton(globals())
 
     @triton.jit
@@ -231,5 +228,4 @@ def _fused_kernel():
             row = tl.where(c4[None, :] == 1 + j, tl.sigmoid(c + tl.load(b5_ptr + net * 3 + j))[:, None], row)
         tl.store(out_ptr + p[:, None] * 4 + c4[None, :], row, mask=valid[:, None])
 
-    _KERNEL = _kilonerf_fused
-    return _KERNEL
+    return _kilonerf_fused
