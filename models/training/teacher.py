@@ -94,7 +94,6 @@ class StaticSamples:
         self.target, self.dn = torch.zeros(r + 1, 3, **z), torch.ones(r + 1, **z)
         self.weight, self.bg = torch.zeros(r + 1, **z), torch.zeros(3, **z)
         self.ray_index = torch.arange(r + 1, device=device)
-        self.kept = 0  # samples of the last load that fit
 
     def load(self, o, d, target, bg, ray_ids, t0, t1) -> None:
         """Copy a step's rays (R, 3) and packed samples (P,) in; P may exceed the capacity."""
@@ -119,7 +118,6 @@ class StaticSamples:
             keep &= self.ray_index < ray_ids[n]
         self.weight.copy_(keep)
         self.bg.copy_(bg)
-        self.kept = n
 
 
 def nerf_state(coarse: NerfMLP, fine: NerfMLP) -> dict[str, torch.Tensor]:
