@@ -10,7 +10,8 @@
 #                              PyQt6 trimmed to QtCore/Gui/Widgets/OpenGL/OpenGLWidgets/Test/Svg + sip
 #                              for cp311 and cp312 + uic, the Qt6 libs they need (ICU included), the xcb
 #                              platform plugin and both xcb GL integrations; PyOpenGL, pyrr,
-#                              multipledispatch, pyqtgraph, colorama (pure wheels)
+#                              multipledispatch (pure wheels). Kits built before 2026-11-22 also hold
+#                              pyqtgraph and colorama (the training panel no longer uses them)
 #   .viewerkit/sysroot.tar.xz  bin/Xvfb, bin/xkbcomp, share/X11/xkb, two DejaVu fonts, and the shared
 #                              libraries they and Qt's xcb plugin need, from Debian 12 packages, in
 #                              lib/ (always used) and lib/compat/ (base libraries: linked in by
@@ -66,7 +67,7 @@ rm -rf "$SITE" && mkdir -p "$SITE/PyQt6/Qt6/lib" "$SITE/PyQt6/Qt6/plugins"
 QSRC=$("$PY" -c 'import os, PyQt6; print(os.path.dirname(PyQt6.__file__))')
 PYQT_VER=$("$PY" -c 'from PyQt6.QtCore import PYQT_VERSION_STR, qVersion; print(PYQT_VERSION_STR, qVersion())')
 SIP_VER=$("$PY" -m pip show PyQt6-sip 2>/dev/null | sed -n 's/^Version: //p')
-MODULES="QtCore QtGui QtWidgets QtOpenGL QtOpenGLWidgets QtTest QtSvg"   # viewer + bench + pyqtgraph
+MODULES="QtCore QtGui QtWidgets QtOpenGL QtOpenGLWidgets QtTest QtSvg"   # viewer + bench
 cp "$QSRC/__init__.py" "$SITE/PyQt6/"
 cp -r "$QSRC/uic" "$SITE/PyQt6/"                                      # pyqtgraph imports PyQt6.uic
 find "$SITE/PyQt6/uic" -name __pycache__ -prune -exec rm -rf {} +
@@ -90,13 +91,13 @@ WHL=$WORK/wheels; rm -rf "$WHL"; mkdir -p "$WHL"
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 -d "$WHL" "PyQt6_sip==$SIP_VER" 2>/dev/null
-PURE="PyOpenGL==3.1.10 pyrr==0.10.3 multipledispatch==1.0.0 pyqtgraph==0.14.0 colorama==0.4.6"  # pyqtgraph imports colorama
+PURE="PyOpenGL==3.1.10 pyrr==0.10.3 multipledispatch==1.0.0"
 "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$WHL" $PURE 2>/dev/null
 for w in "$WHL"/*.whl; do "$PY" -m zipfile -e "$w" "$SITE"; done
 rm -rf "$SITE"/*.dist-info "$SITE"/PyQt6/bindings
 find "$SITE" -name '*.pyi' -delete
 find "$SITE" -name __pycache__ -prune -exec rm -rf {} +
-rm -rf "$SITE/pyqtgraph/examples" "$SITE/OpenGL/DLLS"                     # DLLS: Windows only
+rm -rf "$SITE/OpenGL/DLLS"                                              # Windows only
 strip --strip-unneeded "$SITE"/PyQt6/*.so                               # PyQt6's modules ship unstripped
 
 # ---------------------------------------------------------------- system files from Debian packages

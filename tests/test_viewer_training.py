@@ -230,6 +230,8 @@ def test_tiny_teacher_from_dialog_to_selectable_backend(qtbot, window, tmp_path,
     row = ctrl.panel.rows["teacher"]
     assert row.bar.value() == 150 and "steps/s" in row.stats.text()
     assert ctrl.panel.redraws >= 2 and ctrl.panel.val_image.pixmap() is not None
+    loss_series = ctrl.panel.loss_plot.series["teacher"]
+    assert loss_series.x.size >= 5 and loss_series.x[-1] == steps[-1] and ctrl.panel.loss_plot.paints >= 2
     assert "finished" in ctrl.panel.log.toPlainText()
 
     # live preview: snapshots during training (the viewer showed them), then the saved weights
@@ -262,14 +264,12 @@ def test_tiny_teacher_from_dialog_to_selectable_backend(qtbot, window, tmp_path,
     assert "trained: nerf" in again.output_info.text() and not again.resume_button.isEnabled()
     again.close()
 
-    # the event loop never stalled
+    # the event loop never stalled (issue 6: the longest stall during training stays under 100 ms)
     print(f"\nlongest event-loop stall during training: {meter.worst_ms:.1f} ms over {len(meter.gaps)} ticks")
-    # Measured on this 2-core machine, idle, 2026-11-21: worst stalls of 70-118 ms over a dozen
-    # runs, most often while the panel's plots are first painted as the job starts; the GUI thread
-    # then waits for the GIL the training thread holds (a known defect: moving training to a
-    # subprocess would remove it). 150 ms keeps the test from flaking on that while still failing
-    # on any real freeze (seconds).
-    assert meter.worst_ms < 150.0
+    # Measured on this 2-core machine, 2026-11-22 (docs/viewer.md, "Responsiveness during training"):
+    # 20-33 ms idle, 37-44 ms with one competing busy process. Before: 60-95 ms idle and 225 ms
+    # on a CI host, from pyqtgraph's plot updates and a niced trainer thread holding the GIL.
+    assert meter.worst_ms < 100.0
 
 
 # ----------------------------------------------------------------- distillation stages, live

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pyqtgraph as pg
 from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QImage, QPixmap
 from PyQt6.QtWidgets import (
@@ -31,6 +30,7 @@ from PyQt6.QtWidgets import (
 )
 
 from models.training.engine import TrainEvent
+from viewer.panels.plots import LivePlot
 from viewer.panels.training_dialog import format_duration
 from viewer.train_worker import STAGE_LABELS, TrainingSession
 
@@ -164,21 +164,11 @@ class TrainingPanel(QWidget):
         left.setMinimumWidth(250)
         left.setMaximumWidth(340)
 
-        # --- plots
-        pg.setConfigOptions(antialias=False, background="w", foreground="k")
-        self.loss_plot = pg.PlotWidget(title="Loss")
-        self.loss_plot.setLogMode(x=False, y=True)
-        self.loss_plot.showGrid(x=True, y=True, alpha=0.25)
-        self.loss_plot.setLabel("bottom", "step")
-        self.loss_plot.addLegend(offset=(-5, 5))
-        # short titles: a title wider than the plot widens the scene and clips the newest data
-        self.psnr_plot = pg.PlotWidget(title="PSNR (dB)")
-        self.psnr_plot.showGrid(x=True, y=True, alpha=0.25)
-        self.psnr_plot.setLabel("bottom", "step")
-        self.psnr_plot.addLegend(offset=(-5, -5))
-        for p in (self.loss_plot, self.psnr_plot):
-            p.setMinimumSize(180, 120)
-            p.setMenuEnabled(False)
+        # --- plots (painted with QPainter: see viewer/panels/plots.py for why not a plotting library)
+        self.loss_plot = LivePlot("Loss", log_y=True, legend="top-right")
+        self.loss_plot.setObjectName("training-loss-plot")
+        self.psnr_plot = LivePlot("PSNR (dB)", legend="bottom-right")
+        self.psnr_plot.setObjectName("training-psnr-plot")
         plots = QHBoxLayout()
         plots.addWidget(self.loss_plot, 1)
         plots.addWidget(self.psnr_plot, 1)
@@ -244,22 +234,12 @@ class TrainingPanel(QWidget):
         self._pending_validation = None
         self.loss_plot.clear()
         self.psnr_plot.clear()
-        if self.loss_plot.plotItem.legend is not None:
-            self.loss_plot.plotItem.legend.clear()
-        if self.psnr_plot.plotItem.legend is not None:
-            self.psnr_plot.plotItem.legend.clear()
         for i, stage in enumerate(r.stages):
             colour = STAGE_COLOURS[stage]
-            pen = pg.mkPen(colour, width=1.5)
-            self.curves[stage] = {
-                "step": [], "loss": [], "psnr": [], "val_step": [], "val_psnr": [],
-                "loss_curve": self.loss_plot.plot([], [], pen=pen, name=STAGE_LABELS[stage]),
-                "psnr_curve": self.psnr_plot.plot([], [], pen=pg.mkPen(colour, width=1),
-                                                  name="training batch" if i == 0 else None),
-                "val_curve": self.psnr_plot.plot([], [], pen=None, symbol="o", symbolSize=7,
-                                                 symbolBrush=pg.mkBrush(colour), symbolPen=pg.mkPen("k"),
-                                                 name="validation" if i == 0 else None),
-            }
+            self.curves[stage] = {"step": [], "loss": [], "psnr": [], "val_step": [], "val_psnr": []}
+            self.loss_plot.add_series(stage, STAGE_LABELS[stage], colour, 1.5)
+            self.psnr_plot.add_series(stage, "training batch" if i == 0 else None, colour, 1.0)
+            self.psnr_plot.add_series(stage + ":val", "validation" if i == 0 else None, colour, markers=True)
         self.log.clear()
         for line in session.log:
             self.log.appendPlainText(line)
@@ -350,14 +330,12 @@ class TrainingPanel(QWidget):
         if self._pending_validation is not None:
             self.show_validation(self._pending_validation)
             self._pending_validation = None
-        for c in self.curves.values():
-            if c["step"]:
-                x = np.asarray(c["step"], dtype=np.float64)
-                c["loss_curve"].setData(x, np.asarray(c["loss"], dtype=np.float64))
-                c["psnr_curve"].setData(x, np.asarray(c["psnr"], dtype=np.float64), connect="finite")
-            if c["val_step"]:
-                c["val_curve"].setData(np.asarray(c["val_step"], dtype=np.float64),
-                                       np.asarray(c["val_psnr"], dtype=np.float64))
+        for stage, c in self.curves.items():
+            self.loss_plot.set_data(stage, c["step"], c["loss"])
+            self.psnr_plot.set_data(stage, c["step"], c["psnr"])
+            self.psnr_plot.set_data(stage + ":val", c["val_step"], c["val_psnr"])
+        self.loss_plot.update()
+        self.psnr_plot.update()
 
     # ----------------------------------------------------------------------------- controls
     def _pause_toggled(self, on: bool) -> None:
