@@ -24,7 +24,7 @@ from models.backends.kilonerf import (
 )
 from models.cameras import Camera, camera_rays, look_at
 from models.encoding import positional_encoding
-from models.fields.kilonerf_grid import KiloNerfFieldConfig, KiloNerfGrid, tile_layout
+from models.fields.kilonerf_grid import KiloNerfFieldConfig, KiloNerfGrid, tile_layout, tile_upper_bound
 from models.occupancy import OccupancyGrid
 from models.rendering import composite_packed
 
@@ -137,6 +137,28 @@ def test_tile_layout_puts_one_network_per_tile():
     assert len(set(lay.slot.tolist())) == 9 and int(lay.slot.max()) < 16
     tile_of_point = lay.slot // 4
     assert (lay.tile_net[tile_of_point] == net[lay.order]).all()
+
+
+def test_tile_layout_with_a_bound_adds_only_empty_tiles():
+    """The fused kernel's launch (no host sync): the bound's spare tiles start past the last
+    network's points, so a program that takes one finds no point."""
+    net = torch.tensor([3, 0, 3, 3, 1, 3, 0, 3, 3, 4])  # 4 = "no network" (slots=False)
+    exact = tile_layout(net, 4, tile=4, slots=False)
+    bound = tile_upper_bound(net.numel(), 4, 4)
+    assert bound == 3 + 4 and exact.n_tiles == 4
+    lay = tile_layout(net, 4, tile=4, slots=False, max_tiles=bound)
+    assert lay.n_tiles == bound and lay.tile_net[:4].tolist() == exact.tile_net.tolist()
+    assert torch.equal(lay.order, exact.order) and torch.equal(lay.first, exact.first)
+    for tid in range(4, bound):  # spare tiles: network 3, rows start at or past its end
+        m = int(lay.tile_net[tid])
+        start = int(lay.first[m]) + (tid - int(lay.tile_first[m])) * 4
+        assert m == 3 and start >= int(lay.first[m + 1])
+    # the bound holds for any distribution of points over networks
+    for n, m, t in ((1, 5, 16), (17, 1, 16), (1000, 671, 16), (5, 100, 128)):
+        worst = sum(-(-c // t) for c in [n - min(m, n) + 1] + [1] * (min(m, n) - 1))
+        assert tile_upper_bound(n, m, t) >= worst
+    with pytest.raises(ValueError):
+        tile_layout(net, 4, tile=4, slots=True, max_tiles=bound)
 
 
 # ------------------------------------------------------------------------------------ ESS

@@ -24,8 +24,8 @@ Rendering (``render_passes``) follows the paper's fast renderer, in PyTorch ops:
 
 Lookups use bordered tables (distance field, voxel -> network), so a lookup is one affine map, a
 clamp and one gather. Work per frame: mean samples per ray x 12,160 FLOPs (``flops_per_sample``)
-plus W lookups per active ray and pass. Host syncs per pass: the sample compaction, the tile
-count, the bincount inside ``composite_packed`` and the ray compaction.
+plus W lookups per active ray and pass. Host syncs per pass: the sample compaction and the ray
+compaction, plus the tile count on the batched torch path (the fused kernel launches a bound).
 """
 
 from __future__ import annotations

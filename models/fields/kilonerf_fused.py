@@ -7,8 +7,10 @@ them, the outputs gathered back. An 800x800 frame evaluates its samples in sever
 those launches, not the 12 kFLOP per sample, dominated the frame (H100 profile: ~790 launches).
 
 ``FusedKiloNerf`` does the same evaluation in one launch (plus the sort that groups the points by
-network, ``tile_layout(..., slots=False)``). Each program takes one tile of ``T`` points of one
-network and keeps them on chip from the inputs to the outputs:
+network, ``tile_layout(..., slots=False)``), with no host sync: the grid is the bound
+``tile_upper_bound`` = ceil(N / T) + M on the tile count, and the spare programs return at once.
+Each program takes one tile of ``T`` points of one network and keeps them on chip from the
+inputs to the outputs:
 
 * the tile's network ``m`` and its points: row r is sorted point ``first[m] + (k - tile_first[m]) T + r``
   (``TileLayout``), padding rows past ``first[m + 1]`` are masked, so no padded buffer and no
@@ -45,7 +47,7 @@ import functools
 import torch
 
 from models.encoding import encoded_size
-from models.fields.kilonerf_grid import KiloNerfFieldConfig, KiloNerfGrid, tile_layout
+from models.fields.kilonerf_grid import KiloNerfFieldConfig, KiloNerfGrid, tile_layout, tile_upper_bound
 from models.triton_support import bind_triton, can_run_kernels
 
 TILE = 16
@@ -135,7 +137,9 @@ class FusedKiloNerf:
         if not all_valid:  # "no network" sorts after every network and gets no tile
             net = torch.where(net >= 0, net, torch.full_like(net, m))
         t = tile or TILE
-        lay = tile_layout(net, m, t, slots=False)
+        # no host sync: launch the bound on the tile count; tiles past the real ones hold no point
+        # (the kernel masks rows at or past their network's end) and store nothing
+        lay = tile_layout(net, m, t, slots=False, max_tiles=tile_upper_bound(n, m, t))
         if lay.n_tiles:
             c = self.config
             self.kernel[(lay.n_tiles,)](
@@ -189,6 +193,8 @@ def _fused_kernel():
         net = tl.minimum(tl.maximum(tl.load(tile_net_ptr + tid).to(tl.int32), 0), M - 1)
         end = tl.load(first_ptr + net + 1).to(tl.int32)
         start = tl.load(first_ptr + net).to(tl.int32) + (tid - tl.load(tile_first_ptr + net).to(tl.int32)) * T
+        if start >= end:  # a spare tile of the launch bound (``tile_upper_bound``): no point
+            return
         pos = start + tl.arange(0, T)
         valid = pos < end
         p = tl.load(order_ptr + pos, mask=valid, other=0).to(tl.int32)

@@ -111,15 +111,26 @@ def choose_tile(n_points: int, n_networks: int) -> int:
     return 16
 
 
-def tile_layout(net: torch.Tensor, n_networks: int, tile: int, slots: bool = True) -> TileLayout:
+def tile_upper_bound(n_points: int, n_networks: int, tile: int) -> int:
+    """Most tiles ``n_points`` points can need over ``n_networks`` networks: each network pads at
+    most one partial tile."""
+    return -(-n_points // tile) + min(n_networks, n_points)
+
+
+def tile_layout(net: torch.Tensor, n_networks: int, tile: int, slots: bool = True,
+                max_tiles: int | None = None) -> TileLayout:
     """Group points by network into padded tiles.
 
     Args:
         net: (P,) network index of each point, in [0, n_networks]; with ``slots=False`` the value
             ``n_networks`` means "no network": such points sort last and get no tile.
         slots: compute ``TileLayout.slot`` (the scatter rows of the batched torch path).
+        max_tiles: None: count the tiles (one host sync). Otherwise an upper bound on the number
+            of tiles (``tile_upper_bound``) used instead, with no host sync: ``n_tiles`` is then
+            that bound, and the tiles past the real ones belong to the last network and hold no
+            point (their rows start past that network's points). Needs ``slots=False``.
     Returns:
-        a TileLayout. One host sync (the number of tiles).
+        a TileLayout.
     """
     dev = net.device
     p = net.numel()
@@ -130,7 +141,12 @@ def tile_layout(net: torch.Tensor, n_networks: int, tile: int, slots: bool = Tru
     first, counts = bounds[:-1], bounds[1:] - bounds[:-1]  # sorted range of each network
     tiles = torch.div(counts + (tile - 1), tile, rounding_mode="floor")
     tile_end = torch.cumsum(tiles, 0)
-    n_tiles = int(tile_end[-1].item()) if p else 0
+    if max_tiles is None:
+        n_tiles = int(tile_end[-1].item()) if p else 0
+    else:
+        if slots:
+            raise ValueError("tile_layout: max_tiles needs slots=False")
+        n_tiles = max_tiles if p else 0
     tile_first = tile_end - tiles
     slot = None
     if slots:
