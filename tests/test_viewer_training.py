@@ -5,6 +5,7 @@ from its checkpoint, failures as error dialogs, and closing the window during a 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import torch
 from PyQt6.QtCore import QSettings, QTimer
 
 from models.training.engine import checkpoint_path, read_checkpoint
+from viewer.app import freeze_startup_heap
 from viewer.main_window import MainWindow
 from viewer.panels.training_dialog import TrainingDialog, estimate_stage, record_rate, stage_rate
 from viewer.train_worker import TrainRequest
@@ -210,6 +212,9 @@ def test_tiny_teacher_from_dialog_to_selectable_backend(qtbot, window, tmp_path,
     ctrl.jobStarted.connect(lambda s: s.trainEvent.connect(rec))
     frames = []
     window.worker.frameReady.connect(frames.append)
+    # as the app does once its window is up (viewer/app.py): without it, a full garbage collection
+    # of this test session's heap (every earlier test's objects) takes 50-140 ms of the GUI thread
+    freeze_startup_heap()
     meter = StallMeter()
     meter.start()
     dlg.start_button.click()
@@ -217,6 +222,7 @@ def test_tiny_teacher_from_dialog_to_selectable_backend(qtbot, window, tmp_path,
     assert s is not None and s.running and ctrl.dock.isVisible()
     qtbot.waitUntil(lambda: s.outcome is not None, timeout=90_000)
     meter.stop()
+    gc.unfreeze()  # the later tests' garbage is collected as usual
     assert s.outcome == "finished", "\n".join(s.log)
     qtbot.waitUntil(lambda: not s.train_thread.isRunning(), timeout=5_000)
 

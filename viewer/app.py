@@ -63,6 +63,7 @@ def run_viewer(scene_path: str | None, argv: list[str] | None = None, device: st
     else:
         window.show_welcome()
         QTimer.singleShot(0, window.open_scene_dialog)
+    freeze_startup_heap()
     if quit_after:
         def finish():
             if screenshot:  # what the GL canvas shows, exactly (also proves a frame was drawn)
@@ -75,6 +76,21 @@ def run_viewer(scene_path: str | None, argv: list[str] | None = None, device: st
     finally:
         window.shutdown()
         sys.excepthook = previous_hook
+
+
+def freeze_startup_heap() -> None:
+    """Move every object alive now (torch, Qt, numpy and the window: ~200k objects) out of the
+    cyclic garbage collector's reach.
+
+    A full collection scans all tracked objects while holding the GIL: 31-39 ms on the 2-core
+    machine right after start-up, a stall of the event loop whenever one happens during a drag
+    or a training job. Frozen, the start-up objects are never scanned again (0.002 ms for the
+    same collection); objects created later are collected as usual.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def main(argv: list[str] | None = None) -> int:
