@@ -12,7 +12,8 @@
 #   eval     ~2 min: test split at 400x400 (NeRF and KiloNeRF, KiloNeRF also in fp32), 800x800 timings
 #   bench    ~1 min: warm 800x800 frame times of the 25 test views, a profile of one frame and a
 #            sweep of renderer settings (ms, samples/ray, passes, PSNR change vs the default),
-#            including the torch path of the network evaluation next to the fused Triton kernel
+#            including torch marching (fused network kernel) and the torch path throughout next to
+#            the default (Triton marcher + fused network kernel)
 # Dry run on a CPU with a small scene: DEVICE=cpu PRESET=tiny SMALL=32 BIG=48 bash scripts/gpu_kilonerf.sh ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -140,8 +141,9 @@ sweep = {
     "max 4 passes": dict(max_passes=4),
     "ERT 0.03": dict(ert_threshold=0.03),
     "fp32": "fp32",
+    "fused network kernel, torch marching": "fused-net",
     "torch path (no fused kernel)": "torch",
-    "torch.compile'd marching stages": "compile",
+    "torch marching, torch.compile'd stages": "compile",
 }
 report["sweep"] = {}
 sub = reqs[::3]
@@ -150,11 +152,11 @@ for name, change in sweep.items():
     try:
         if change == "fp32":
             rows = run(base, [dataclasses.replace(r, precision="fp32") for r in sub], rounds=1)
-        elif change == "torch":
-            b.accel = "torch"
+        elif change in ("torch", "fused-net"):
+            b.accel = change
             rows = run(base, sub, rounds=2)
         elif change == "compile":
-            b.compile = True
+            b.accel, b.compile = "fused-net", True
             t = time.perf_counter()
             b.render(sub[0])
             print(f"  (compiling took {time.perf_counter() - t:.1f} s)")

@@ -7,9 +7,12 @@ counts every op dispatched from ``models/`` while rendering a small frame of a r
 
     .venv/bin/python scripts/kilonerf_op_count.py                 # torch network path
     TRITON_INTERPRET=1 PYTHONPATH=/path/to/triton \\
-      .venv/bin/python scripts/kilonerf_op_count.py --fused       # the fused kernel's path
+      .venv/bin/python scripts/kilonerf_op_count.py --fused       # the fused network kernel
+    TRITON_INTERPRET=1 PYTHONPATH=/path/to/triton \
+      .venv/bin/python scripts/kilonerf_op_count.py --march       # + the Triton marcher
 
-Ops inside the Triton interpreter are not counted (on a GPU the kernel is one launch).
+Ops inside the Triton interpreter are not counted (on a GPU a kernel is one launch); each Triton
+launch is counted as one op (``triton:<kernel>``).
 """
 
 from __future__ import annotations
@@ -44,9 +47,36 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+class count_launches:
+    """Count each Triton kernel launch as one op (the interpreter runs kernels in numpy)."""
+
+    def __init__(self, counter: OpCounter):
+        self.counter, self.saved = counter, None
+
+    def __enter__(self):
+        try:
+            from triton.runtime.interpreter import InterpretedFunction
+        except ImportError:
+            return self
+        self.saved = (InterpretedFunction, InterpretedFunction.run)
+        counter, run = self.counter, InterpretedFunction.run
+
+        def counted(fn, *args, **kwargs):
+            counter.by_line[f"triton:{fn.fn.__name__}"] += 1
+            return run(fn, *args, **kwargs)
+
+        InterpretedFunction.run = counted
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved:
+            self.saved[0].run = self.saved[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fused", action="store_true", help="the fused Triton kernel (needs TRITON_INTERPRET=1 on CPU)")
+    ap.add_argument("--march", action="store_true", help="the fused kernel and the Triton marcher (implies --fused)")
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
     field = random_field(frac=0.8)
@@ -54,22 +84,29 @@ def main() -> None:
     ess = EssGrid(AABB, occ)
     o, d, near, far = camera_batch(80, 60)
     cfg = KiloNerfRenderConfig(step_size=0.02)
-    if args.fused:
+    marcher = None
+    if args.fused or args.march:
         from models.fields.kilonerf_fused import FusedKiloNerf
 
         weights = FusedKiloNerf(field)
+        if args.march:
+            from models.backends.kilonerf_march import TritonMarcher
+
+            ess.set_networks(field.cell_to_net)
+            marcher = TritonMarcher(ess, field.n_networks)
     else:
         weights = field.pack(torch.float32)
-    render_passes(field, ess, o, d, near, far, torch.ones(3), cfg, weights)  # warm up
+    render_passes(field, ess, o, d, near, far, torch.ones(3), cfg, weights, marcher=marcher)  # warm up
     counter = OpCounter()
-    with counter:
-        out = render_passes(field, ess, o, d, near, far, torch.ones(3), cfg, weights)
+    with counter, count_launches(counter):
+        out = render_passes(field, ess, o, d, near, far, torch.ones(3), cfg, weights, marcher=marcher)
     passes = int(out["passes"])
     total = sum(counter.by_line.values())
     by_file = collections.Counter()
     for k, v in counter.by_line.items():
         by_file[k.rsplit(":", 1)[0]] += v
-    print(f"{'fused' if args.fused else 'torch'} path: {passes} passes, {total} ops, {total / passes:.0f} per pass")
+    path = "Triton marcher + fused" if args.march else "fused" if args.fused else "torch"
+    print(f"{path} path: {passes} passes, {total} ops, {total / passes:.0f} per pass")
     print("| file | ops |\n|---|---|")
     for k, v in by_file.most_common():
         print(f"| {k} | {v} |")

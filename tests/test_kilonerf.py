@@ -20,6 +20,7 @@ from models.backends.kilonerf import (
     KiloNerfBackend,
     KiloNerfRenderConfig,
     empty_space_distance,
+    pass_sizes,
     render_passes,
 )
 from models.cameras import Camera, camera_rays, look_at
@@ -413,6 +414,25 @@ b = render_passes(f, ess, o, d, near, far, torch.ones(3), cfg)
 assert torch.equal(a["samples"], b["samples"]) and b["acc"].max() > 0.5
 err = float((a["rgb"] - b["rgb"]).abs().max())
 assert err < 1e-2, err
+# the Triton marcher against the torch passes (both with the fused kernel): the same samples, the
+# same image up to float rounding, over several passes, with a final pass, and without ERT
+from models.backends.kilonerf import marcher_disagreement, pass_sizes
+from models.backends.kilonerf_march import TritonMarcher
+ess.set_networks(f.cell_to_net)
+marcher = TritonMarcher(ess, f.n_networks)
+o, d, near, far = camera_batch(20, 15)
+for cfg in (KiloNerfRenderConfig(step_size=0.02), KiloNerfRenderConfig(step_size=0.02, max_passes=2),
+            KiloNerfRenderConfig(step_size=0.03, ert_threshold=0.0, samples_per_pass=4)):
+    a = render_passes(f, ess, o, d, near, far, torch.ones(3), cfg, fused, marcher=marcher)
+    b = render_passes(f, ess, o, d, near, far, torch.ones(3), cfg, fused)
+    assert int(a["passes"]) == int(b["passes"]) >= 2, (cfg, a["passes"], b["passes"])
+    assert torch.equal(a["samples"], b["samples"]) and a["samples"].mean() > 5, cfg
+    for k in ("rgb", "depth", "acc", "trans"):
+        err = float((a[k] - b[k]).abs().max())
+        assert err < 5e-3 * (1 + float(b[k].abs().max())), (cfg, k, err)
+marcher.warm_up(pass_sizes(KiloNerfRenderConfig()))
+err, frac = marcher_disagreement(f, ess, KiloNerfRenderConfig(step_size=0.05), fused, marcher, n_rays=300)
+assert err < 2e-3 and frac < 1e-2, (err, frac)
 print("ok")
 """
 
@@ -426,13 +446,20 @@ def test_fused_kernel_matches_the_batched_path_in_the_triton_interpreter():
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
+def test_pass_sizes_cover_every_distinct_pass():
+    cfg = KiloNerfRenderConfig()  # 8 samples in the first pass, doubling up to 64, window >= 32
+    assert pass_sizes(cfg) == [(4, 32, 8), (1, 32, 16), (1, 64, 32), (1, 128, 64)]
+    assert pass_sizes(KiloNerfRenderConfig(pass_growth=1.0, initial_jumps=0, jumps_per_pass=0)) == [(0, 32, 8)]
+
+
 def test_backend_accel_choices_and_cpu_path():
     with pytest.raises(ValueError):
         KiloNerfBackend("cpu", accel="cuda-graphs")
     f = random_field()
     occ = (f.cell_to_net >= 0).repeat_interleave(4, 0).repeat_interleave(4, 1).repeat_interleave(4, 2)
     b = backend_for(f, occ, KiloNerfRenderConfig(step_size=0.03))
-    assert b.accel in ("auto", "fused", "torch") and b.fused() is None and b.active_path() == "torch-fp32"
+    assert b.accel in ("auto", "fused", "fused-net", "torch") and b.fused() is None and b.marcher() is None
+    assert b.active_path() == "torch-fp32"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -453,16 +480,20 @@ def test_fused_kernel_matches_the_torch_path_on_cuda():
     cam = Camera(look_at(torch.tensor([2.5, 1.8, 1.6]), torch.zeros(3), torch.tensor([0.0, 0.0, 1.0])),
                  200, 150, 175.0, 175.0, 100.0, 75.0)
     req = RenderRequest.from_camera(cam, 0.1, 8.0)
-    frames = {}
-    for accel in ("fused", "torch"):
+    frames, samples = {}, {}
+    for accel, path in (("fused", "fused"), ("fused-net", "fused-net"), ("torch", "torch-fp16")):
         b = KiloNerfBackend("cuda", accel=accel)
         b.load_state_dict(state, config)
-        frames[accel] = b.render(req).rgb
-        assert b.active_path() == ("fused" if accel == "fused" else "torch-fp16"), b.accel_note
+        res = b.render(req)
+        frames[accel], samples[accel] = res.rgb, res.samples_per_ray
+        assert b.active_path() == path, b.accel_note
     frames["fp32"] = b.render(RenderRequest(**{**req.__dict__, "precision": "fp32"})).rgb
 
     def psnr(a, b):
         return -10 * math.log10(max(float(((a - b) ** 2).mean()), 1e-12))
 
+    # the Triton marcher takes the torch passes' samples (ulp-level rounding aside)
+    assert abs(samples["fused"] - samples["fused-net"]) < 1e-3 * samples["fused-net"]
+    assert psnr(frames["fused"], frames["fused-net"]) > 50
     assert psnr(frames["fused"], frames["torch"]) > 45
     assert psnr(frames["fused"], frames["fp32"]) > 45

@@ -1,6 +1,6 @@
 """KiloNeRF backend: a grid of tiny MLPs rendered with empty-space skipping and early ray termination.
 
-Rendering (``render_passes``) follows the paper's fast renderer, in PyTorch ops:
+Rendering (``render_passes``) follows the paper's fast renderer:
 
 * every ray samples one fixed lattice, ``t_i = t0 + (i + 1/2) dt`` with ``dt = step / |d|`` from
   its entry ``t0`` into the grid box; samples are kept only in occupied voxels of the ESS grid.
@@ -24,8 +24,19 @@ Rendering (``render_passes``) follows the paper's fast renderer, in PyTorch ops:
 
 Lookups use bordered tables (distance field, voxel -> network), so a lookup is one affine map, a
 clamp and one gather. Work per frame: mean samples per ray x 12,160 FLOPs (``flops_per_sample``)
-plus W lookups per active ray and pass. Host syncs per pass: the sample compaction and the ray
-compaction, plus the tile count on the batched torch path (the fused kernel launches a bound).
+plus W lookups per active ray and pass.
+
+Two implementations of the pass loop give the same samples and images:
+
+* torch ops (``_torch_passes``; CPU, fp32, and CUDA without Triton): ~240 small ops per pass and
+  two host syncs (the sample and the ray compaction), plus the tile count on the batched torch
+  network path. On an H100 the CPU dispatching them sets the frame time: 16.6-20.2 ms per
+  800x800 lego frame with the fused network kernel, whose profile showed 6.7 ms of GPU work;
+* the Triton marcher (``_triton_passes``, ``models/backends/kilonerf_march.py``; CUDA fp16, the
+  default there): per pass one march kernel (jumps and window), the fused network kernel over
+  fixed sample slots, one composite kernel and the ray compaction (one host sync): ~30 ops per
+  pass, 5.8-6.8 ms per frame on the same scenes (2.7 ms of GPU work). Numbers and commands:
+  docs/benchmarks.md, KiloNeRF.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from models.backends.base import BackendUnavailable, RendererBackend
+from models.backends.kilonerf_march import TritonMarcher
 from models.cameras import ray_aabb
 from models.fields.kilonerf_fused import FusedKiloNerf, triton_available
 from models.fields.kilonerf_grid import KiloNerfFieldConfig, KiloNerfGrid, PackedWeights
@@ -278,6 +290,7 @@ def render_passes(
     packed: PackedWeights | FusedKiloNerf | None = None,
     max_candidates: int = 1 << 24,
     compile: bool = False,
+    marcher: TritonMarcher | None = None,
 ) -> dict[str, torch.Tensor]:
     """Render rays (R, 3) with ESS + ERT in passes (see the module docstring).
 
@@ -288,7 +301,11 @@ def render_passes(
     ``max_candidates`` bounds the lattice positions tested at once in the final pass.
     ``compile``: fuse the jump and window stages with ``torch.compile`` (dynamic shapes; the
     first frames compile for a while), same results.
+    ``marcher``: run the passes on the Triton marcher (needs ``packed`` to be a ``FusedKiloNerf``):
+    three kernels and one compaction per pass instead of ~240 torch ops.
     """
+    if marcher is not None and not isinstance(packed, FusedKiloNerf):
+        raise ValueError("the Triton marcher needs the fused network kernel (packed=FusedKiloNerf)")
     c = config
     if ess.net_table is None:
         ess.set_networks(field.cell_to_net)
@@ -297,7 +314,6 @@ def render_passes(
     acc_out = torch.zeros(r, 6, device=dev)  # rgb, depth, acc, samples
     log_trans = torch.zeros(r, device=dev)
     step = float(c.step_size)
-    log_thr = math.log(c.ert_threshold) if c.ert_threshold > 0 else -math.inf
 
     t0, t1 = ray_aabb(origins, dirs, ess.aabb)
     t0 = torch.maximum(t0, near)
@@ -311,6 +327,80 @@ def render_passes(
     st = torch.cat([origins[act], dirs[act], F.normalize(dirs[act], dim=-1), t1[act, None], dt[act, None],
                     torch.zeros_like(jl)[:, None], torch.zeros_like(jl)[:, None], jl[:, None], t0[act, None]], 1)
 
+    if marcher is not None:
+        n_pass = _triton_passes(field, marcher, packed, st, act, acc_out, log_trans, c, max_candidates)
+    else:
+        n_pass = _torch_passes(field, ess, st, act, acc_out, log_trans, c, packed, max_candidates, compile)
+    rgb, depth, acc, samples = acc_out[:, 0:3], acc_out[:, 3], acc_out[:, 4], acc_out[:, 5]
+    if background is not None:
+        rgb = rgb + (1.0 - acc[:, None]) * background
+    return {"rgb": rgb, "depth": depth, "acc": acc, "samples": samples,
+            "trans": torch.exp(log_trans), "passes": torch.tensor(n_pass)}
+
+
+def _pass_size(c: KiloNerfRenderConfig, n_pass: int) -> tuple[int, int]:
+    """Occupied samples per ray (S) and window (W) of pass ``n_pass`` (not the final pass)."""
+    s_pass = max(1, int(min(c.max_samples_per_pass, round(c.samples_per_pass * c.pass_growth ** n_pass))))
+    return s_pass, max(c.window, 2 * s_pass)
+
+
+def pass_sizes(c: KiloNerfRenderConfig) -> list[tuple[int, int, int]]:
+    """(jumps, window, samples) of every distinct pass (not the final pass of ``max_passes``)."""
+    sizes, k = [], 0
+    while True:
+        size = (c.initial_jumps if k == 0 else c.jumps_per_pass, *reversed(_pass_size(c, k)))
+        if size in sizes:
+            return sizes
+        sizes.append(size)
+        k += 1
+
+
+def _remaining(st: torch.Tensor) -> int:
+    """Most lattice positions any ray of ``st`` has left (the final pass's window; a host sync)."""
+    return int(torch.ceil((st[:, _T1] - st[:, _T0]) / st[:, _DT] - st[:, _I]).clamp_min(1).max().item())
+
+
+def _triton_passes(field, marcher, fused: FusedKiloNerf, st, act, acc_out, log_trans, c: KiloNerfRenderConfig,
+                   max_candidates: int) -> int:
+    """The pass loop on the Triton marcher (``models/backends/kilonerf_march.py``): per pass the
+    march kernel, the fused network kernel over every sample slot, the composite kernel and one
+    compaction. Returns the number of passes."""
+    n_pass = 0
+    while act.numel() > 0:
+        last_pass = c.max_passes > 0 and n_pass == c.max_passes - 1
+        jumps = c.initial_jumps if n_pass == 0 else c.jumps_per_pass
+        n_pass += 1
+        if last_pass:
+            # every remaining occupied sample: a window of hundreds of positions, which one lane
+            # per ray walks in turn (a first version did: 72.5 ms per frame with max_passes=3 on
+            # an H100, compiles of new window sizes included; torch marching took 19.0 ms); the
+            # torch window stage tests them in parallel and compacts
+            if jumps:
+                marcher.march(st, jumps, 0, 0)
+            w = _remaining(st)
+            per = max(1, max_candidates // w)
+            for a in range(0, st.shape[0], per):  # slices are views: one_pass updates st in place
+                one_pass(field, marcher.ess, st[a:a + per], act[a:a + per], w, w, acc_out, fused)
+            log_trans.index_copy_(0, act, st[:, _LT])
+            break
+        s_pass, w = _pass_size(c, n_pass - 1)
+        keep = _triton_pass(marcher, fused, st, act, jumps, w, s_pass, acc_out, log_trans, c)
+        keep = torch.nonzero(keep).squeeze(1)
+        act, st = act[keep], st[keep]
+    return n_pass
+
+
+def _triton_pass(marcher, fused: FusedKiloNerf, st, act, jumps: int, w: int, s: int, acc_out, log_trans,
+                 c: KiloNerfRenderConfig) -> torch.Tensor:
+    t, net, local, count = marcher.march(st, jumps, w, s)
+    out = fused.rows(local, st[:, _V], net, dirs_per=s, marked=True)
+    return marcher.composite(out, t, count, st, act, s, acc_out, log_trans, c.ert_threshold)
+
+
+def _torch_passes(field, ess, st, act, acc_out, log_trans, c: KiloNerfRenderConfig, packed, max_candidates: int,
+                  compile: bool) -> int:
+    """The pass loop in torch ops (CPU, fp32, and the GPU without Triton). Returns the number of passes."""
+    log_thr = math.log(c.ert_threshold) if c.ert_threshold > 0 else -math.inf
     tables = (ess.table, ess.offset, ess.scale, ess.lower, ess.upper, ess.strides)
     jump = _stage(_jump_stage, compile)
     window = _stage(_window_stage, compile)
@@ -324,12 +414,9 @@ def render_passes(
             for _ in range(c.jumps_per_pass):
                 st[:, _I] = jump(st, *tables)
         if last_pass:  # every remaining occupied sample, in slices of rays bounding memory
-            remaining = torch.ceil((st[:, _T1] - st[:, _T0]) / st[:, _DT] - st[:, _I]).clamp_min(1)
-            w = int(remaining.max().item())
-            s_pass = w
+            w = s_pass = _remaining(st)
         else:
-            s_pass = max(1, int(min(c.max_samples_per_pass, round(c.samples_per_pass * c.pass_growth ** n_pass))))
-            w = max(c.window, 2 * s_pass)
+            s_pass, w = _pass_size(c, n_pass)
         n_pass += 1
         per = max(1, max_candidates // w) if last_pass else st.shape[0]
         for a in range(0, st.shape[0], per):  # slices are views: one_pass updates st in place
@@ -341,11 +428,7 @@ def render_passes(
         t_next = torch.addcmul(st[:, _T0], st[:, _I] + 0.5, st[:, _DT])
         keep = torch.nonzero((t_next < st[:, _T1]) & (st[:, _LT] > log_thr)).squeeze(1)
         act, st = act[keep], st[keep]
-    rgb, depth, acc, samples = acc_out[:, 0:3], acc_out[:, 3], acc_out[:, 4], acc_out[:, 5]
-    if background is not None:
-        rgb = rgb + (1.0 - acc[:, None]) * background
-    return {"rgb": rgb, "depth": depth, "acc": acc, "samples": samples,
-            "trans": torch.exp(log_trans), "passes": torch.tensor(n_pass)}
+    return n_pass
 
 
 def one_pass(field: KiloNerfGrid, ess: EssGrid, st: torch.Tensor, act: torch.Tensor, w: int, s_pass: int,
@@ -380,18 +463,45 @@ def one_pass(field: KiloNerfGrid, ess: EssGrid, st: torch.Tensor, act: torch.Ten
     acc_out.index_add_(0, act, contrib)
 
 
+@torch.no_grad()
+def marcher_disagreement(field: KiloNerfGrid, ess: EssGrid, config: KiloNerfRenderConfig, fused: FusedKiloNerf,
+                         marcher: TritonMarcher, n_rays: int = 4096, seed: int = 0) -> tuple[float, float]:
+    """Render ``n_rays`` test rays through the grid box with the Triton marcher and with the torch
+    passes (both with the fused network kernel). Returns the mean absolute colour difference and
+    the fraction of rays whose colour differs by more than 0.05 (a lattice position flipping across
+    a voxel face under a different rounding changes a ray's samples: rare, not zero)."""
+    dev = ess.aabb.device
+    g = torch.Generator(device=dev).manual_seed(seed)
+    lo, hi = ess.aabb[0], ess.aabb[1]
+    centre, radius = 0.5 * (lo + hi), 0.75 * float((hi - lo).norm())
+    origins = centre + radius * F.normalize(torch.randn(n_rays, 3, device=dev, generator=g), dim=-1)
+    target = lo + (hi - lo) * torch.rand(n_rays, 3, device=dev, generator=g)
+    dirs = F.normalize(target - origins, dim=-1)
+    near, far = torch.zeros(n_rays, device=dev), torch.full((n_rays,), 4.0 * radius, device=dev)
+    a = render_passes(field, ess, origins, dirs, near, far, None, config, fused, marcher=marcher)["rgb"]
+    b = render_passes(field, ess, origins, dirs, near, far, None, config, fused)["rgb"]
+    diff = (a - b).abs().amax(-1)
+    return float(diff.mean()), float((diff > 0.05).float().mean())
+
+
 # ------------------------------------------------------------------------------------- backend
-ACCEL_CHOICES = ("auto", "fused", "torch")
+ACCEL_CHOICES = ("auto", "fused", "fused-net", "torch")
 
 
 class KiloNerfBackend(RendererBackend):
     """Thousands of tiny MLPs with ESS + ERT (Reiser et al. 2021).
 
-    Network evaluation on CUDA in fp16 (``accel``, or the environment variable
-    ``NSV_KILONERF_ACCEL``): ``"fused"`` / ``"auto"`` (default) run one Triton kernel per pass
-    (``FusedKiloNerf``) when Triton is importable, checked against the torch path when built and
-    abandoned with a note in ``accel_note`` if it disagrees; ``"torch"`` always uses the batched
-    torch path. fp32 and CPU rendering always use the torch path.
+    Execution on CUDA in fp16 (``accel``, or the environment variable ``NSV_KILONERF_ACCEL``):
+
+    * ``"fused"`` / ``"auto"`` (default): the networks are evaluated by one Triton kernel per pass
+      (``FusedKiloNerf``) and the passes run on the Triton marcher (``TritonMarcher``: march,
+      networks, composite, one compaction), when Triton is importable;
+    * ``"fused-net"``: the fused network kernel with the passes in torch ops (for comparisons);
+    * ``"torch"``: the batched torch path throughout.
+
+    Each Triton part is checked once when built (the network kernel against the fp32 networks,
+    the marcher against the torch passes on a test frame) and abandoned with a note in
+    ``accel_note`` if it disagrees. fp32 and CPU rendering always use the torch path.
     """
 
     name = "kilonerf"
@@ -407,13 +517,15 @@ class KiloNerfBackend(RendererBackend):
         self.compile = False
         """Fuse the marching stages with torch.compile (experimental; the first frames compile)."""
         self.accel = accel or os.environ.get("NSV_KILONERF_ACCEL", "auto")
-        """Network evaluation on CUDA in fp16: auto | fused | torch (see the class docstring)."""
+        """Execution on CUDA in fp16: auto | fused | fused-net | torch (see the class docstring)."""
         if self.accel not in ACCEL_CHOICES:
             raise ValueError(f"KiloNeRF accel must be one of {', '.join(ACCEL_CHOICES)}, got '{self.accel}'")
         self.accel_note = ""
         """Why the fused kernel is not used although asked for, if it is not (HUDs, benchmarks)."""
         self._fused: FusedKiloNerf | None = None
         self._fused_failed = False
+        self._marcher: TritonMarcher | None = None
+        self._marcher_failed = False
 
     def modules(self):
         return [self.field] if self.field is not None else []
@@ -463,6 +575,8 @@ class KiloNerfBackend(RendererBackend):
         self._packed.clear()
         self._fused = None
         self._fused_failed = False
+        self._marcher = None
+        self._marcher_failed = False
         self.accel_note = ""
 
     def packed(self, dtype: torch.dtype) -> PackedWeights:
@@ -472,7 +586,7 @@ class KiloNerfBackend(RendererBackend):
 
     # ------------------------------------------------------------------------- fused kernel
     def _fused_path_possible(self) -> bool:
-        return (self.accel in ("auto", "fused") and not self._fused_failed and self.device.type == "cuda"
+        return (self.accel in ("auto", "fused", "fused-net") and not self._fused_failed and self.device.type == "cuda"
                 and self.field is not None)
 
     def fused(self) -> FusedKiloNerf | None:
@@ -517,18 +631,51 @@ class KiloNerfBackend(RendererBackend):
             return fused
         except Exception as e:  # noqa: BLE001 - any failure means: use the torch path
             self._fused_failed = True
-            self.accel_note = (f"fused KiloNeRF kernel unavailable ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:200] if str(e) else ''}); using the torch path")
-            if self.accel == "fused":
-                warnings.warn(self.accel_note, RuntimeWarning, stacklevel=3)
+            self._unavailable("fused KiloNeRF kernel", e, "using the torch path")
+            return None
+
+    def _unavailable(self, what: str, e: Exception, instead: str) -> None:
+        """Say why a Triton part is not used (``accel_note``; a warning when ``accel="fused"``)."""
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        self.accel_note = f"{what} unavailable ({type(e).__name__}: {first}); {instead}"
+        if self.accel == "fused":
+            warnings.warn(self.accel_note, RuntimeWarning, stacklevel=4)
+
+    def marcher(self) -> TritonMarcher | None:
+        """The Triton marcher for this grid (built and checked on first use; needs the fused
+        network kernel), or None where it cannot be used (``accel_note`` says why)."""
+        if self.accel not in ("auto", "fused") or self._marcher_failed or self.fused() is None:
+            return None
+        if self._marcher is None:
+            self._marcher = self._make_marcher()
+        return self._marcher
+
+    @torch.no_grad()
+    def _make_marcher(self) -> TritonMarcher | None:
+        """Build the marcher, compile its kernels, and check a test frame against the torch passes."""
+        try:
+            if self.ess.net_table is None:
+                self.ess.set_networks(self.field.cell_to_net)
+            marcher = TritonMarcher(self.ess, self.field.n_networks)
+            marcher.warm_up(pass_sizes(self.render_config))
+            err, frac = marcher_disagreement(self.field, self.ess, self.render_config, self._fused, marcher)
+            if not (err < 2e-3 and frac < 1e-2):
+                raise RuntimeError(f"the Triton marcher disagrees with the torch passes (mean colour error "
+                                   f"{err:.3g}, {100 * frac:.2f} % of rays off by more than 0.05)")
+            return marcher
+        except Exception as e:  # noqa: BLE001 - any failure means: march in torch ops
+            self._marcher_failed = True
+            self._unavailable("Triton marcher", e, "marching in torch ops")
             return None
 
     def active_path(self) -> str:
-        """Which path evaluates the networks of an fp16 CUDA frame: "fused", "torch-fp16" or
-        "torch-fp32" (CPU)."""
+        """Which path renders an fp16 CUDA frame: "fused" (Triton marcher and network kernel),
+        "fused-net" (network kernel, torch marching), "torch-fp16", or "torch-fp32" (CPU)."""
         if self.device.type != "cuda":
             return "torch-fp32"
-        return "fused" if self._fused is not None else "torch-fp16"
+        if self._fused is None:
+            return "torch-fp16"
+        return "fused" if self._marcher is not None else "fused-net"
 
     # ------------------------------------------------------------------------------ rendering
     def flops_per_sample(self) -> float:
@@ -545,7 +692,8 @@ class KiloNerfBackend(RendererBackend):
             raise BackendUnavailable("KiloNeRF backend has no weights loaded")
         dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
         weights = (self.fused() if dtype == torch.float16 else None) or self.packed(dtype)
+        marcher = self.marcher() if isinstance(weights, FusedKiloNerf) else None
         out = render_passes(self.field, self.ess, origins, dirs, near, far, background, self.render_config,
-                            weights, compile=self.compile)
+                            weights, compile=self.compile, marcher=marcher)
         self.last_passes = int(out["passes"])
         return {"rgb": out["rgb"], "depth": out["depth"], "acc": out["acc"], "samples": out["samples"]}

@@ -119,22 +119,33 @@ class FusedKiloNerf:
         return min(8, max(1, tile // 16))
 
     def __call__(self, local: torch.Tensor, dirs: torch.Tensor, net: torch.Tensor, tile: int | None = None,
-                 all_valid: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                 all_valid: bool = False, dirs_per: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Evaluate network ``net[i]`` at ``local[i]`` viewed along ``dirs[i]``.
 
         Args:
             local: (N, 3) cell-local coordinates; dirs: (N, 3) unit directions;
             net: (N,) int network indices, -1 for "no network" (output 0);
             tile: tile length, a power of two >= 16 (None: ``TILE``);
-            all_valid: the caller guarantees no -1.
+            all_valid: the caller guarantees no -1;
+            dirs_per: point i is viewed along ``dirs[i // dirs_per]`` (``dirs``: (N / dirs_per, 3),
+                rows may be strided, e.g. a column view of the marcher's ray state).
         Returns:
             sigma (N,) and rgb (N, 3), float32 (views of one (N, 4) tensor).
         """
+        out = self.rows(local, dirs, net, tile, all_valid, dirs_per)
+        return out[:, 0], out[:, 1:]
+
+    def rows(self, local: torch.Tensor, dirs: torch.Tensor, net: torch.Tensor, tile: int | None = None,
+             all_valid: bool = False, dirs_per: int = 1, marked: bool = False) -> torch.Tensor:
+        """As ``__call__``, but returns the kernel's (N, 4) output rows [sigma, r, g, b].
+
+        ``marked``: "no network" is already marked by ``n_networks`` instead of -1 in ``net``
+        (the marcher writes it so; saves the remapping)."""
         n, m = local.shape[0], self.n_networks
         out = (torch.empty if all_valid else torch.zeros)(n, 4, device=local.device, dtype=torch.float32)
         if n == 0:
-            return out[:, 0], out[:, 1:]
-        if not all_valid:  # "no network" sorts after every network and gets no tile
+            return out
+        if not (all_valid or marked):  # "no network" sorts after every network and gets no tile
             net = torch.where(net >= 0, net, torch.full_like(net, m))
         t = tile or TILE
         # no host sync: launch the bound on the tile count; tiles past the real ones hold no point
@@ -142,14 +153,16 @@ class FusedKiloNerf:
         lay = tile_layout(net, m, t, slots=False, max_tiles=tile_upper_bound(n, m, t))
         if lay.n_tiles:
             c = self.config
+            if dirs.dtype != torch.float32 or dirs.stride(1) != 1:
+                dirs = dirs.float().contiguous()
             self.kernel[(lay.n_tiles,)](
-                local.float().contiguous(), dirs.float().contiguous(), lay.order, lay.first, lay.tile_first,
+                local.float().contiguous(), dirs, int(dirs_per), dirs.stride(0), lay.order, lay.first, lay.tile_first,
                 lay.tile_net, self.w1, self.b1, self.w2, self.b2, self.w3, self.b3, self.ws, self.bs,
                 self.w4f, self.w4d, self.b4, self.w5, self.b5, out, m,
                 T=t, KP=self.kp, KD=self.kd, H=c.hidden_width, F=c.feature_width, V=c.view_width,
                 NP=c.pos_freqs, ND=c.dir_freqs, num_warps=self.num_warps(t), num_stages=1,
             )
-        return out[:, 0], out[:, 1:]
+        return out
 
     def warm_up(self, device: torch.device | str, tile: int | None = None) -> None:
         """Compile the kernel for ``tile`` (None: ``TILE``) now, so the first frame does not stall."""
@@ -182,8 +195,8 @@ def _fused_kernel():
 
     globals()["_encode"] = _encode
 
-    @triton.jit
-    def _kilonerf_fused(local_ptr, dirs_ptr, order_ptr, first_ptr, tile_first_ptr, tile_net_ptr,
+    @triton.jit(do_not_specialize=["dirs_per", "dirs_stride"])
+    def _kilonerf_fused(local_ptr, dirs_ptr, dirs_per, dirs_stride, order_ptr, first_ptr, tile_first_ptr, tile_net_ptr,
                         w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr, ws_ptr, bs_ptr,
                         w4f_ptr, w4d_ptr, b4_ptr, w5_ptr, b5_ptr, out_ptr, M,
                         T: tl.constexpr, KP: tl.constexpr, KD: tl.constexpr, H: tl.constexpr, F: tl.constexpr,
@@ -201,9 +214,10 @@ def _fused_kernel():
         x0 = tl.load(local_ptr + p * 3, mask=valid, other=0.0)
         x1 = tl.load(local_ptr + p * 3 + 1, mask=valid, other=0.0)
         x2 = tl.load(local_ptr + p * 3 + 2, mask=valid, other=0.0)
-        d0 = tl.load(dirs_ptr + p * 3, mask=valid, other=0.0)
-        d1 = tl.load(dirs_ptr + p * 3 + 1, mask=valid, other=0.0)
-        d2 = tl.load(dirs_ptr + p * 3 + 2, mask=valid, other=0.0)
+        dp = (p // dirs_per).to(tl.int64) * dirs_stride
+        d0 = tl.load(dirs_ptr + dp, mask=valid, other=0.0)
+        d1 = tl.load(dirs_ptr + dp + 1, mask=valid, other=0.0)
+        d2 = tl.load(dirs_ptr + dp + 2, mask=valid, other=0.0)
         # ---- position layers
         kp = tl.arange(0, KP)
         kd = tl.arange(0, KD)
