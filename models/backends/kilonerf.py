@@ -35,7 +35,7 @@ Two implementations of the pass loop give the same samples and images:
 * the Triton marcher (``_triton_passes``, ``models/backends/kilonerf_march.py``; CUDA fp16, the
   default there): per pass one march kernel (jumps and window), the fused network kernel over
   fixed sample slots, one composite kernel and the ray compaction (one host sync): ~30 ops per
-  pass, 5.8-6.8 ms per frame on the same scenes (2.7 ms of GPU work). Numbers and commands:
+  pass, 5.8-8.2 ms per frame on the same scenes (2.7 ms of GPU work). Numbers and commands:
   docs/benchmarks.md, KiloNeRF.
 """
 
