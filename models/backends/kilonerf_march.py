@@ -59,8 +59,9 @@ class TritonMarcher:
     def march(self, st: torch.Tensor, n_jumps: int, w: int, s: int):
         """One pass's jumps and window for the rays of ``st`` (A, 15) (its lattice index updated in
         place). Returns t (A*S,) float32, net (A*S,) int32 (``n_networks``: unused slot, or a voxel
-        without a network), local (A*S, 3) and
-        count (A,) int32 (used slots per ray)."""
+        without a network), local (A*S, 3) and count (A,) int32 (used slots per ray)."""
+        if st.dtype != torch.float32 or st.stride(1) != 1:
+            raise ValueError("the ray state must be float32 rows with contiguous columns")
         a, dev = st.shape[0], st.device
         t = torch.empty(a * s, device=dev, dtype=torch.float32)
         net = torch.empty(a * s, device=dev, dtype=torch.int32)
