@@ -131,20 +131,57 @@ def cmd_train(a) -> int:
     return 0
 
 
+def distill_overrides(a) -> dict:
+    """The stage-config overrides that ``distill``'s options ask for (validated here)."""
+    overrides = {"steps": a.steps}
+    if a.steps is not None and a.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {a.steps}")
+    if a.time_budget is not None:
+        if not math.isfinite(a.time_budget) or a.time_budget <= 0:
+            raise ValueError(f"--time-budget must be a positive number of seconds, got {a.time_budget}")
+        overrides["time_budget_s"] = a.time_budget
+    r2l_only = {"--variant": a.variant, "--pseudo": a.pseudo, "--teacher": a.teacher, "--batch-rays": a.batch_rays}
+    if a.backend != "r2l":
+        used = [k for k, v in r2l_only.items() if v is not None]
+        if used:
+            raise ValueError(f"{', '.join(used)} apply to --backend r2l only")
+        return overrides
+    if a.variant is not None:
+        from models.fields.r2l_mlp import R2LMLPConfig
+
+        overrides["mlp"] = R2LMLPConfig.from_name(a.variant)
+    if a.batch_rays is not None:
+        if a.batch_rays < 1:
+            raise ValueError(f"--batch-rays must be >= 1, got {a.batch_rays}")
+        overrides["batch_rays"] = a.batch_rays
+    if a.pseudo is not None:
+        overrides["pseudo_source"] = a.pseudo
+    if a.teacher is not None:
+        overrides["pseudo_renderer"] = a.teacher
+    return overrides
+
+
 def cmd_distill(a) -> int:
     from models.scene import Scene
+    from models.training import distributed
     from models.training.jobs import StageSpec, dataset_for_scene, run_pipeline
 
     device = devices.resolve_device(a.device)
+    overrides = distill_overrides(a)
+    info = distributed.init_from_environment(device.type)  # torchrun: one process per GPU (or CPU rank)
+    if info.enabled and a.backend != "r2l":
+        raise ValueError("multi-process distillation (torchrun) is implemented for --backend r2l")
     scene = Scene.load(Path(a.scene))
     data = dataset_for_scene(scene, a.data)
-    progress = Progress(a.quiet)
+    progress = Progress(a.quiet or not info.is_main)
     try:
-        run_pipeline(scene, data, [StageSpec(a.backend, a.preset, {"steps": a.steps})], device, progress,
-                     resume=not a.restart)
+        run_pipeline(scene, data, [StageSpec(a.backend, a.preset, overrides)], device,
+                     progress if info.is_main else (lambda e: None), resume=not a.restart)
     finally:
         progress.close()
-    print(f"{a.backend} saved to {scene.root}")
+        distributed.shutdown()
+    if info.is_main:
+        print(f"{a.backend} saved to {scene.root}" + (f" ({info.world} processes)" if info.enabled else ""))
     return 0
 
 
@@ -382,6 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--data", default=None, help="dataset folder (default: the one in scene.json)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--variant", default=None,
+                   help="r2l: student network (default: the preset's; e.g. W256D88, the paper's)")
+    p.add_argument("--pseudo", default=None, choices=["online", "pool"],
+                   help="r2l: fresh teacher rays every step (online) or a fixed pool of teacher images")
+    p.add_argument("--teacher", default=None, choices=["auto", "kilonerf", "march", "backend"],
+                   help="r2l: which renderer labels the pseudo rays (default auto: the fastest the scene has)")
+    p.add_argument("--batch-rays", type=int, default=None, help="r2l: rays per step (per process under torchrun)")
     add_common(p)
 
     p = sub.add_parser("eval", help="PSNR/SSIM per view and mean")

@@ -1,4 +1,5 @@
-"""R2L: ray encoding (golden values), network counts, hard-example pool, pseudo poses, backend.
+"""R2L: ray encoding (golden values), network counts, feature planes, hard-example pool, pseudo poses,
+online teacher rays, backend.
 
 The CPU end-to-end distillation test lives in test_r2l_distill.py.
 """
@@ -13,10 +14,12 @@ import pytest
 import torch
 
 from models.backends.base import RenderAborted, RenderRequest
-from models.backends.r2l import FusedR2L, R2LBackend
+from models.backends.r2l import FusedR2L, FusedR2LPlanes, R2LBackend
 from models.cameras import Camera, look_at
-from models.fields.r2l_mlp import VARIANTS, R2LMLP, R2LMLPConfig, encode_rays, ray_points
+from models.fields.feature_planes import FeaturePlanes
+from models.fields.r2l_mlp import VARIANTS, R2LMLP, R2LMLPConfig, box_segments, encode_rays, ray_points
 from models.training.distill_r2l import PRESETS, HardExamplePool, sample_pseudo_poses, scene_centre
+from models.training.pseudo_rays import OnlineRays, RandomViewRays, fresh_rays_for_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,8 +101,77 @@ def test_config_validation_and_names():
         R2LMLPConfig(256, 87)
     with pytest.raises(ValueError):
         R2LMLPConfig.from_name("big")
-    assert set(PRESETS) == {"tiny", "quick", "standard", "paper"}
-    assert PRESETS["standard"].mlp.name == "W256D88" and PRESETS["paper"].steps == 1_600_000
+    assert set(PRESETS) == {"tiny", "quick", "standard", "long", "paper"}
+    assert PRESETS["standard"].mlp.name == "P8x4-512-K32-W256D12" and PRESETS["standard"].time_budget_s <= 900
+    assert PRESETS["paper"].mlp.name == "W256D88" and PRESETS["paper"].steps == 1_600_000
+    assert PRESETS["paper"].pseudo_source == "pool" and PRESETS["standard"].pseudo_source == "online"
+    for name, cfg in VARIANTS.items():
+        assert R2LMLPConfig.from_name(name) == cfg and R2LMLPConfig.from_dict(cfg.to_dict()) == cfg
+        assert cfg.name == name
+
+
+# ------------------------------------------------------------------------- feature planes
+def test_feature_planes_golden_lookup():
+    # one level of 2 x 2 texels, one channel; texel centres at -0.5 and +0.5 (align_corners=False)
+    fp = FeaturePlanes(1, (2,))
+    with torch.no_grad():
+        lvl = fp.level(0)  # (3, R, R, C): plane, row (v), column (u), channel
+        lvl[0, :, :, 0] = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # XY plane: u = x, v = y
+        lvl[1] = 1.0  # XZ
+        lvl[2] = 1.0  # YZ
+    x = torch.tensor([[-0.5, -0.5, 0.0], [0.5, -0.5, 0.0], [0.0, 0.0, 0.0], [0.5, 0.5, 0.3], [1.5, 0.0, 0.0]])
+    got = fp(x)[:, 0]
+    # texel (row 0, col 0) = 1, (0, 1) = 2; the centre averages the four texels: 2.5;
+    # (row 1, col 1) = 4; outside the box everything is zero
+    torch.testing.assert_close(got, torch.tensor([1.0, 2.0, 2.5, 4.0, 0.0]))
+
+
+def test_feature_planes_multiply_the_three_planes():
+    torch.manual_seed(0)
+    fp = FeaturePlanes(4, (3, 5))
+    x = torch.rand(50, 3) * 2 - 1
+    f = fp(x)
+    assert f.shape == (50, 8)
+    with torch.no_grad():
+        fp.level(1)[2] *= 2.0  # doubling the YZ plane of level 1 doubles level 1's features only
+    g = fp(x)
+    torch.testing.assert_close(g[:, 4:], 2 * f[:, 4:])
+    torch.testing.assert_close(g[:, :4], f[:, :4])
+
+
+def test_box_segments_clip_rays_to_the_box():
+    box = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    o = torch.tensor([[0.0, 0.0, 4.0], [0.0, 3.0, 4.0], [0.0, 0.0, 0.5]])
+    d = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0], [0.0, 0.0, -1.0]])
+    t0, t1 = box_segments(o, d, torch.full((3,), 2.0), torch.full((3,), 6.0), box)
+    # through the box from z = 1 to z = -1 (t = 3 .. 5); a miss collapses to one point (its slab
+    # entry t = 3, outside the box); a ray whose box part lies before near (t < 1.5) collapses at near
+    torch.testing.assert_close(t0, torch.tensor([3.0, 3.0, 2.0]))
+    torch.testing.assert_close(t1, torch.tensor([5.0, 3.0, 2.0]))
+
+
+def test_planes_network_points_lie_in_the_box_and_shapes_match():
+    cfg = R2LMLPConfig(32, 4, n_points=5, encoding="planes", plane_channels=4, plane_resolutions=(4, 8), ray_freqs=2)
+    assert cfg.input_dim == 5 * 8 + 6 * 5 and cfg.name == "P4x2-8-K5-W32D4"
+    net = R2LMLP(cfg)
+    net.set_box(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    o = torch.tensor([[0.0, 0.0, 4.0]]).repeat(7, 1)
+    d = torch.randn(7, 3) * 0.1 + torch.tensor([0.0, 0.0, -1.0])
+    enc = net.encode(o, d, torch.full((7,), 2.0), torch.full((7,), 6.0), perturb=True)
+    assert enc.shape == (7, cfg.input_dim) and torch.isfinite(enc).all()
+    assert (enc[:, :40] > 0).all()  # every point inside the box has a (positive) feature
+    out = net(enc)
+    assert out.shape == (7, 3) and (out > 0).all() and (out < 1).all()
+    assert set(p.data_ptr() for p in net.grid_parameters()).isdisjoint(p.data_ptr() for p in net.mlp_parameters())
+    assert sum(p.numel() for p in net.grid_parameters()) == 3 * 4 * (16 + 64)
+
+
+def test_half_mlp_keeps_planes_and_box_in_float32():
+    net = R2LMLP(VARIANTS["P8x4-128-K32-W128D8"])
+    half = net.half_mlp()
+    assert half.head.weight.dtype == torch.float16 and half.blocks[0].fc1.weight.dtype == torch.float16
+    assert half.planes.table.dtype == torch.float32 and half.box.dtype == torch.float32
+    assert net.head.weight.dtype == torch.float32  # the original is untouched
 
 
 def test_residual_block_is_x_plus_block():
@@ -140,6 +212,71 @@ def test_hard_pool_disabled():
     pool = HardExamplePool(0, 9, torch.device("cpu"))
     pool.push(torch.ones(3, 9), torch.ones(3), 2)
     assert not pool.full and pool.draw(5)[0].numel() == 0
+
+
+# ------------------------------------------------------------------------ online teacher rays
+class _CountingTeacher:
+    """A stand-in teacher: colour = |direction| components, counting the rays it labels."""
+
+    def __init__(self):
+        self.rays, self.seconds = 0, 0.0
+
+    def __call__(self, o, d):
+        self.rays += o.shape[0]
+        return (d / d.norm(dim=-1, keepdim=True)).abs()
+
+
+def _views(n_poses=64):
+    from models.data import Split
+
+    c2w, _ = _blender_like_cameras(8)
+    split = Split(images=torch.zeros(8, 10, 12, 3), c2w=c2w,
+                  intrinsics=torch.tensor([[12.0, 12.0, 6.0, 5.0]]).repeat(8, 1), names=[str(i) for i in range(8)])
+    poses = sample_pseudo_poses(c2w, n_poses, 0, False, torch.tensor([0.0, 0, 1]), torch.zeros(3))
+    return RandomViewRays(split, poses, None, torch.device("cpu"), torch.Generator().manual_seed(0)), poses
+
+
+def test_random_view_rays_come_from_the_pose_bank_at_training_intrinsics():
+    views, poses = _views()
+    o, d = views.sample(500)
+    eyes = poses[:, :3, 3]
+    dist = (o[:, None] - eyes[None]).norm(dim=-1)
+    assert dist.min(1).values.max() < 1e-5  # every origin is one of the bank's eyes
+    # directions point into the image plane: camera-space x/z within the image's half-width
+    # (cx / fx = 0.5), and no two rays repeat (continuous pixel positions)
+    assert torch.unique(d, dim=0).shape[0] == 500
+    idx = dist.argmin(1)
+    cam = torch.einsum("nji,nj->ni", poses[idx, :3, :3], d)  # world -> camera (rotation transpose)
+    assert (cam[:, 2] < 0).all() and ((cam[:, 0] / -cam[:, 2]).abs() <= 0.5 + 1e-5).all()
+    assert ((cam[:, 1] / -cam[:, 2]).abs() <= 5.0 / 12.0 + 1e-5).all()
+
+
+def test_online_rays_label_every_ray_once_without_a_buffer():
+    views, _ = _views()
+    teacher = _CountingTeacher()
+    src = OnlineRays(views, teacher, fresh=0, buffer=0)
+    rows = src.sample(300)
+    assert rows.shape == (300, 9) and teacher.rays == 300
+    torch.testing.assert_close(rows[:, 6:], teacher(rows[:, :3], rows[:, 3:6]))
+
+
+def test_online_rays_with_a_buffer_label_only_the_fresh_share():
+    views, _ = _views()
+    teacher = _CountingTeacher()
+    src = OnlineRays(views, teacher, fresh=50, buffer=1000)
+    src.sample(200)  # the empty buffer is first filled up to a batch
+    assert teacher.rays == 200 and src.size == 200
+    for _ in range(20):
+        rows = src.sample(200)
+    assert teacher.rays == 200 + 19 * 50 + 50 and src.size == 1000
+    torch.testing.assert_close(rows[:, 6:], teacher(rows[:, :3], rows[:, 3:6]))  # labels match their rays
+
+
+def test_fresh_rays_for_budget():
+    # teacher as fast as the student: a 30% share labels 3/7 of the batch
+    assert fresh_rays_for_budget(70 * 1024, 1e6, 1e6, 0.3) == 30 * 1024
+    assert fresh_rays_for_budget(65536, 1e9, 1e6, 0.3) == 65536  # a fast teacher labels everything
+    assert fresh_rays_for_budget(65536, 1.0, 1e6, 0.3) == 1024  # never fewer than 1024
 
 
 # --------------------------------------------------------------------------- pseudo poses
@@ -274,3 +411,57 @@ def test_fused_kernel_matches_plain_fp16_on_cuda():
         ref32 = plain.render(RenderRequest(**{**req.__dict__, "precision": "fp32"})).rgb
         assert (fused - ref32).abs().max() < 2e-2
         assert FusedR2L.supports(cfg)
+
+
+PLANES_CHECK = """
+import os, torch
+os.environ["TRITON_INTERPRET"] = "1"
+from models.fields.feature_planes import FeaturePlanes, planes_kernel_error
+from models.fields.r2l_mlp import R2LMLP, R2LMLPConfig
+from models.backends.r2l import FusedR2LPlanes
+torch.manual_seed(0)
+# gather kernels: values and table gradients against grid_sample, points in and outside the box
+fp = FeaturePlanes(8, (4, 7, 16))
+err = planes_kernel_error(fp, torch.device("cpu"), n=300)
+assert err < 1e-5, err
+# fused render kernel against the network (fp16 products in the kernel)
+for cfg in [R2LMLPConfig(64, 4, n_points=4, encoding="planes", plane_channels=8, plane_resolutions=(8, 16)),
+            R2LMLPConfig(64, 2, n_points=3, encoding="planes", plane_channels=16, plane_resolutions=(5,),
+                         ray_freqs=2)]:
+    net = R2LMLP(cfg)
+    net.set_box(torch.tensor([[-1.0, -0.8, -0.5], [1.0, 0.9, 1.2]]))
+    with torch.no_grad():
+        for p in net.parameters(): p.mul_(2.0)
+    o = torch.randn(150, 3) + torch.tensor([0, 0, 4.0]); d = torch.randn(150, 3) * 0.3; d[:, 2] = -1
+    near, far = torch.full((150,), 2.0), torch.full((150,), 6.0)
+    with torch.no_grad():
+        ref = net(net.encode(o, d, near, far))
+        got = FusedR2LPlanes(net, 2.0, 6.0, block_m=32, num_warps=4)(o, d)
+    err = float((got - ref).abs().max())
+    assert err < 5e-3, (cfg.name, err)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed (GPU machines have it)")
+def test_feature_plane_kernels_match_the_torch_path_in_the_triton_interpreter():
+    out = subprocess.run([sys.executable, "-c", PLANES_CHECK], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_feature_plane_kernels_on_cuda():
+    from models.fields.feature_planes import planes_kernel_error
+
+    torch.manual_seed(0)
+    cfg = VARIANTS["P8x4-512-K32-W256D12"]
+    assert planes_kernel_error(FeaturePlanes(8, cfg.plane_resolutions).cuda(), torch.device("cuda"), n=1 << 16) < 1e-4
+    b = R2LBackend("cuda", cfg, accel="fused")
+    b.net.set_box(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    req = _request(64)
+    fused = b.render(req).rgb
+    assert b.active_path() == "fused", b.accel_note
+    plain = R2LBackend("cuda", cfg, accel="torch")
+    plain.load_state_dict(b.net.state_dict(), {"mlp": cfg.to_dict()})
+    ref32 = plain.render(RenderRequest(**{**req.__dict__, "precision": "fp32"})).rgb
+    assert (fused - ref32).abs().max() < 2e-2

@@ -1,16 +1,15 @@
-"""End-to-end R2L distillation on CPU: tiny teacher (procedural scene) -> W64D8 light field.
+"""End-to-end R2L distillation on CPU: tiny teacher (procedural scene) -> feature-plane light field.
 
-Measured on the 2-core CPU machine (2026-11-21, `tiny` preset: 1000 steps of 1024 rays, 48
-pseudo images of 24x24 rendered by the teacher by occupancy marching, fine-tuning with real rays
-from step 500):
-on the first 4 procedural test views (64x64) the R2L student scores 20.7 dB against the
-ground truth and 22.9 dB against its teacher's renders, the teacher itself
-25.0 dB (the best constant colour: about 11 dB). The job takes about 8 s on
-idle cores (pool rendering included; this module about 15 s beyond the shared teacher fixture;
-several times that when the machine is shared).
+The `tiny` preset trains the CPU-scale feature-plane student (P8x4-128-K32-W128D8) for 1000 steps
+of 1024 rays, every ray fresh from a random pose and labelled by the teacher's occupancy-grid
+marcher, with fine-tuning on real rays from step 500. On the 8 procedural test views (64x64) it
+ends within a few tenths of a dB of its teacher (measured 2026-12-01 on the 2-core machine:
+teacher 25.00 dB, R2L 25.46 dB; the paper's W256D88 recipe reached 20.6 dB at this scale). The job
+takes about 50 s on idle cores.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,6 @@ from models.backends.nerf import NerfBackend
 from models.backends.r2l import R2LBackend
 from models.data import load_dataset
 from models.evaluation import evaluate
-from models.metrics import psnr
 from models.scene import Scene
 from models.training.distill_r2l import R2LDistillJob
 from models.training.engine import checkpoint_path, run_job
@@ -43,52 +41,110 @@ def distilled(tiny_teacher_scene, procedural_dataset, tmp_path_factory):
     return root, data, metrics, events
 
 
+def _test_psnr(root, data, backend_cls) -> float:
+    b = backend_cls("cpu")
+    b.load(Scene.load(root))
+    return evaluate(b, data.splits["test"], data.near, data.far, data.background)["psnr"]
+
+
 @pytest.mark.slow
-def test_tiny_r2l_distillation_approaches_its_teacher(distilled):
+def test_tiny_r2l_distillation_reaches_its_teacher(distilled):
     root, data, metrics, events = distilled
     scene = Scene.load(root)
     entry = scene.backends["r2l"]
-    assert entry["config"]["mlp"]["width"] == 64 and entry["config"]["near"] == data.near
-    assert metrics["pseudo_images"] == 48 and metrics["steps"] == 1000
+    assert entry["config"]["mlp"]["encoding"] == "planes" and entry["config"]["near"] == data.near
+    assert metrics["steps"] == 1000 and metrics["pseudo_source"] == "online" and metrics["teacher"] == "march"
+    assert metrics["teacher_rays"] > 500 * 1024  # fresh rays every step (hard examples and real rays aside)
     vals = [e.psnr for e in events if e.kind == "validation"]
     assert len(vals) >= 4 and vals[-1] > vals[0]  # the PSNR-vs-steps curve rises
-    r2l, nerf = R2LBackend("cpu"), NerfBackend("cpu")
-    r2l.load(scene)
-    nerf.load(scene)
-    test = data.splits["test"]
-    er = evaluate(r2l, test, data.near, data.far, data.background, max_views=4, keep_images=True)
-    en = evaluate(nerf, test, data.near, data.far, data.background, max_views=4, keep_images=True)
-    vs_teacher = sum(psnr(a, b) for a, b in zip(er["images"], en["images"])) / 4
-    print(f"R2L vs GT {er['psnr']:.2f} dB, R2L vs teacher {vs_teacher:.2f} dB, teacher vs GT {en['psnr']:.2f} dB")
-    assert vs_teacher > 21.0, vs_teacher
-    assert er["psnr"] > 19.0, er["psnr"]
-    assert er["views"][0]["flops_per_ray"] == 178_560 and er["views"][0]["samples_per_ray"] == 1.0
+    r2l, teacher = _test_psnr(root, data, R2LBackend), _test_psnr(root, data, NerfBackend)
+    print(f"R2L {r2l:.2f} dB, teacher {teacher:.2f} dB on the test views")
+    assert r2l > teacher - 1.0, (r2l, teacher)
 
 
 @pytest.mark.slow
-def test_pseudo_pool_is_cached_and_reused(distilled):
+def test_pool_mode_caches_and_reuses_its_images(distilled, tmp_path):
     root, data, _, _ = distilled
-    assert (root / "checkpoints" / R2LDistillJob.POOL_FILE).exists()
-    job = R2LDistillJob(Scene.load(root), data, stage_config("r2l", "tiny"), torch.device("cpu"))
+    scene = copy_scene(root, tmp_path / "scene")
+    cfg = stage_config("r2l", "tiny", {"pseudo_source": "pool", "steps": 30})
+    job = R2LDistillJob(Scene.load(scene), data, cfg, torch.device("cpu"))
+    run_job(job, lambda e: None, checkpoint=checkpoint_path(scene, "r2l"), resume=False)
+    assert (scene / "checkpoints" / R2LDistillJob.POOL_FILE).exists()
+    job = R2LDistillJob(Scene.load(scene), data, cfg, torch.device("cpu"))
     assert job.pool.full and job.pool.images.float().mean() > 10  # loaded, not re-rendered
     assert job.fill_pool(4) == 0
-    other = R2LDistillJob(Scene.load(root), data, stage_config("r2l", "tiny", {"pseudo_size": 20}),
+    other = R2LDistillJob(Scene.load(scene), data, stage_config("r2l", "tiny", {"pseudo_source": "pool",
+                                                                               "pseudo_size": 20}),
                           torch.device("cpu"))
     assert other.pool.done == 0  # different pool settings: a fresh pool
 
 
+def _main(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
 @pytest.mark.slow
-def test_cli_distill_and_eval_r2l(distilled, tmp_path):
+def test_cli_distill_the_papers_network_and_eval(distilled, tmp_path):
     root, _, _, _ = distilled
     scene = copy_scene(root, tmp_path / "scene")
-    out = subprocess.run([sys.executable, "main.py", "distill", str(scene), "--backend", "r2l", "--preset", "tiny",
-                          "--steps", "20", "--restart", "--quiet"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    out = _main("distill", str(scene), "--backend", "r2l", "--preset", "tiny", "--variant", "W64D8", "--steps", "20",
+                "--restart", "--quiet")
     assert out.returncode == 0, out.stderr
-    assert Scene.load(scene).backends["r2l"]["metrics"]["distill"]["steps"] == 20
-    out = subprocess.run([sys.executable, "main.py", "eval", str(scene), "--backend", "r2l", "--max-views", "1",
-                          "--quiet", "--json", str(tmp_path / "e.json")], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    entry = Scene.load(scene).backends["r2l"]
+    assert entry["metrics"]["distill"]["steps"] == 20 and entry["config"]["mlp"]["encoding"] == "pe"
+    out = _main("eval", str(scene), "--backend", "r2l", "--max-views", "1", "--quiet", "--json", str(tmp_path / "e.json"))
     assert out.returncode == 0, out.stderr
     rep = json.loads((tmp_path / "e.json").read_text())
-    assert rep["backends"]["r2l"]["n_views"] == 1 and rep["backends"]["r2l"]["psnr"] > 12
+    assert rep["backends"]["r2l"]["n_views"] == 1 and rep["backends"]["r2l"]["psnr"] > 10
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--variant", "W7D3"], "R2L depth must be an even number"),
+    (["--variant", "huge"], "R2L variant names look like"),
+    (["--batch-rays", "0"], "--batch-rays must be >= 1"),
+    (["--time-budget", "-5"], "--time-budget must be a positive"),
+    (["--steps", "0"], "--steps must be >= 1"),
+])
+def test_cli_distill_rejects_bad_settings(tmp_path, args, message):
+    out = _main("distill", str(tmp_path / "nowhere"), "--backend", "r2l", *args, timeout=120)
+    assert out.returncode == 2 and out.stderr.startswith("error:") and message in out.stderr, out.stderr
+    out = _main("distill", str(tmp_path / "nowhere"), "--backend", "kilonerf", "--variant", "W256D88", timeout=120)
+    assert out.returncode == 2 and "apply to --backend r2l only" in out.stderr, out.stderr
+
+
+def _torchrun(*args, timeout=900):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "main.py",
+           "distill", *args, "--backend", "r2l", "--device", "cpu", "--quiet"]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_at_equal_total_rays(distilled, tmp_path):
+    root, data, _, _ = distilled
+    scene = copy_scene(root, tmp_path / "scene")
+    out = _torchrun(str(scene), "--preset", "tiny", "--batch-rays", "512", "--restart")  # 2 x 512 = one's 1024
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(2 processes)" in out.stdout
+    metrics = Scene.load(scene).backends["r2l"]["metrics"]["distill"]
+    assert metrics["processes"] == 2 and metrics["rays_per_step"] == 1024 and metrics["steps"] == 1000
+    two, one = _test_psnr(scene, data, R2LBackend), _test_psnr(root, data, R2LBackend)
+    print(f"2 processes {two:.2f} dB, 1 process {one:.2f} dB")
+    assert abs(two - one) < 0.5, (two, one)
+
+
+@pytest.mark.slow
+def test_a_two_process_checkpoint_resumes_in_one_process_and_back(distilled, tmp_path):
+    root, _, _, _ = distilled
+    scene = copy_scene(root, tmp_path / "scene")
+    out = _torchrun(str(scene), "--preset", "tiny", "--batch-rays", "512", "--steps", "40", "--restart")
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = _main("distill", str(scene), "--backend", "r2l", "--preset", "tiny", "--steps", "60", "--device", "cpu")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed r2l from step 40" in out.stderr
+    assert Scene.load(scene).backends["r2l"]["metrics"]["distill"]["steps"] == 60
+    out = _torchrun(str(scene), "--preset", "tiny", "--batch-rays", "512", "--steps", "80")
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = Scene.load(scene).backends["r2l"]["metrics"]["distill"]
+    assert metrics["steps"] == 80 and metrics["processes"] == 2

@@ -1,13 +1,15 @@
 """R2L backend: a neural light field, one network query per ray (no samples along the ray).
 
-Rendering a chunk of rays = encode the rays (16 points, PE, float32) and run the deep residual
-MLP once. On CUDA the network runs in fp16 from a persistent half-precision copy of the
+Rendering a chunk of rays = encode the rays (K points: positional encoding, or feature-plane
+lookups for the "planes" variants; float32) and run the residual MLP once. On CUDA the network runs in fp16 from a persistent half-precision copy of the
 weights; three execution paths are available (``R2LBackend.accel``, or the environment
 variable ``NSV_R2L_ACCEL``):
 
 ``"fused"`` (default on CUDA when Triton is importable and the width is 64, 128 or 256)
     One Triton kernel per chunk: each program keeps a tile of rays on chip across *all* layers
-    (encoding, head, 43 residual blocks, tail), streaming the weights from L2. The layer-by-layer
+    (encoding, head, 43 residual blocks, tail), streaming the weights from L2 (``FusedR2L``;
+    ``FusedR2LPlanes`` for the feature-plane variants, which gathers the plane texels in the
+    kernel). The layer-by-layer
     path moves every activation through memory 88 times; this one reads 24 bytes of ray and
     writes 12 bytes of colour per ray. Checked against the plain path when built (``load`` warms
     it up on a few rays of a scene camera) and abandoned, with a note in ``accel_note``, if it
@@ -37,7 +39,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from models.backends.base import BackendUnavailable, RendererBackend
-from models.fields.r2l_mlp import R2LMLP, R2LMLPConfig, encode_rays
+from models.fields.r2l_mlp import R2LMLP, R2LMLPConfig
 from models.triton_support import bind_triton, can_run_kernels, cdiv
 
 if TYPE_CHECKING:
@@ -67,7 +69,7 @@ class R2LBackend(RendererBackend):
         """Why the requested fast path is not used, if it is not (for HUDs and benchmarks)."""
         self._half: R2LMLP | None = None
         self._compiled = None
-        self._fused: FusedR2L | None = None
+        self._fused: FusedR2L | FusedR2LPlanes | None = None
         self._fused_failed = False
 
     # ----------------------------------------------------------------------------- loading
@@ -149,20 +151,18 @@ class R2LBackend(RendererBackend):
             rgb = self._render_cuda(origins, dirs, near, far)
         if rgb is None:
             net = self._half_net() if half else self.net
-            enc = encode_rays(origins, dirs, near, far, self.config)
-            rgb = net(enc.to(next(net.parameters()).dtype))
+            enc = net.encode(origins, dirs, near, far)
+            rgb = net(enc.to(net.head.weight.dtype))
         return {"rgb": rgb.float(), "samples": torch.ones(n, device=self.device)}
 
     def _half_net(self) -> R2LMLP:
         if self._half is None:
-            import copy
-
-            self._half = copy.deepcopy(self.net).half().eval()
+            self._half = self.net.half_mlp().eval()
         return self._half
 
     def _fused_path_possible(self) -> bool:
         return (self.accel in ("auto", "fused") and not self._fused_failed and self.device.type == "cuda"
-                and FusedR2L.supports(self.config))
+                and (FusedR2L.supports(self.config) or FusedR2LPlanes.supports(self.config)))
 
     def _render_cuda(self, origins, dirs, near, far) -> torch.Tensor | None:
         if self._fused_path_possible():
@@ -173,18 +173,19 @@ class R2LBackend(RendererBackend):
         if self.accel == "compile":
             if self._compiled is None:
                 self._compiled = torch.compile(self._half_net(), dynamic=True)
-            enc = encode_rays(origins, dirs, near, far, self.config).half()
+            enc = self.net.encode(origins, dirs, near, far).half()
             return self._compiled(enc)
         return None
 
     @torch.no_grad()
-    def _make_fused(self, origins, dirs, near, far) -> "FusedR2L | None":
+    def _make_fused(self, origins, dirs, near, far) -> "FusedR2L | FusedR2LPlanes | None":
         """Build the fused kernel and check it against the plain fp16 path on a few rays."""
         try:
-            fused = FusedR2L(self.net, float(near[0]), float(far[0]))
+            kind = FusedR2LPlanes if self.config.encoding == "planes" else FusedR2L
+            fused = kind(self.net, float(near[0]), float(far[0]))
             k = min(origins.shape[0], 4096)
             got = fused(origins[:k], dirs[:k])
-            ref = self._half_net()(encode_rays(origins[:k], dirs[:k], near[:k], far[:k], self.config).half()).float()
+            ref = self._half_net()(self.net.encode(origins[:k], dirs[:k], near[:k], far[:k]).half()).float()
             err = float((got - ref).abs().max())
             if not math.isfinite(err) or err > 2e-2:
                 raise RuntimeError(f"fused kernel disagrees with the plain path (max abs error {err:.3g})")
@@ -263,7 +264,7 @@ class FusedR2L:
 
     @classmethod
     def supports(cls, cfg: R2LMLPConfig) -> bool:
-        return cfg.width in cls.SUPPORTED_WIDTHS and 3 * cfg.n_points <= 128
+        return cfg.encoding == "pe" and cfg.width in cls.SUPPORTED_WIDTHS and 3 * cfg.n_points <= 128
 
     def __call__(self, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         """origins, dirs (M, 3) -> rgb (M, 3) float32."""
@@ -372,3 +373,249 @@ def _fused_kernel():
             tl.store(out_ptr + rows * 3 + j, tl.sigmoid(acc + tl.load(bt_ptr + j)), mask=rmask)
 
     return _r2l_fused
+
+
+# ============================================================================ fused, planes
+class FusedR2LPlanes:
+    """The feature-plane R2L variant in one Triton kernel (inference, fp16 tensor cores).
+
+    Each program takes a tile of BM rays and, without leaving the chip: clips the rays to the
+    network's box, places the K test-time points, gathers their tri-plane features (16 feature
+    columns at a time: 3 planes x 4 bilinear texels per column, fp16 channel-last texels),
+    multiplies the planes, and accumulates the head layer group by group as tensor-core products;
+    then the ray's encoded Pluecker coordinates, the residual blocks and the tail, as in
+    ``FusedR2L``. Reads 24 bytes of ray and writes 12 bytes of colour per ray; the planes
+    (fp16) and weights stream from L2.
+    """
+
+    SUPPORTED_WIDTHS = (64, 128, 256)
+
+    def __init__(self, net: R2LMLP, near: float, far: float, block_m: int = 64, num_warps: int = 4,
+                 num_stages: int = 1):
+        if not can_run_kernels():
+            raise RuntimeError("the fused R2L kernel needs CUDA (or TRITON_INTERPRET=1 for testing on CPU)")
+        cfg = net.config
+        if not self.supports(cfg):
+            raise ValueError(f"fused planes R2L kernel does not support {cfg.name}")
+        _fused_kernel()  # binds _chunk_dot
+        self.kernel = _planes_kernel()
+        dev = net.head.weight.device
+        w, lc = cfg.width, cfg.point_features
+        with torch.no_grad():
+            wt = net.head.weight.detach().float().t()  # (input_dim, W)
+            self.wf = wt[: cfg.n_points * lc].half().contiguous()  # point features (K * L * C, W)
+            self.wr = torch.zeros(64, w, device=dev)
+            self.wr[: cfg.ray_features] = wt[cfg.n_points * lc :]
+            self.wr = self.wr.half().contiguous()  # ray features, padded to 64 rows
+            self.bh = net.head.bias.detach().float().contiguous()
+            nb = cfg.n_blocks
+            if nb:
+                self.w1 = torch.stack([b.fc1.weight.detach().t() for b in net.blocks]).half().contiguous()
+                self.b1 = torch.stack([b.fc1.bias.detach() for b in net.blocks]).float().contiguous()
+                self.w2 = torch.stack([b.fc2.weight.detach().t() for b in net.blocks]).half().contiguous()
+                self.b2 = torch.stack([b.fc2.bias.detach() for b in net.blocks]).float().contiguous()
+            else:
+                self.w1 = self.w2 = torch.zeros(1, w, w, device=dev, dtype=torch.float16)
+                self.b1 = self.b2 = torch.zeros(1, w, device=dev)
+            self.wt = net.tail.weight.detach().float().contiguous()
+            self.bt = net.tail.bias.detach().float().contiguous()
+            self.table = net.planes.table.detach().half().contiguous()
+            self.res = torch.tensor(cfg.plane_resolutions, dtype=torch.int32, device=dev)
+            self.off = torch.tensor(net.planes.offsets, dtype=torch.int64, device=dev)
+            box = net.box.detach().float()
+            self.box = torch.cat([box[0], box[1]]).contiguous()  # lo xyz, hi xyz
+        self.near, self.far = float(near), float(far)
+        self.cfg = cfg
+        self.block_m, self.num_warps, self.num_stages = block_m, num_warps, num_stages
+
+    @classmethod
+    def supports(cls, cfg: R2LMLPConfig) -> bool:
+        return (cfg.encoding == "planes" and cfg.width in cls.SUPPORTED_WIDTHS and cfg.n_points >= 2
+                and cfg.plane_channels in (1, 2, 4, 8, 16) and cfg.point_features % 16 == 0
+                and cfg.ray_features <= 64)
+
+    def __call__(self, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+        """origins, dirs (M, 3) -> rgb (M, 3) float32."""
+        m = origins.shape[0]
+        o = origins.float().contiguous()
+        d = dirs.float().contiguous()
+        out = torch.empty(m, 3, device=o.device, dtype=torch.float32)
+        if m == 0:
+            return out
+        c = self.cfg
+        grid = (cdiv(m, self.block_m),)
+        self.kernel[grid](
+            o, d, self.box, self.table, self.res, self.off, self.wf, self.wr, self.bh, self.w1, self.b1,
+            self.w2, self.b2, self.wt, self.bt, out, m, self.near, self.far,
+            W=c.width, C=c.width // 4, BM=self.block_m, K=c.n_points, CH=c.plane_channels,
+            LC=c.point_features, NRF=c.ray_freqs, NB=c.n_blocks,
+            num_warps=self.num_warps, num_stages=self.num_stages,
+        )
+        return out
+
+
+@functools.cache
+def _planes_kernel():
+    """Compile-on-demand definition of the fused planes kernel."""
+    triton = bind_triton(globals())
+
+    @triton.jit
+    def _texel(table, base, r, a, b, rmask, cols, CH: tl.constexpr):
+        """Bilinear lookup (BM, 16) in planes whose column j has resolution r[j] and start base[j];
+        a, b (BM,) are the point's coordinates along the plane's columns and rows."""
+        fa = ((a[:, None] + 1.0) * r[None, :] - 1.0) * 0.5
+        fb = ((b[:, None] + 1.0) * r[None, :] - 1.0) * 0.5
+        a0f = tl.floor(fa)
+        b0f = tl.floor(fb)
+        wa1 = fa - a0f
+        wb1 = fb - b0f
+        a0 = a0f.to(tl.int32)
+        b0 = b0f.to(tl.int32)
+        ri = r[None, :]
+        va0 = (a0 >= 0) & (a0 < ri)
+        va1 = (a0 + 1 >= 0) & (a0 + 1 < ri)
+        vb0 = (b0 >= 0) & (b0 < ri) & rmask[:, None]
+        vb1 = (b0 + 1 >= 0) & (b0 + 1 < ri) & rmask[:, None]
+        row0 = base[None, :] + ((b0 * ri + a0) * CH + cols[None, :]).to(tl.int64)
+        acc = tl.load(table + row0, mask=va0 & vb0, other=0.0).to(tl.float32) * ((1.0 - wa1) * (1.0 - wb1))
+        acc += tl.load(table + row0 + CH, mask=va1 & vb0, other=0.0).to(tl.float32) * (wa1 * (1.0 - wb1))
+        row1 = row0 + (ri * CH).to(tl.int64)
+        acc += tl.load(table + row1, mask=va0 & vb1, other=0.0).to(tl.float32) * ((1.0 - wa1) * wb1)
+        acc += tl.load(table + row1 + CH, mask=va1 & vb1, other=0.0).to(tl.float32) * (wa1 * wb1)
+        return acc
+
+    globals()["_texel"] = _texel
+
+    @triton.jit
+    def _head_chunks(h0, h1, h2, h3, f16, w_ptr, W: tl.constexpr, C: tl.constexpr):
+        """h_j += f16 (BM, 16) @ W[16 rows starting at w_ptr, column chunk j]."""
+        k = tl.arange(0, 16)
+        c = tl.arange(0, C)
+        wp = w_ptr + k[:, None] * W + c[None, :]
+        h0 = tl.dot(f16, tl.load(wp), acc=h0)
+        h1 = tl.dot(f16, tl.load(wp + C), acc=h1)
+        h2 = tl.dot(f16, tl.load(wp + 2 * C), acc=h2)
+        h3 = tl.dot(f16, tl.load(wp + 3 * C), acc=h3)
+        return h0, h1, h2, h3
+
+    globals()["_head_chunks"] = _head_chunks
+
+    @triton.jit
+    def _r2l_planes(o_ptr, d_ptr, box_ptr, table, res_ptr, off_ptr, wf_ptr, wr_ptr, bh_ptr, w1_ptr, b1_ptr,
+                    w2_ptr, b2_ptr, wt_ptr, bt_ptr, out_ptr, M, near, far,
+                    W: tl.constexpr, C: tl.constexpr, BM: tl.constexpr, K: tl.constexpr, CH: tl.constexpr,
+                    LC: tl.constexpr, NRF: tl.constexpr, NB: tl.constexpr):
+        pid = tl.program_id(0)
+        rows = pid * BM + tl.arange(0, BM)
+        rmask = rows < M
+        ox = tl.load(o_ptr + rows * 3 + 0, mask=rmask, other=0.0)
+        oy = tl.load(o_ptr + rows * 3 + 1, mask=rmask, other=0.0)
+        oz = tl.load(o_ptr + rows * 3 + 2, mask=rmask, other=0.0)
+        dx = tl.load(d_ptr + rows * 3 + 0, mask=rmask, other=1.0)
+        dy = tl.load(d_ptr + rows * 3 + 1, mask=rmask, other=1.0)
+        dz = tl.load(d_ptr + rows * 3 + 2, mask=rmask, other=1.0)
+        lox = tl.load(box_ptr + 0)
+        loy = tl.load(box_ptr + 1)
+        loz = tl.load(box_ptr + 2)
+        hix = tl.load(box_ptr + 3)
+        hiy = tl.load(box_ptr + 4)
+        hiz = tl.load(box_ptr + 5)
+        # ---- the ray's part inside the box (models.cameras.ray_aabb, then box_segments)
+        ix = 1.0 / tl.where(tl.abs(dx) < 1e-12, 1e-12, dx)
+        iy = 1.0 / tl.where(tl.abs(dy) < 1e-12, 1e-12, dy)
+        iz = 1.0 / tl.where(tl.abs(dz) < 1e-12, 1e-12, dz)
+        ax, bx = (lox - ox) * ix, (hix - ox) * ix
+        ay, by = (loy - oy) * iy, (hiy - oy) * iy
+        az, bz = (loz - oz) * iz, (hiz - oz) * iz
+        t0 = tl.maximum(tl.maximum(tl.minimum(ax, bx), tl.minimum(ay, by)), tl.minimum(az, bz))
+        t1 = tl.minimum(tl.minimum(tl.maximum(ax, bx), tl.maximum(ay, by)), tl.maximum(az, bz))
+        t0 = tl.minimum(tl.maximum(t0, near), far)
+        t1 = tl.maximum(tl.minimum(t1, far), t0)
+        cx, cy, cz = 0.5 * (lox + hix), 0.5 * (loy + hiy), 0.5 * (loz + hiz)
+        hx = tl.maximum(0.5 * (hix - lox), 1e-6)
+        hy = tl.maximum(0.5 * (hiy - loy), 1e-6)
+        hz = tl.maximum(0.5 * (hiz - loz), 1e-6)
+        c = tl.arange(0, C)
+        h0 = tl.zeros([BM, C], dtype=tl.float32)
+        h1 = tl.zeros([BM, C], dtype=tl.float32)
+        h2 = tl.zeros([BM, C], dtype=tl.float32)
+        h3 = tl.zeros([BM, C], dtype=tl.float32)
+        # ---- point features, 16 columns (feature index j = level * CH + channel) at a time
+        j16 = tl.arange(0, 16)
+        for k in range(K):
+            tk = t0 + (t1 - t0) * (k * (1.0 / (K - 1)))
+            px = (ox + tk * dx - cx) / hx
+            py = (oy + tk * dy - cy) / hy
+            pz = (oz + tk * dz - cz) / hz
+            for g in tl.static_range(LC // 16):
+                jj = g * 16 + j16
+                lvl = jj // CH
+                ch = jj % CH
+                r = tl.load(res_ptr + lvl)
+                base = tl.load(off_ptr + lvl)
+                plane = (r * r * CH).to(tl.int64)
+                f = _texel(table, base, r, px, py, rmask, ch, CH)
+                f *= _texel(table, base + plane, r, px, pz, rmask, ch, CH)
+                f *= _texel(table, base + 2 * plane, r, py, pz, rmask, ch, CH)
+                h0, h1, h2, h3 = _head_chunks(h0, h1, h2, h3, f.to(tl.float16), wf_ptr + (k * LC + g * 16) * W,
+                                              W, C)
+        # ---- the ray's encoded Pluecker coordinates: [v (6), sin(2^0 v), cos(2^0 v), ...], padded to 64
+        nx, ny, nz = dx / hx, dy / hy, dz / hz
+        inv = 1.0 / tl.maximum(tl.sqrt(nx * nx + ny * ny + nz * nz), 1e-12)
+        nx, ny, nz = nx * inv, ny * inv, nz * inv
+        qx, qy, qz = (ox - cx) / hx, (oy - cy) / hy, (oz - cz) / hz
+        mx = qy * nz - qz * ny
+        my = qz * nx - qx * nz
+        mz = qx * ny - qy * nx
+        j64 = tl.arange(0, 64)
+        coord = tl.where(j64 < 6, j64, (j64 - 6) % 6)
+        grp = tl.where(j64 < 6, 0, (j64 - 6) // 6)
+        v = tl.where(coord[None, :] == 0, nx[:, None],
+            tl.where(coord[None, :] == 1, ny[:, None],
+            tl.where(coord[None, :] == 2, nz[:, None],
+            tl.where(coord[None, :] == 3, mx[:, None],
+            tl.where(coord[None, :] == 4, my[:, None], mz[:, None])))))
+        freq = tl.exp2((grp // 2).to(tl.float32))
+        arg = v * freq[None, :]
+        enc = tl.where(j64[None, :] < 6, v,
+              tl.where((grp % 2)[None, :] == 0, libdevice.sin(arg), libdevice.cos(arg)))
+        enc = tl.where(j64[None, :] < 6 + 12 * NRF, enc, 0.0).to(tl.float16)
+        wr = wr_ptr + j64[:, None] * W + c[None, :]
+        h0 = tl.dot(enc, tl.load(wr), acc=h0)
+        h1 = tl.dot(enc, tl.load(wr + C), acc=h1)
+        h2 = tl.dot(enc, tl.load(wr + 2 * C), acc=h2)
+        h3 = tl.dot(enc, tl.load(wr + 3 * C), acc=h3)
+        x0 = tl.maximum(h0 + tl.load(bh_ptr + c)[None, :], 0.0).to(tl.float16)
+        x1 = tl.maximum(h1 + tl.load(bh_ptr + C + c)[None, :], 0.0).to(tl.float16)
+        x2 = tl.maximum(h2 + tl.load(bh_ptr + 2 * C + c)[None, :], 0.0).to(tl.float16)
+        x3 = tl.maximum(h3 + tl.load(bh_ptr + 3 * C + c)[None, :], 0.0).to(tl.float16)
+        # ---- residual blocks and tail, as in _r2l_fused
+        for blk in range(NB):
+            w1 = w1_ptr + blk * W * W
+            w2 = w2_ptr + blk * W * W
+            b1 = b1_ptr + blk * W
+            b2 = b2_ptr + blk * W
+            t0_ = tl.maximum(_chunk_dot(x0, x1, x2, x3, w1, W, C, 0) + tl.load(b1 + c)[None, :], 0.0).to(tl.float16)
+            t1_ = tl.maximum(_chunk_dot(x0, x1, x2, x3, w1, W, C, 1) + tl.load(b1 + C + c)[None, :],
+                             0.0).to(tl.float16)
+            t2_ = tl.maximum(_chunk_dot(x0, x1, x2, x3, w1, W, C, 2) + tl.load(b1 + 2 * C + c)[None, :],
+                             0.0).to(tl.float16)
+            t3_ = tl.maximum(_chunk_dot(x0, x1, x2, x3, w1, W, C, 3) + tl.load(b1 + 3 * C + c)[None, :],
+                             0.0).to(tl.float16)
+            x0 = (x0.to(tl.float32) + _chunk_dot(t0_, t1_, t2_, t3_, w2, W, C, 0)
+                  + tl.load(b2 + c)[None, :]).to(tl.float16)
+            x1 = (x1.to(tl.float32) + _chunk_dot(t0_, t1_, t2_, t3_, w2, W, C, 1)
+                  + tl.load(b2 + C + c)[None, :]).to(tl.float16)
+            x2 = (x2.to(tl.float32) + _chunk_dot(t0_, t1_, t2_, t3_, w2, W, C, 2)
+                  + tl.load(b2 + 2 * C + c)[None, :]).to(tl.float16)
+            x3 = (x3.to(tl.float32) + _chunk_dot(t0_, t1_, t2_, t3_, w2, W, C, 3)
+                  + tl.load(b2 + 3 * C + c)[None, :]).to(tl.float16)
+        for jc in tl.static_range(3):
+            wrow = wt_ptr + jc * W + c
+            acc = tl.sum(x0.to(tl.float32) * tl.load(wrow)[None, :], axis=1)
+            acc += tl.sum(x1.to(tl.float32) * tl.load(wrow + C)[None, :], axis=1)
+            acc += tl.sum(x2.to(tl.float32) * tl.load(wrow + 2 * C)[None, :], axis=1)
+            acc += tl.sum(x3.to(tl.float32) * tl.load(wrow + 3 * C)[None, :], axis=1)
+            tl.store(out_ptr + rows * 3 + jc, tl.sigmoid(acc + tl.load(bt_ptr + jc)), mask=rmask)
+
+    return _r2l_planes

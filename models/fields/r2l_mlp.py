@@ -16,6 +16,15 @@ and its default ``--trial.outact none``)::
 
 D counts the linear layers: W256D88 has 1 + 43 * 2 + 1 = 88 of them, 5,917,187 parameters and
 11,789,824 FLOPs per ray (2 per multiply-add), the paper's "5.92M" and "11.79 MFLOPs".
+
+A second ray representation, ``encoding="planes"``, keeps the single query per ray but replaces
+the positional encoding of the points by learned features: the K points are spread over the part
+of the ray inside the scene box, each point's feature at every level of a multi-resolution
+tri-plane (three axis-aligned feature planes, bilinear lookups, features multiplied across the
+three planes as in K-planes) is concatenated, plus the positional encoding of the ray's
+Pluecker coordinates (direction and moment). The grids hold most of the scene, so a small
+residual MLP suffices and the student converges in minutes instead of days. ``VARIANTS`` names
+both kinds.
 """
 
 from __future__ import annotations
@@ -23,10 +32,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from models.cameras import ray_aabb
 from models.encoding import encoded_size, positional_encoding
+from models.fields.feature_planes import FeaturePlanes
 from models.rendering import stratified_samples
+
+ENCODINGS = ("pe", "planes")
 
 
 @dataclass(frozen=True)
@@ -40,13 +54,30 @@ class R2LMLPConfig:
     n_points: int = 16
     """Points K sampled along each ray between near and far (the paper's 16)."""
     pos_freqs: int = 10
-    """Positional-encoding frequencies L (2^0 .. 2^(L-1)); the raw coordinates are kept."""
+    """Positional-encoding frequencies L (2^0 .. 2^(L-1)); the raw coordinates are kept
+    ("pe" encoding)."""
+    encoding: str = "pe"
+    """Ray representation: "pe" (the paper: positional encoding of the K points between the
+    sampling bounds) or "planes" (K points inside the scene box, multi-resolution tri-plane
+    features of each, plus the encoded Pluecker coordinates of the ray)."""
+    plane_channels: int = 8
+    """"planes": feature channels per level."""
+    plane_resolutions: tuple[int, ...] = (64, 128, 256, 512)
+    """"planes": side of the square feature planes of each level."""
+    ray_freqs: int = 4
+    """"planes": positional-encoding frequencies of the 6 Pluecker coordinates of the ray."""
 
     def __post_init__(self):
         if self.depth < 2 or self.depth % 2:
             raise ValueError(f"R2L depth must be an even number >= 2 (head + 2 per block + tail), got {self.depth}")
         if self.width < 1 or self.n_points < 1 or self.pos_freqs < 0:
             raise ValueError(f"invalid R2L network shape {self}")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"R2L encoding must be one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
+        object.__setattr__(self, "plane_resolutions", tuple(int(r) for r in self.plane_resolutions))
+        if self.encoding == "planes" and (self.plane_channels < 1 or not self.plane_resolutions
+                                          or min(self.plane_resolutions) < 2 or self.ray_freqs < 0):
+            raise ValueError(f"invalid R2L feature planes {self}")
 
     @property
     def n_blocks(self) -> int:
@@ -54,32 +85,55 @@ class R2LMLPConfig:
         return (self.depth - 2) // 2
 
     @property
+    def point_features(self) -> int:
+        """Features of one point: 3 * (1 + 2L) ("pe") or channels x levels ("planes")."""
+        if self.encoding == "planes":
+            return self.plane_channels * len(self.plane_resolutions)
+        return 3 * (1 + 2 * self.pos_freqs)
+
+    @property
+    def ray_features(self) -> int:
+        """Features of the ray itself ("planes": the encoded Pluecker coordinates; "pe": none)."""
+        return encoded_size(6, self.ray_freqs) if self.encoding == "planes" else 0
+
+    @property
     def input_dim(self) -> int:
-        """Width of the encoded ray: K * 3 * (1 + 2L) (1008 for the paper's K = 16, L = 10)."""
+        """Width of the encoded ray: K * 3 * (1 + 2L) (1008 for the paper's K = 16, L = 10), or
+        K * channels * levels + 6 * (1 + 2 ray_freqs) for feature planes."""
+        if self.encoding == "planes":
+            return self.n_points * self.point_features + self.ray_features
         return encoded_size(3 * self.n_points, self.pos_freqs)
 
     @property
     def name(self) -> str:
-        """The paper's variant name, e.g. "W256D88"."""
+        """The variant name: the paper's "W256D88", or e.g. "P8x4-512-K32-W256D12" for planes
+        (8 channels x 4 levels up to 512 x 512 texels, 32 points, residual MLP W256D12)."""
+        if self.encoding == "planes":
+            return (f"P{self.plane_channels}x{len(self.plane_resolutions)}-{max(self.plane_resolutions)}"
+                    f"-K{self.n_points}-W{self.width}D{self.depth}")
         return f"W{self.width}D{self.depth}"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["plane_resolutions"] = list(self.plane_resolutions)
+        return d
 
     @staticmethod
     def from_dict(d: dict) -> "R2LMLPConfig":
-        return R2LMLPConfig(**{k: d[k] for k in ("width", "depth", "n_points", "pos_freqs") if k in d})
+        keys = ("width", "depth", "n_points", "pos_freqs", "encoding", "plane_channels", "plane_resolutions",
+                "ray_freqs")
+        return R2LMLPConfig(**{k: d[k] for k in keys if k in d})
 
     @staticmethod
     def from_name(name: str) -> "R2LMLPConfig":
-        """"W256D88" -> R2LMLPConfig(width=256, depth=88)."""
+        """"W256D88" -> R2LMLPConfig(width=256, depth=88); names of ``VARIANTS`` as listed."""
         if name in VARIANTS:
             return VARIANTS[name]
         import re
 
         m = re.fullmatch(r"W(\d+)D(\d+)", name)
         if not m:
-            raise ValueError(f"R2L variant names look like W256D88, got '{name}'")
+            raise ValueError(f"R2L variant names look like W256D88 or one of {', '.join(VARIANTS)}, got '{name}'")
         return R2LMLPConfig(width=int(m.group(1)), depth=int(m.group(2)))
 
 
@@ -90,6 +144,13 @@ VARIANTS: dict[str, R2LMLPConfig] = {
     "W363D22": R2LMLPConfig(363, 22),
     "W128D22": R2LMLPConfig(128, 22),  # CPU demo / fast GPU preview: 0.91 MFLOPs / ray
     "W64D8": R2LMLPConfig(64, 8),  # tests: 0.18 MFLOPs / ray
+    # feature planes (levels 64..512, 8 channels: 8.4M texel features) + a small residual MLP:
+    # the default of the GPU presets
+    "P8x4-512-K32-W256D12": R2LMLPConfig(256, 12, n_points=32, encoding="planes", plane_channels=8,
+                                         plane_resolutions=(64, 128, 256, 512)),
+    # the same at CPU scale (levels 16..128): tests and the bundled demo
+    "P8x4-128-K32-W128D8": R2LMLPConfig(128, 8, n_points=32, encoding="planes", plane_channels=8,
+                                        plane_resolutions=(16, 32, 64, 128)),
 }
 """Named network variants (the paper's budgets plus small ones for CPU)."""
 
@@ -141,6 +202,17 @@ def encode_rays(
 
 
 # ----------------------------------------------------------------------------------- network
+def box_segments(origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
+                 box: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The part [t0, t1] of each ray inside ``box`` (2, 3) and the bounds; rays that miss the box
+    get t0 = t1 (their points then lie outside the box, where every feature is zero)."""
+    t0, t1 = ray_aabb(origins, dirs, box)
+    t0 = torch.maximum(t0, near)
+    t1 = torch.minimum(t1, far)
+    t0 = torch.minimum(t0, far)
+    return t0, torch.maximum(t1, t0)
+
+
 class ResidualBlock(nn.Module):
     """x -> x + fc2(relu(fc1(x))) (the reference code's ResMLP with n_learnable=2, no outact)."""
 
@@ -154,15 +226,61 @@ class ResidualBlock(nn.Module):
 
 
 class R2LMLP(nn.Module):
-    """Encoded ray (R, input_dim) -> colour (R, 3) in [0, 1]."""
+    """Ray -> colour (R, 3) in [0, 1]: ``encode`` (R, input_dim), then the residual MLP (``forward``).
+
+    With feature planes the module also holds the planes and the box they cover (the buffer
+    ``box``, (2, 3) min / max corner, saved with the weights).
+    """
 
     def __init__(self, config: R2LMLPConfig = R2LMLPConfig()):
         super().__init__()
         self.config = config
         w = config.width
+        if config.encoding == "planes":
+            self.planes = FeaturePlanes(config.plane_channels, config.plane_resolutions)
+            self.register_buffer("box", torch.tensor([[-1.0] * 3, [1.0] * 3]))
         self.head = nn.Linear(config.input_dim, w)
         self.blocks = nn.ModuleList([ResidualBlock(w) for _ in range(config.n_blocks)])
         self.tail = nn.Linear(w, 3)
+
+    def set_box(self, box: torch.Tensor) -> None:
+        """The scene box (2, 3) the feature planes span ("planes" encoding)."""
+        self.box.copy_(torch.as_tensor(box, dtype=torch.float32))
+
+    def half_mlp(self) -> "R2LMLP":
+        """A copy for fp16 inference: the MLP in float16; feature planes and box stay float32
+        (lookup coordinates in fp16 would be off by a quarter of a finest-level cell)."""
+        import copy
+
+        out = copy.deepcopy(self)
+        for m in [out.head, out.tail, *out.blocks]:
+            m.half()
+        return out
+
+    def grid_parameters(self) -> list[nn.Parameter]:
+        """The feature planes (trained with their own learning rate); empty for "pe"."""
+        return [self.planes.table] if self.config.encoding == "planes" else []
+
+    def mlp_parameters(self) -> list[nn.Parameter]:
+        grid = {id(p) for p in self.grid_parameters()}
+        return [p for p in self.parameters() if id(p) not in grid]
+
+    def encode(self, origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
+               perturb: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Rays (R, 3) and bounds (R,) -> network input (R, input_dim), float32."""
+        cfg = self.config
+        if cfg.encoding == "pe":
+            return encode_rays(origins, dirs, near, far, cfg, perturb, generator)
+        o, d = origins.float(), dirs.float()
+        box = self.box.float()
+        centre, half = 0.5 * (box[0] + box[1]), (0.5 * (box[1] - box[0])).clamp_min(1e-6)
+        t0, t1 = box_segments(o, d, near.float(), far.float(), box)
+        t = stratified_samples(t0, t1, cfg.n_points, perturb, generator)  # (R, K)
+        x = ((o[:, None, :] + t[..., None] * d[:, None, :]) - centre) / half  # (R, K, 3) in [-1, 1] inside
+        feats = self.planes(x.reshape(-1, 3)).float().reshape(o.shape[0], -1)  # (R, K * C * L)
+        on, dn = (o - centre) / half, F.normalize(d / half, dim=-1)
+        ray = positional_encoding(torch.cat([dn, torch.linalg.cross(on, dn, dim=-1)], -1), cfg.ray_freqs)
+        return torch.cat([feats, ray], -1)
 
     def trunk(self, enc: torch.Tensor) -> torch.Tensor:
         """Head + residual blocks: (R, input_dim) -> (R, W) features before the tail."""
@@ -184,12 +302,13 @@ class R2LMLP(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Rays (R, 3) -> colours (R, 3): encode (float32) then one network query per ray."""
-        enc = encode_rays(origins, dirs, near, far, self.config, perturb, generator)
+        enc = self.encode(origins, dirs, near, far, perturb, generator)
         return self(enc.to(self.head.weight.dtype) if not torch.is_autocast_enabled(enc.device.type) else enc)
 
     def flops_per_ray(self) -> float:
         """FLOPs of one ray query (2 per multiply-add over all linear layers; activations,
-        biases, residual adds and the encoding are not counted, as in the paper)."""
+        biases, residual adds and the encoding (for planes: K x levels x 3 bilinear lookups)
+        are not counted, as in the paper)."""
         return float(sum(2 * m.in_features * m.out_features for m in self.modules() if isinstance(m, nn.Linear)))
 
     def parameter_count(self) -> int:

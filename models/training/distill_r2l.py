@@ -31,15 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from models.backends.base import RenderRequest
-from models.backends.nerf import NerfBackend
 from models.backends.r2l import R2LBackend
 from models.cameras import Camera, camera_rays, ndc_rays, pixel_rays, sample_pixel_batch
 from models.data import SceneData, Split
-from models.fields.r2l_mlp import VARIANTS, R2LMLP, R2LMLPConfig, encode_rays
+from models.fields.feature_planes import planes_kernel_error
+from models.fields.r2l_mlp import VARIANTS, R2LMLP, R2LMLPConfig
 from models.metrics import psnr
-from models.rendering import composite_packed
 from models.scene import Scene
 from models.storage import StorageError, load_tensors, save_tensors
 from models.training.engine import (
@@ -52,28 +52,40 @@ from models.training.engine import (
     optimizer_tensors,
     strip_prefix,
 )
+from models.training import distributed
+from models.training.pseudo_rays import (
+    OnlineRays,
+    RandomViewRays,
+    TeacherRays,
+    fresh_rays_for_budget,
+    sample_pseudo_poses,
+    scene_centre,
+)
 from models.training.teacher import RayBatcher
 
 
 # ====================================================================================== config
 @dataclass(frozen=True)
 class R2LDistillConfig:
-    """R2L distillation (pseudo data from the teacher, training, fine-tuning on real images)."""
+    """R2L distillation (teacher-labelled rays, training, fine-tuning on real images)."""
 
     steps: int = 20000
     """Total optimisation steps of the job (pseudo-data phase + fine-tuning)."""
     time_budget_s: float = 0.0
-    """Stop after this many seconds (pseudo-data rendering included; 0: no limit). Schedules then
+    """Stop after this many seconds (teacher labelling included; 0: no limit). Schedules then
     follow progress = max(step / steps, elapsed / time_budget_s), so a time-bounded run still
     decays its learning rate and reaches its fine-tuning phase."""
     mlp: R2LMLPConfig = field(default_factory=lambda: VARIANTS["W256D88"])
-    """Student network: width, depth (linear layers), points per ray, PE frequencies."""
+    """Student network: ray encoding, width, depth (linear layers), points per ray."""
     batch_rays: int = 65536
-    """Rays per step, hard examples included (R2L: 24 files x 4096 = 98,304)."""
+    """Rays per step and GPU, hard examples included (R2L: 24 files x 4096 = 98,304)."""
     lr: float = 5e-4
-    """Peak Adam learning rate (R2L: 5e-4)."""
+    """Peak Adam learning rate of the MLP (R2L: 5e-4)."""
+    grid_lr: float = 1e-2
+    """Peak Adam learning rate of the feature planes ("planes" encoding; same schedule)."""
     lr_warmup_start: float = 1e-4
-    """Learning rate at step 0, rising linearly to ``lr`` (R2L ``--warmup_lr 0.0001,200``)."""
+    """MLP learning rate at step 0, rising linearly to ``lr`` (R2L ``--warmup_lr 0.0001,200``); the
+    feature planes follow the same curve scaled by grid_lr / lr."""
     lr_warmup_steps: int = 200
     """Steps of the linear warm-up."""
     lr_decay_steps: int = 0
@@ -84,17 +96,31 @@ class R2LDistillConfig:
     hard pool, and this fraction of each batch is drawn from it once it is full (R2L: 0.2)."""
     hard_pool_factor: float = 20.0
     """Hard pool capacity in batches (R2L ``--hard_mul 20``); 0 disables hard-example mining."""
-    pseudo_images: int = 1000
-    """Pseudo images rendered by the teacher into the pool (R2L: 10k at 400x400)."""
-    pseudo_size: int = 200
-    """Longest side of the pseudo images, pixels (same field of view as the training cameras)."""
-    pseudo_per_step: int = 1
-    """Pseudo images rendered per training step until the pool is full."""
+    pseudo_source: str = "online"
+    """"online": every step's pseudo rays are new, from random poses at the training images'
+    resolution, labelled by the teacher as training goes (``OnlineRays``); "pool": R2L's fixed set
+    of ``pseudo_images`` teacher images, rendered at the start and cached in the checkpoint folder."""
     pseudo_renderer: str = "auto"
-    """How the teacher renders pseudo images: "backend" (the NeRF backend: 64 coarse + 192 fine
-    network evaluations per ray), "march" (the occupancy-grid marcher the teacher was trained
-    with: samples only in occupied voxels, several times fewer evaluations), or "auto" (march
-    when the teacher was trained with the occupancy sampler and the scene has its grid)."""
+    """Which teacher labels the rays: "kilonerf" (the scene's distilled KiloNeRF), "march" (the
+    NeRF teacher's fine network through its occupancy grid, early ray termination), "backend"
+    (the NeRF backend: 64 coarse + 192 fine evaluations per ray) or "auto" (the first of these
+    the scene has)."""
+    online_fresh_rays: int = 0
+    """"online": rays the teacher labels per step; 0 chooses it from ``teacher_share`` (all of
+    the batch when the teacher is fast enough, else a share topped up from the replay buffer)."""
+    teacher_share: float = 0.3
+    """"online", ``online_fresh_rays`` = 0: the fraction of each step's time the teacher may take."""
+    online_buffer_batches: float = 64.0
+    """"online": replay-buffer capacity in batches, used when the teacher labels fewer rays than a
+    batch (0: always label the whole batch)."""
+    pose_bank: int = 1 << 16
+    """"online": random poses drawn at the start; each ray takes one of them."""
+    pseudo_images: int = 1000
+    """"pool": teacher images in the pool (R2L: 10k at 400x400)."""
+    pseudo_size: int = 200
+    """"pool": longest side of the pseudo images, pixels (same field of view as the training cameras)."""
+    pseudo_per_step: int = 1
+    """"pool": images rendered per training step until the pool is full."""
     look_jitter_deg: float = 0.0
     """Extra random tilt of pseudo cameras' viewing direction, degrees, on top of the spread
     of the training cameras' own viewing directions around the scene centre."""
@@ -106,24 +132,31 @@ class R2LDistillConfig:
     1.6M = 0.75)."""
     finetune_real_fraction: float = 0.5
     """Fraction of fresh rays from the real training images while fine-tuning."""
+    planes_accel: str = "auto"
+    """"planes": how the feature planes are looked up while training: "triton" (gather kernel, and
+    atomic adds for the gradients), "torch" (``grid_sample``) or "auto" (triton on CUDA when its
+    check against grid_sample passes)."""
+    box_margin: float = 0.02
+    """"planes": the feature planes span the teacher's occupied voxels grown by this fraction of
+    the scene box on every side (the whole scene box when the teacher has no occupancy grid)."""
     mixed_precision: bool = True
     """Autocast on CUDA (``amp_dtype``); ignored on CPU."""
     amp_dtype: str = "bf16"
     """"bf16" (no loss scaling needed) or "fp16" (with a gradient scaler)."""
     compile: bool = False
-    """torch.compile the student for training (CUDA; costs a minute of compilation)."""
+    """torch.compile the student's MLP for training (CUDA; costs a minute of compilation)."""
     validate_every: int = 1000
     """Steps between validations (0: only at the end)."""
-    validation_size: int = 200
-    """Longest side of validation renders."""
+    validation_size: int = 0
+    """Longest side of validation renders (0: the views' own resolution, as they are tested)."""
     validation_views: int = 4
-    """Validation views averaged (the first ones of the val split, else test, else train)."""
+    """Held-out views validated (spread over the val split, else test, else train)."""
     checkpoint_every_s: float = 60.0
-    """Seconds between checkpoints (the pseudo pool is saved with them while it fills)."""
+    """Seconds between checkpoints."""
     snapshot_every_s: float = 5.0
     """Seconds between live-preview weight snapshots (GUI)."""
     seed: int = 0
-    """Seed of pseudo poses, ray sampling and initialisation."""
+    """Seed of pseudo poses, ray sampling and initialisation (each distributed rank adds its rank)."""
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -132,180 +165,43 @@ class R2LDistillConfig:
 
 
 PRESETS: dict[str, R2LDistillConfig] = {
-    # CPU tests: a W64D8 student, 48 pseudo images of 24x24 from the tiny teacher; ~8 s on 2 idle cores.
+    # CPU tests: the CPU-scale feature-plane student, online rays from the tiny teacher; under a
+    # minute on 2 idle cores.
     "tiny": R2LDistillConfig(
-        steps=1000, mlp=VARIANTS["W64D8"], batch_rays=1024, lr=5e-3, lr_warmup_start=5e-4, lr_warmup_steps=50,
-        pseudo_images=48, pseudo_size=24, pseudo_per_step=4, finetune_start=0.5, validate_every=250,
-        validation_size=32, validation_views=2, checkpoint_every_s=10.0, snapshot_every_s=1.0,
+        steps=1000, mlp=VARIANTS["P8x4-128-K32-W128D8"], batch_rays=1024, lr=5e-3, grid_lr=0.1,
+        lr_warmup_start=5e-4, lr_warmup_steps=50, online_fresh_rays=1024, pseudo_images=48, pseudo_size=24,
+        pseudo_per_step=4, finetune_start=0.5, validate_every=250, validation_views=2, checkpoint_every_s=10.0,
+        snapshot_every_s=1.0,
     ),
-    # Minutes on a GPU (or a long CPU demo): the W128D22 student (0.91 MFLOPs / ray).
+    # A first look in a few minutes on one GPU.
     "quick": R2LDistillConfig(
-        steps=10000, mlp=VARIANTS["W128D22"], batch_rays=16384, lr=1e-3, pseudo_images=300, pseudo_size=200,
-        pseudo_per_step=1, validate_every=1000,
+        steps=200_000, time_budget_s=180.0, mlp=VARIANTS["P8x4-512-K32-W256D12"], batch_rays=65536,
+        grid_lr=0.05, validate_every=2000, pseudo_images=300,
     ),
-    # The acceptance run: W256D88 distilled within 9 minutes on one H100 from a 400x400 lego teacher
-    # (400 s of job: pseudo data + training; with start-up, saving and scripts/gpu_r2l.sh's
-    # evaluation the whole run fits one 10-minute device command). Measured
-    # on the H100 (2026-11-21): the teacher renders a 200x200 image in 27 ms by occupancy-grid
-    # marching (164 ms through the NeRF backend's 256 evaluations per ray), so 2000 pseudo images
-    # (80M rays) take ~1 min, interleaved with the first 250 steps; a W256D88 step of 65,536 rays
-    # (bf16 autocast, fused Adam) takes 23-25 ms (32,768 rays: 19 ms; launch-bound), so the
-    # remaining ~5.5 min train ~13k steps. The time budget ends the run (schedules follow elapsed
-    # time); fine-tuning on real rays mixed with pseudo rays over the last 25%. On the procedural
-    # scene at 200x200 (teacher 31.61 dB) a 270 s run reached 30.93 dB after 8.6k steps.
+    # The recommended recipe: 10 minutes of distillation on one GPU (time-bounded; the step count
+    # is only a cap), online teacher rays, fine-tuning on real rays mixed with pseudo rays over the
+    # last 25%. `--variant W256D88` trains the paper's network on the same recipe.
     "standard": R2LDistillConfig(
-        steps=40000, time_budget_s=400.0, mlp=VARIANTS["W256D88"], batch_rays=65536, pseudo_images=2000,
-        pseudo_size=200, pseudo_per_step=8, validate_every=1000,
+        steps=1_000_000, time_budget_s=600.0, mlp=VARIANTS["P8x4-512-K32-W256D12"], batch_rays=65536,
+        grid_lr=0.05, validate_every=2500, pseudo_images=2000,
+    ),
+    # For users with an hour: the standard recipe over 50 minutes.
+    "long": R2LDistillConfig(
+        steps=5_000_000, time_budget_s=3000.0, mlp=VARIANTS["P8x4-512-K32-W256D12"], batch_rays=65536,
+        grid_lr=0.05, validate_every=10000, checkpoint_every_s=300.0, pseudo_images=2000,
     ),
     # The paper's recipe (R2L, ECCV 2022, Sec. 4): 10k pseudo images at 400x400 rendered by the
-    # teacher (24 h on a 2080 Ti in the paper; ~1.4 h here on an H100 at ~0.5 s per image),
-    # 1.2M steps on pseudo data + 0.4M steps fine-tuning on real images mixed with pseudo data
-    # (1.6M in all), 98,304 rays per step, Adam 5e-4 with 200 warm-up steps from 1e-4 and decay
-    # 0.1^((step-200)/500k), hard-example mining 0.2 x 20 batches. Estimated time on one H100
-    # (from the measured 27 ms per 200x200 marched teacher image and 23 ms per 65k-ray step):
-    # ~20 min of pseudo data (10k x 400x400 by marching; ~1.8 h through the NeRF backend) +
-    # 1.6M steps x ~32 ms (98k rays, W256D88, bf16) ~ 14 h; it is resumable, so run it as
-    # repeated invocations. Lego: teacher 31.42 dB -> R2L 32.53 dB in the paper.
+    # teacher, 1.2M steps on pseudo data + 0.4M steps fine-tuning on real images mixed with pseudo
+    # data (1.6M in all), 98,304 rays per step, Adam 5e-4 with 200 warm-up steps from 1e-4 and
+    # decay 0.1^((step-200)/500k), hard-example mining 0.2 x 20 batches. Lego: teacher 31.42 dB
+    # -> R2L 32.53 dB in the paper. Resumable; run it as repeated invocations.
     "paper": R2LDistillConfig(
-        steps=1_600_000, mlp=VARIANTS["W256D88"], batch_rays=98304, lr_decay_steps=500_000,
+        steps=1_600_000, mlp=VARIANTS["W256D88"], batch_rays=98304, lr_decay_steps=500_000, pseudo_source="pool",
         pseudo_images=10000, pseudo_size=400, pseudo_per_step=1, finetune_start=0.75,
-        finetune_real_fraction=0.5, validate_every=10000, validation_size=400, checkpoint_every_s=600.0,
+        finetune_real_fraction=0.5, validate_every=10000, checkpoint_every_s=600.0,
     ),
 }
 """Presets: data, not code branches. ``steps`` is overridden by ``distill --steps``."""
-
-
-# ================================================================================ pseudo poses
-def _normalize(v: torch.Tensor) -> torch.Tensor:
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
-def _frames_from_forward(eye: torch.Tensor, fwd: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """(n, 4, 4) c2w of cameras at ``eye`` (n, 3) looking along ``fwd`` (n, 3), rolled upright
-    w.r.t. ``up`` (3,) (the vectorised ``cameras.look_at``)."""
-    back = _normalize(-fwd)
-    right = torch.linalg.cross(up.expand_as(back), back, dim=-1)
-    degenerate = right.norm(dim=-1) < 1e-6
-    if degenerate.any():
-        alt = torch.tensor([0.0, 1.0, 0.0]) if abs(float(up[1])) < 0.9 else torch.tensor([1.0, 0.0, 0.0])
-        right[degenerate] = torch.linalg.cross(alt.expand_as(back[degenerate]), back[degenerate], dim=-1)
-    right = _normalize(right)
-    true_up = torch.linalg.cross(back, right, dim=-1)
-    c2w = torch.eye(4).repeat(eye.shape[0], 1, 1)
-    c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2], c2w[:, :3, 3] = right, true_up, back, eye
-    return c2w
-
-
-def _tilt(dirs: torch.Tensor, max_deg: float, g: torch.Generator) -> torch.Tensor:
-    """Rotate unit vectors (n, 3) by random angles uniform over the spherical cap of ``max_deg``."""
-    if max_deg <= 0:
-        return dirs
-    n = dirs.shape[0]
-    cos_max = math.cos(math.radians(max_deg))
-    cos_t = 1.0 - torch.rand(n, generator=g) * (1.0 - cos_max)
-    sin_t = (1.0 - cos_t**2).clamp_min(0).sqrt()
-    phi = torch.rand(n, generator=g) * 2 * math.pi
-    helper = torch.where((dirs[:, :1].abs() < 0.9), torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0]]))
-    a = _normalize(torch.linalg.cross(dirs, helper, dim=-1))
-    b = torch.linalg.cross(dirs, a, dim=-1)
-    around = torch.cos(phi)[:, None] * a + torch.sin(phi)[:, None] * b
-    return _normalize(cos_t[:, None] * dirs + sin_t[:, None] * around)
-
-
-def scene_centre(c2w: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
-    """The point closest (least squares) to all optical axes; ``fallback`` if they are near parallel."""
-    o, f = c2w[:, :3, 3].double(), _normalize(-c2w[:, :3, 2].double())
-    proj = torch.eye(3, dtype=torch.float64) - f[:, :, None] * f[:, None, :]  # (N, 3, 3)
-    a, b = proj.sum(0), (proj @ o[:, :, None]).sum(0)[:, 0]
-    if torch.linalg.cond(a) > 1e4:
-        return fallback.float()
-    return torch.linalg.solve(a, b).float()
-
-
-def sample_pseudo_poses(
-    c2w: torch.Tensor,
-    n: int,
-    seed: int,
-    forward_facing: bool,
-    up: torch.Tensor,
-    centre_hint: torch.Tensor,
-    look_jitter_deg: float = 0.0,
-) -> torch.Tensor:
-    """Random camera poses covering the region of the training cameras ``c2w`` (N, 4, 4).
-
-    * Forward-facing scenes (NDC): origins uniform in the bounding box of the training camera
-      positions; viewing directions uniform in the cone around the mean viewing direction that
-      holds every training camera's (plus ``look_jitter_deg``); upright w.r.t. the mean camera up.
-    * Object scenes: the training cameras' scene centre (least-squares meeting point of their
-      optical axes). If the cameras lie on a sphere around it (radii within 10%, the Blender
-      case), origins are on that sphere (radius uniform in the training range), their direction
-      uniform over the band of elevations the training cameras span (w.r.t. ``up``) and over
-      the azimuth arc they span (the full circle when no gap exceeds 90 degrees), as R2L's
-      theta/phi sampling on the training sphere does; otherwise origins are uniform in the
-      bounding box of the training positions, no closer to the centre than the closest camera.
-      Cameras look at the centre, tilted by at most the training cameras' own angle off the
-      centre (plus ``look_jitter_deg``).
-
-    Deterministic in ``seed``. Returns (n, 4, 4) float32 c2w, OpenGL convention.
-    """
-    g = torch.Generator().manual_seed(int(seed))
-    c2w = c2w.float().cpu()
-    up = _normalize(torch.as_tensor(up, dtype=torch.float32))
-    pos, fwd = c2w[:, :3, 3], _normalize(-c2w[:, :3, 2])
-    if n == 0:
-        return torch.zeros(0, 4, 4)
-    if forward_facing:
-        lo, hi = pos.min(0).values, pos.max(0).values
-        eye = lo + torch.rand(n, 3, generator=g) * (hi - lo)
-        mean_fwd = _normalize(fwd.mean(0))
-        spread = math.degrees(float(torch.acos((fwd @ mean_fwd).clamp(-1, 1)).max()))
-        dirs = _tilt(mean_fwd.expand(n, 3).contiguous(), spread + look_jitter_deg, g)
-        cam_up = _normalize(c2w[:, :3, 1].mean(0))
-        return _frames_from_forward(eye, dirs, cam_up)
-
-    centre = scene_centre(c2w, centre_hint)
-    rel = pos - centre
-    radius = rel.norm(dim=-1)
-    unit = rel / radius[:, None]
-    if float(radius.std() / radius.mean().clamp_min(1e-9)) < 0.1 or pos.shape[0] < 4:
-        # elevation band (uniform area: uniform in sin(elevation)) and azimuth arc around `up`
-        s = (unit @ up).clamp(-1, 1)
-        s_lo, s_hi = float(s.min()), float(s.max())
-        helper = torch.tensor([1.0, 0.0, 0.0]) if abs(float(up[0])) < 0.9 else torch.tensor([0.0, 1.0, 0.0])
-        e1 = _normalize(torch.linalg.cross(up, helper, dim=0))
-        e2 = torch.linalg.cross(up, e1, dim=0)
-        az = torch.atan2(unit @ e2, unit @ e1)  # (N,) in (-pi, pi]
-        az_sorted, _ = torch.sort(az)
-        gaps = torch.cat([az_sorted[1:] - az_sorted[:-1], (az_sorted[:1] + 2 * math.pi) - az_sorted[-1:]])
-        k = int(gaps.argmax())
-        if float(gaps[k]) <= math.pi / 2 or pos.shape[0] < 2:
-            az_start, az_len = -math.pi, 2 * math.pi
-        else:  # the arc from the end of the largest gap round to its start
-            az_start = float(az_sorted[(k + 1) % az_sorted.numel()])
-            az_len = 2 * math.pi - float(gaps[k])
-        sz = s_lo + torch.rand(n, generator=g) * (s_hi - s_lo)
-        phi = az_start + torch.rand(n, generator=g) * az_len
-        ring = (1 - sz**2).clamp_min(0).sqrt()
-        dirs = ring[:, None] * (torch.cos(phi)[:, None] * e1 + torch.sin(phi)[:, None] * e2) + sz[:, None] * up
-        r = float(radius.min()) + torch.rand(n, generator=g) * float(radius.max() - radius.min())
-        eye = centre + r[:, None] * dirs
-    else:
-        lo, hi = pos.min(0).values, pos.max(0).values
-        r_min = float(radius.min())
-        eye = torch.empty(0, 3)
-        for _ in range(100):  # rejection sampling, vectorised in rounds
-            cand = lo + torch.rand(4 * n, 3, generator=g) * (hi - lo)
-            eye = torch.cat([eye, cand[(cand - centre).norm(dim=-1) >= r_min]])
-            if eye.shape[0] >= n:
-                break
-        if eye.shape[0] < n:  # degenerate box: fall back to the training positions
-            eye = torch.cat([eye, pos[torch.randint(0, pos.shape[0], (n,), generator=g)]])
-        eye = eye[:n]
-    # look at the centre, tilted within the training views' own spread
-    off_centre = torch.acos((fwd * _normalize(centre - pos)).sum(-1).clamp(-1, 1))
-    spread = math.degrees(float(off_centre.max())) + look_jitter_deg
-    look = _tilt(_normalize(centre - eye), spread, g)
-    return _frames_from_forward(eye, look, up)
 
 
 # ================================================================================= pseudo pool
@@ -433,28 +329,55 @@ class HardExamplePool:
 
 
 # ========================================================================================= job
+class _RayStudent(nn.Module):
+    """The student as one module from rays to colours, for training (and DistributedDataParallel):
+    encoding with stratified jitter in float32 (feature planes included), MLP under autocast."""
+
+    def __init__(self, net: R2LMLP, generator: torch.Generator, autocast, mlp=None):
+        super().__init__()
+        self.net = net
+        self.generator = generator
+        self.autocast = autocast
+        self.mlp = mlp or net
+
+    def forward(self, origins, dirs, near, far):
+        enc = self.net.encode(origins, dirs, near, far, perturb=True, generator=self.generator)
+        with self.autocast():
+            return self.mlp(enc)
+
+
 class R2LDistillJob(TimeBudget, TrainingJob):
-    """Distils the scene's NeRF teacher into an R2L light field (pseudo data, training, fine-tune)."""
+    """Distils the scene's teacher into an R2L light field (teacher-labelled rays, training, fine-tune)."""
 
     stage = "r2l"
     POOL_FILE = "r2l_pseudo.safetensors"
 
     def __init__(self, scene: Scene, data: SceneData, config: R2LDistillConfig, device: torch.device):
-        self.scene, self.data, self.config, self.device = scene, data, config, torch.device(device)
+        self.dist = distributed.current()
+        self.is_main = self.dist.is_main
+        self.scene, self.data, self.config = scene, data, config
+        self.device = distributed.device_for_rank(torch.device(device), self.dist)
         c = config
         if c.steps < 1:
             raise ValueError("r2l: steps must be >= 1")
         if not 0 <= c.hard_fraction < 1 or not 0 <= c.real_fraction <= 1 or not 0 <= c.finetune_real_fraction <= 1:
             raise ValueError("r2l: hard_fraction must be in [0, 1), real fractions in [0, 1]")
+        if c.pseudo_source not in ("online", "pool"):
+            raise ValueError(f"r2l: pseudo_source must be online or pool, got {c.pseudo_source!r}")
+        if not 0 < c.teacher_share <= 1 or c.batch_rays < 1 or c.online_fresh_rays < 0:
+            raise ValueError("r2l: teacher_share must be in (0, 1], batch_rays >= 1, online_fresh_rays >= 0")
+        if c.amp_dtype not in ("bf16", "fp16"):
+            raise ValueError(f"r2l: amp_dtype must be bf16 or fp16, got {c.amp_dtype!r}")
         self.total_steps = c.steps
         self.validate_every = c.validate_every
-        self.snapshot_every_s = c.snapshot_every_s
+        self.snapshot_every_s = c.snapshot_every_s if self.is_main else 0.0
         self.checkpoint_every_s = c.checkpoint_every_s
         self.started = time.perf_counter()
         self.elapsed_before = 0.0
         self.steps_done = 0
-        torch.manual_seed(c.seed)
-        self.generator = torch.Generator(device=self.device).manual_seed(c.seed)
+        seed = c.seed + self.dist.rank
+        torch.manual_seed(c.seed)  # identical initial weights on every rank
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
         if "train" not in data.splits or len(data.splits["train"]) == 0:
             raise ValueError(f"{data.root}: dataset has no training images")
         if "nerf" not in scene.backends:
@@ -467,43 +390,106 @@ class R2LDistillJob(TimeBudget, TrainingJob):
 
         # ---- student, optimiser, precision
         self.student = R2LMLP(c.mlp).to(self.device)
+        self.notes: list[str] = []
+        """What the job chose and why (execution paths, teacher), for logs."""
+        if c.mlp.encoding == "planes":
+            self.student.set_box(self.feature_box())
+            self.student.planes.accel = self._planes_accel()
         fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.Adam(self.student.parameters(), lr=c.lr_warmup_start, betas=(0.9, 0.999),
-                                          eps=1e-8, **({"fused": True} if fused else {}))
+        groups = [{"params": self.student.mlp_parameters(), "peak": c.lr}]
+        if self.student.grid_parameters():
+            groups.append({"params": self.student.grid_parameters(), "peak": c.grid_lr})
+        self.optimizer = torch.optim.Adam(groups, lr=c.lr_warmup_start, betas=(0.9, 0.999), eps=1e-8,
+                                          **({"fused": True} if fused else {}))
         self.amp = c.mixed_precision and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if c.amp_dtype == "bf16" else torch.float16
-        if c.amp_dtype not in ("bf16", "fp16"):
-            raise ValueError(f"r2l: amp_dtype must be bf16 or fp16, got {c.amp_dtype!r}")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
-        self.forward = torch.compile(self.student) if (c.compile and self.device.type == "cuda") else self.student
+        mlp = torch.compile(self.student) if (c.compile and self.device.type == "cuda") else None
+        self.model = _RayStudent(self.student, self.generator, self.autocast, mlp)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
 
-        # ---- hard examples, pseudo pool
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.model, device_ids=ids)
+
+        # ---- hard examples, pseudo rays
         self.hard = HardExamplePool(int(c.hard_pool_factor * c.batch_rays) if c.hard_fraction > 0 else 0, 9,
                                     self.device, self.generator)
-        self.pool = self._make_pool(train)
-        self.pool_path = scene.checkpoint_dir / self.POOL_FILE
-        self.fingerprint = self._fingerprint()
-        if self.pool.load(self.pool_path, self.fingerprint):
-            pass  # resumed: only the missing images are rendered
-        self.teacher: NerfBackend | None = None
-        self.teacher_seconds = 0.0
+        self.teacher = TeacherRays(scene, data, self.device, c.pseudo_renderer)
+        poses = sample_pseudo_poses(train.c2w, c.pose_bank if c.pseudo_source == "online" else c.pseudo_images,
+                                    seed, self.ndc is not None, torch.tensor(self.data.up, dtype=torch.float32),
+                                    data.aabb.float().mean(0), c.look_jitter_deg)
+        self.online: OnlineRays | None = None
+        self.pool: PseudoPool | None = None
+        if c.pseudo_source == "online":
+            views = RandomViewRays(train, poses, self.ndc, self.device, self.generator)
+            fresh = c.online_fresh_rays or c.batch_rays
+            buffer = int(c.online_buffer_batches * c.batch_rays)
+            self.online = OnlineRays(views, self.teacher, min(fresh, c.batch_rays), buffer)
+            self.adaptive = c.online_fresh_rays == 0 and buffer > c.batch_rays
+        else:
+            self.adaptive = False
+            self.pool = self._make_pool(train, poses, seed)
+            self.pool_path = scene.checkpoint_dir / (self.POOL_FILE if not self.dist.enabled
+                                                     else f"r2l_pseudo.rank{self.dist.rank}.safetensors")
+            self.fingerprint = self._fingerprint()
+            self.pool.load(self.pool_path, self.fingerprint)  # resumed: only the missing images are rendered
+        self._step_clock: float | None = None
+        self._teacher_clock = 0.0
+        self.student_rays_per_s = 0.0
         self.val_split = data.splits.get("val") or data.splits.get("test") or train
+        n_val = min(c.validation_views, len(self.val_split))
+        self.val_indices = sorted({round(i * (len(self.val_split) - 1) / max(n_val - 1, 1)) for i in range(n_val)})
         self.last_val: float | None = None
 
+    # ------------------------------------------------------------------------ scene box
+    def feature_box(self) -> torch.Tensor:
+        """(2, 3) box the feature planes span: the teacher's occupied voxels plus a margin."""
+        if self.ndc is not None:
+            return torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+        aabb = self.data.aabb.float().cpu()
+        occ = self.scene.load_occupancy("cpu")
+        if occ is not None and bool(occ.any()):
+            res = torch.tensor(occ.shape, dtype=torch.float32)
+            idx = torch.nonzero(occ).float()
+            size = aabb[1] - aabb[0]
+            lo = aabb[0] + idx.min(0).values / res * size
+            hi = aabb[0] + (idx.max(0).values + 1) / res * size
+            m = self.config.box_margin * size
+            return torch.stack([torch.maximum(lo - m, aabb[0]), torch.minimum(hi + m, aabb[1])])
+        return aabb
+
+    def _planes_accel(self) -> str:
+        """"triton" if requested (or "auto" on CUDA) and the kernels agree with grid_sample."""
+        mode = self.config.planes_accel
+        if mode not in ("auto", "triton", "torch"):
+            raise ValueError(f"r2l: planes_accel must be auto, triton or torch, got {mode!r}")
+        if mode == "torch" or (mode == "auto" and self.device.type != "cuda"):
+            return "torch"
+        try:
+            err = planes_kernel_error(self.student.planes, self.device)
+            if err > 1e-4:
+                raise RuntimeError(f"gather kernels disagree with grid_sample (relative error {err:.2e})")
+            return "triton"
+        except Exception as e:  # noqa: BLE001 - any failure: the reference path
+            if mode == "triton":
+                raise TrainingError(f"r2l: feature-plane kernels unavailable: {e}") from None
+            self.notes.append(f"feature-plane kernels unavailable ({type(e).__name__}: {str(e)[:200]}); "
+                              "training with grid_sample")
+            return "torch"
+
     # ------------------------------------------------------------------------------- pool
-    def _make_pool(self, train: Split) -> PseudoPool:
+    def _make_pool(self, train: Split, poses: torch.Tensor, seed: int) -> PseudoPool:
         c = self.config
-        aabb = self.data.aabb.float()
-        poses = sample_pseudo_poses(train.c2w, c.pseudo_images, c.seed, self.ndc is not None,
-                                    torch.tensor(self.data.up, dtype=torch.float32), aabb.mean(0), c.look_jitter_deg)
+        n = poses.shape[0] // max(1, self.dist.world)
         s = c.pseudo_size / max(train.width, train.height)
         width, height = max(1, round(train.width * s)), max(1, round(train.height * s))
-        g = torch.Generator().manual_seed(c.seed + 1)
-        pick = torch.randint(0, len(train), (c.pseudo_images,), generator=g)
+        g = torch.Generator().manual_seed(seed + 1)
+        pick = torch.randint(0, len(train), (n,), generator=g)
         k = train.intrinsics[pick].float()
         intr = torch.stack([k[:, 0] * width / train.width, k[:, 1] * height / train.height,
                             k[:, 2] * width / train.width, k[:, 3] * height / train.height], -1)
-        return PseudoPool(poses, intr, height, width, self.device, self.ndc, self.generator)
+        return PseudoPool(poses[:n], intr, height, width, self.device, self.ndc, self.generator)
 
     def _fingerprint(self) -> str:
         c = self.config
@@ -511,86 +497,34 @@ class R2LDistillJob(TimeBudget, TrainingJob):
         weights = self.scene.root / entry.get("weights", "nerf.safetensors")
         size = weights.stat().st_size if weights.exists() else 0
         return (f"teacher={entry.get('updated', '')}:{size};images={c.pseudo_images};size={c.pseudo_size};"
-                f"seed={c.seed};jitter={c.look_jitter_deg};renderer={self.march_step_size()};"
+                f"seed={c.seed};jitter={c.look_jitter_deg};renderer={self.teacher.kind};"
                 f"dataset={self.data.kind}:{len(self.data.splits['train'])}")
-
-    def _teacher(self) -> NerfBackend:
-        if self.teacher is None:
-            self.teacher = NerfBackend(self.device)
-            self.teacher.load(self.scene)
-        return self.teacher
-
-    def march_step_size(self) -> float | None:
-        """The teacher's occupancy-marching step if pseudo images are rendered by marching, else None."""
-        mode = self.config.pseudo_renderer
-        if mode not in ("auto", "march", "backend"):
-            raise ValueError(f"r2l: pseudo_renderer must be auto, march or backend, got {mode!r}")
-        teacher_cfg = self.scene.backends.get("nerf", {}).get("config", {}).get("teacher", {})
-        marched = teacher_cfg.get("sampler") == "occupancy" and self.scene.occupancy is not None
-        if mode == "backend" or (mode == "auto" and not marched):
-            return None
-        if not marched:
-            raise TrainingError(f"{self.scene.root}: pseudo_renderer 'march' needs a teacher trained with the "
-                                "occupancy sampler and its occupancy grid")
-        return float(teacher_cfg.get("render_step_size", 5e-3))
-
-    @torch.no_grad()
-    def render_marched(self, cam: Camera, step_size: float) -> torch.Tensor:
-        """(H, W, 3) teacher colours by occupancy-grid marching, as the teacher was trained (no jitter)."""
-        teacher = self._teacher()
-        o, d = camera_rays(cam, self.device)
-        o, d = o.reshape(-1, 3), d.reshape(-1, 3)
-        if self.ndc is not None:
-            o, d = ndc_rays(self.ndc["height"], self.ndc["width"], self.ndc["focal"], self.ndc["near"], o, d)
-        bg = torch.tensor(self.background, device=self.device)
-        out = torch.empty_like(o)
-        chunk = 1 << 15 if self.device.type == "cuda" else 4096
-        ctx = torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda" else nullcontext()
-        for a in range(0, o.shape[0], chunk):
-            oc, dc = o[a : a + chunk], d[a : a + chunk]
-            n = oc.shape[0]
-            near = torch.full((n,), float(self.data.near), device=self.device)
-            far = torch.full((n,), float(self.data.far), device=self.device)
-            ray_ids, t0, t1 = teacher.grid.march(oc, dc, near, far, step_size)
-            pts = oc[ray_ids] + (0.5 * (t0 + t1))[:, None] * dc[ray_ids]
-            with ctx:
-                sig, rgb = teacher.fine(pts, F.normalize(dc, dim=-1)[ray_ids])
-            res = composite_packed(sig.float(), rgb.float(), t0, t1, ray_ids, n, dc.norm(dim=-1), bg)
-            out[a : a + chunk] = res["rgb"]
-        return out.reshape(cam.height, cam.width, 3).clamp(0, 1)
 
     @torch.no_grad()
     def fill_pool(self, n_images: int) -> int:
-        """Render up to ``n_images`` more pseudo images with the teacher; returns how many."""
+        """Render up to ``n_images`` more pool images with the teacher; returns how many."""
         pool = self.pool
         todo = min(n_images, len(pool) - pool.done)
         if todo <= 0:
             return 0
-        t0 = time.perf_counter()
-        teacher = self._teacher()
-        step_size = self.march_step_size()
-        precision = "fp16" if self.device.type == "cuda" else "fp32"
         for _ in range(todo):
             i = pool.done
-            if step_size is not None:
-                rgb = self.render_marched(pool.camera(i), step_size)
-            else:
-                req = RenderRequest.from_camera(pool.camera(i), float(self.data.near), float(self.data.far),
-                                                background=self.background, precision=precision)
-                rgb = teacher.render(req).rgb
-            pool.images[i] = (rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).to(self.device)
+            o, d = camera_rays(pool.camera(i), self.device)
+            o, d = o.reshape(-1, 3), d.reshape(-1, 3)
+            if self.ndc is not None:
+                o, d = ndc_rays(self.ndc["height"], self.ndc["width"], self.ndc["focal"], self.ndc["near"], o, d)
+            rgb = self.teacher(o, d).reshape(pool.height, pool.width, 3)
+            pool.images[i] = (rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
             pool.done += 1
-        self.teacher_seconds += time.perf_counter() - t0
         if pool.full:
-            pool.save(self.pool_path, self.fingerprint)
-            self.teacher = None  # free the teacher's memory
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            if not self.dist.enabled:
+                pool.save(self.pool_path, self.fingerprint)
+            self.teacher.close()  # free the teacher's memory
         return todo
 
     # ------------------------------------------------------------------------------- step
     def lr_at(self, step: int, progress: float | None = None) -> float:
-        """R2L's schedule: linear warm-up over the first steps, then exponential decay."""
+        """R2L's schedule for the MLP: linear warm-up over the first steps, then exponential decay."""
         c = self.config
         if step < c.lr_warmup_steps:
             return c.lr_warmup_start + (c.lr - c.lr_warmup_start) * step / c.lr_warmup_steps
@@ -600,7 +534,7 @@ class R2LDistillJob(TimeBudget, TrainingJob):
 
     def real_fraction_at(self, progress: float) -> float:
         c = self.config
-        if self.pool.done == 0:
+        if self.pool is not None and self.pool.done == 0:
             return 1.0
         return c.finetune_real_fraction if progress >= c.finetune_start else c.real_fraction
 
@@ -610,34 +544,55 @@ class R2LDistillJob(TimeBudget, TrainingJob):
     def bounds(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.full((n,), self.near, device=self.device), torch.full((n,), self.far, device=self.device))
 
+    def done(self, step: int) -> bool:
+        # every rank must stop at the same step (a rank that stopped alone would hang the others)
+        return distributed.any_rank(TimeBudget.done(self, step), self.device)
+
+    def _adapt_fresh_rays(self, n_pseudo: int) -> None:
+        """Measure the student's and the teacher's speed and size the teacher's share of a step."""
+        now = time.perf_counter()
+        if self._step_clock is not None:
+            wall = now - self._step_clock
+            student = max(wall - (self.teacher.seconds - self._teacher_clock), 1e-6)
+            rate = self.config.batch_rays / student
+            self.student_rays_per_s = rate if not self.student_rays_per_s else 0.9 * self.student_rays_per_s + 0.1 * rate
+        self._step_clock, self._teacher_clock = now, self.teacher.seconds
+        if self.adaptive and self.teacher.rays >= 4 * self.config.batch_rays and self.student_rays_per_s:
+            t_rate = self.teacher.rays / max(self.teacher.seconds, 1e-9)
+            self.online.fresh = min(n_pseudo, fresh_rays_for_budget(self.config.batch_rays, t_rate,
+                                                                     self.student_rays_per_s, self.config.teacher_share))
+
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         c = self.config
         extra = {}
-        if not self.pool.full:
+        if self.pool is not None and not self.pool.full:
             self.fill_pool(c.pseudo_per_step)
             extra["pseudo_images"] = torch.tensor(float(self.pool.done))
         self.steps_done = step + 1
         progress = self.progress(step)
         lr = self.lr_at(step, progress)
         for grp in self.optimizer.param_groups:
-            grp["lr"] = lr
+            grp["lr"] = lr * grp["peak"] / c.lr
 
         n_hard = int(round(c.hard_fraction * c.batch_rays)) if self.hard.full else 0
         n_fresh = c.batch_rays - n_hard
         n_real = int(round(self.real_fraction_at(progress) * n_fresh))
         parts = []
         if n_real:
-            parts.append(self.batcher.sample(n_real))
+            parts.append(torch.cat(self.batcher.sample(n_real), -1))
         if n_fresh - n_real:
-            parts.append(self.pool.sample(n_fresh - n_real))
-        fresh = torch.cat([torch.cat([o, d, rgb], -1) for o, d, rgb in parts])  # (n_fresh, 9)
+            if self.online is not None:
+                self._adapt_fresh_rays(n_fresh - n_real)
+                parts.append(self.online.sample(n_fresh - n_real))
+                extra["fresh_rays"] = torch.tensor(float(min(self.online.fresh, n_fresh - n_real)))
+            else:
+                parts.append(torch.cat(self.pool.sample(n_fresh - n_real), -1))
+        fresh = torch.cat(parts) if len(parts) > 1 else parts[0]  # (n_fresh, 9)
         slots, hard_rows = self.hard.draw(n_hard)
         rows = torch.cat([fresh, hard_rows]) if n_hard else fresh
         o, d, target = rows[:, :3], rows[:, 3:6], rows[:, 6:9]
         near, far = self.bounds(rows.shape[0])
-        enc = encode_rays(o, d, near, far, c.mlp, perturb=True, generator=self.generator)  # float32
-        with self.autocast():
-            pred = self.forward(enc)
+        pred = self.model(o, d, near, far)
         err = ((pred.float() - target) ** 2).mean(-1)  # (B,)
         loss = err.mean()
         self.optimizer.zero_grad(set_to_none=True)
@@ -660,7 +615,7 @@ class R2LDistillJob(TimeBudget, TrainingJob):
     def render_split_view(self, split: Split, index: int, size: int | None):
         k = split.intrinsics[index]
         cam = Camera(split.c2w[index], split.width, split.height, float(k[0]), float(k[1]), float(k[2]), float(k[3]))
-        if size is not None and max(cam.width, cam.height) > size:
+        if size and max(cam.width, cam.height) > size:
             s = size / max(cam.width, cam.height)
             cam = cam.scaled(max(1, round(cam.width * s)), max(1, round(cam.height * s)))
         req = RenderRequest.from_camera(cam, self.data.near, self.data.far, background=self.background)
@@ -671,10 +626,12 @@ class R2LDistillJob(TimeBudget, TrainingJob):
             self.student.train()
 
     def validate(self, views: int | None = None) -> Validation:
+        if not self.is_main:  # rank 0 alone reports
+            return Validation(self.last_val if self.last_val is not None else 0.0)
         split = self.val_split
-        n = min(views or self.config.validation_views, len(split))
+        indices = self.val_indices[:views] if views else self.val_indices
         values, first = [], None
-        for i in range(n):
+        for i in indices:
             res, cam = self.render_split_view(split, i, self.config.validation_size)
             gt = split.images[i]
             if gt.shape[0] != cam.height or gt.shape[1] != cam.width:
@@ -697,12 +654,18 @@ class R2LDistillJob(TimeBudget, TrainingJob):
                 "parameters": self.student.parameter_count(), "distill": self.config.to_dict()}
 
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
-        if self.pool.done > self.pool.saved:  # keep the pseudo data with the checkpoint
-            self.pool.save(self.pool_path, self.fingerprint)
+        if self.pool is not None and self.pool.done > self.pool.saved and not self.dist.enabled:
+            self.pool.save(self.pool_path, self.fingerprint)  # keep the pseudo data with the checkpoint
         return {**module_tensors(self.student, "student"), **optimizer_tensors(self.optimizer),
                 "scaler.scale": torch.tensor(float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0),
                 "elapsed_s": torch.tensor(self.elapsed(), dtype=torch.float64),
                 "teacher_s": torch.tensor(self.teacher_seconds, dtype=torch.float64)}
+
+    @property
+    def teacher_seconds(self) -> float:
+        return self.teacher_before + self.teacher.seconds
+
+    teacher_before: float = 0.0
 
     def restore(self, tensors: dict[str, torch.Tensor]) -> None:
         try:
@@ -714,7 +677,7 @@ class R2LDistillJob(TimeBudget, TrainingJob):
         if self.scaler.is_enabled() and "scaler.scale" in tensors:
             self.scaler.update(float(tensors["scaler.scale"]))
         self.elapsed_before = float(tensors.get("elapsed_s", torch.tensor(0.0)))
-        self.teacher_seconds = float(tensors.get("teacher_s", torch.tensor(0.0)))
+        self.teacher_before = float(tensors.get("teacher_s", torch.tensor(0.0))) - self.teacher.seconds
         self.started = time.perf_counter()
 
     def snapshot(self) -> dict:
@@ -724,13 +687,17 @@ class R2LDistillJob(TimeBudget, TrainingJob):
     def finish(self) -> dict:
         v = self.validate()
         metrics = {"val_psnr": round(v.psnr, 3), "steps": self.steps_done or self.total_steps,
-                   "train_seconds": round(self.elapsed(), 1),
-                   "teacher_seconds": round(self.teacher_seconds, 1), "pseudo_images": self.pool.done,
-                   "pseudo_size": [self.pool.width, self.pool.height], "network": self.config.mlp.name,
+                   "train_seconds": round(self.elapsed(), 1), "teacher_seconds": round(self.teacher_seconds, 1),
+                   "teacher": self.teacher.kind, "pseudo_source": self.config.pseudo_source,
+                   "teacher_rays": self.teacher.rays * self.dist.world, "network": self.config.mlp.name,
                    "flops_per_ray": self.student.flops_per_ray(), "parameters": self.student.parameter_count(),
-                   "device": str(self.device)}
-        self.scene.save_model("r2l", self.model_tensors(), self.model_config(), {"distill": metrics})
+                   "device": str(self.device), "processes": self.dist.world,
+                   "rays_per_step": self.config.batch_rays * self.dist.world}
+        if self.pool is not None:
+            metrics.update(pseudo_images=self.pool.done, pseudo_size=[self.pool.width, self.pool.height])
+        if self.is_main:
+            self.scene.save_model("r2l", self.model_tensors(), self.model_config(), {"distill": metrics})
         return metrics
 
     def close(self) -> None:
-        self.teacher = None
+        self.teacher.close()

@@ -245,6 +245,8 @@ def run_job(
             on_event(TrainEvent("log", job.stage, start_step, job.total_steps,
                                 message=f"resumed {job.stage} from step {start_step} ({checkpoint})"))
     on_event(TrainEvent("started", job.stage, start_step, job.total_steps))
+    for note in getattr(job, "notes", ()):
+        on_event(TrainEvent("log", job.stage, start_step, job.total_steps, message=note))
     t_start = time.perf_counter()
     last_event = last_ckpt = last_snap = t_start
     rate_t, rate_step = t_start, start_step
@@ -261,7 +263,7 @@ def run_job(
                             elapsed_s=now - t_start, **kw))
 
     def save_ckpt():
-        if checkpoint is not None:
+        if checkpoint is not None and getattr(job, "is_main", True):  # distributed: rank 0 writes
             write_checkpoint(checkpoint, job, step)
             emit("checkpoint", message=str(checkpoint))
 
