@@ -33,15 +33,41 @@ def known_errors() -> tuple[type[BaseException], ...]:
 class Progress:
     """A tqdm progress bar fed by training events (stderr; ETA and rate included)."""
 
-    def __init__(self, quiet: bool = False):
+    def __init__(self, quiet: bool = False, events: str | None = None):
         from tqdm import tqdm
 
         self._tqdm = tqdm
         self.bar = None
         self.quiet = quiet
         self.stage = None
+        self.events = open(events, "a", encoding="utf-8") if events else None
+        """``--events FILE``: one JSON line per validation, log, checkpoint and end event, and per
+        step event at most every 2 s (step, seconds, losses, steps/s)."""
+        self._last_step_line = 0.0
+
+    def record(self, ev) -> None:
+        if self.events is None:
+            return
+        if ev.kind == "step":
+            if ev.elapsed_s - self._last_step_line < 2.0:
+                return
+            self._last_step_line = ev.elapsed_s
+        if ev.kind in ("snapshot", "paused", "resumed"):
+            return
+        row = {"kind": ev.kind, "stage": ev.stage, "step": ev.step, "total_steps": ev.total_steps,
+               "elapsed_s": round(ev.elapsed_s, 2), "steps_per_s": round(ev.steps_per_s, 3),
+               "losses": {k: (v if math.isfinite(v) else None) for k, v in ev.losses.items()}}
+        if ev.psnr is not None:
+            row["psnr"] = ev.psnr
+        if ev.message:
+            row["message"] = ev.message
+        if ev.metrics:
+            row["metrics"] = ev.metrics
+        self.events.write(json.dumps(row) + "\n")
+        self.events.flush()
 
     def __call__(self, ev) -> None:
+        self.record(ev)
         if ev.kind == "started":
             self.close()
             self.stage = ev.stage
@@ -73,6 +99,9 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        if self.events is not None:
+            self.events.close()
+            self.events = None
 
 
 # ---------------------------------------------------------------------------------- commands
@@ -119,7 +148,7 @@ def cmd_train(a) -> int:
         overrides["cuda_graph"] = True
     if getattr(a, "samples_per_step", None):
         overrides["target_samples"] = a.samples_per_step
-    progress = Progress(a.quiet)
+    progress = Progress(a.quiet, a.events)
     print(f"training NeRF teacher on {data.kind} dataset {data.root} ({len(data.splits['train'])} train views, "
           f"{data.splits['train'].width}x{data.splits['train'].height}) on {devices.describe(device)}; "
           f"preset {a.preset}; scene folder {scene.root}", file=sys.stderr)
@@ -173,7 +202,7 @@ def cmd_distill(a) -> int:
         raise ValueError("multi-process distillation (torchrun) is implemented for --backend r2l")
     scene = Scene.load(Path(a.scene))
     data = dataset_for_scene(scene, a.data)
-    progress = Progress(a.quiet or not info.is_main)
+    progress = Progress(a.quiet or not info.is_main, a.events if info.is_main else None)
     try:
         run_pipeline(scene, data, [StageSpec(a.backend, a.preset, overrides)], device,
                      progress if info.is_main else (lambda e: None), resume=not a.restart)
@@ -378,6 +407,11 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_events(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--events", default=None, metavar="FILE",
+                   help="append the job's events (validation PSNR, losses, speed) to FILE as JSON lines")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="main.py", description="Neural scene viewer: train, distil, evaluate and view "
                                  "NeRF / KiloNeRF / R2L scenes.")
@@ -411,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="occupancy sampler: samples per step the ray batch adapts to (preset: 2^18)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     add_common(p)
+    add_events(p)
 
     p = sub.add_parser("distill", help="distil KiloNeRF or R2L from a scene's NeRF teacher")
     p.add_argument("scene")
@@ -428,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="r2l: which renderer labels the pseudo rays (default auto: the fastest the scene has)")
     p.add_argument("--batch-rays", type=int, default=None, help="r2l: rays per step (per process under torchrun)")
     add_common(p)
+    add_events(p)
 
     p = sub.add_parser("eval", help="PSNR/SSIM per view and mean")
     p.add_argument("scene")

@@ -352,7 +352,7 @@ def test_backend_is_registered_after_nerf():
 def test_presets_are_data_with_documented_steps():
     from models.training.distill_kilonerf import PRESETS, KiloNerfConfig
 
-    assert set(PRESETS) == {"tiny", "quick", "standard", "paper"}
+    assert set(PRESETS) == {"tiny", "quick", "standard", "long", "paper"}
     assert all(isinstance(p, KiloNerfConfig) for p in PRESETS.values())
     paper = PRESETS["paper"]
     assert round(paper.steps * paper.distill_fraction) == 150_000 and paper.occupancy_threshold == 10.0

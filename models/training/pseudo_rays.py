@@ -211,6 +211,8 @@ class TeacherRays:
     @torch.no_grad()
     def __call__(self, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
         """origins, dirs (R, 3) (NDC for forward-facing scenes) -> rgb (R, 3) in [0, 1]."""
+        if self.device.type == "cuda":  # time the teacher alone, not the student's queued work
+            torch.cuda.synchronize(self.device)
         t_start = time.perf_counter()
         b = self._load()
         out = torch.empty(origins.shape[0], 3, device=self.device)

@@ -37,11 +37,12 @@ from PyQt6.QtWidgets import (
 
 from viewer.train_worker import STAGE_LABELS, TrainRequest, checkpoint_steps, read_saved_job
 
-PRESETS = ("tiny", "quick", "standard", "paper")
+PRESETS = ("tiny", "quick", "standard", "long", "paper")
 PRESET_HELP = {
     "tiny": "tiny: small networks, a few hundred steps; a CPU demo (and the tests)",
     "quick": "quick: minutes on a GPU; a rough model",
-    "standard": "standard: the recommended recipe (about 8-9 minutes per stage on an H100)",
+    "standard": "standard: the recommended recipe (8-10 minutes per stage on one GPU)",
+    "long": "long: more quality (20 minutes per stage on one GPU; R2L 50 minutes)",
     "paper": "paper: the papers' full recipes (hours to a day on one GPU)",
 }
 
@@ -49,22 +50,19 @@ REFERENCE_RATES: dict[tuple[str, str, str], tuple[float, str]] = {
     # (stage, preset, device type) -> (steps per second, where it was measured).
     # CPU (tiny only; the other presets take many seconds per step on a CPU): this project's
     # 2-core machine, procedural 64x64 scene, 1 torch thread (teacher; 13.7 steps/s idle) and the
-    # KiloNeRF / R2L preset notes (1500 steps in ~12 s, 1000 steps in ~8 s on 2 idle cores).
+    # KiloNeRF / R2L preset notes (1500 steps in ~12 s, 1000 steps in ~48 s on 2 idle cores).
     ("teacher", "tiny", "cpu"): (12.0, "2-core CPU"),
     ("kilonerf", "tiny", "cpu"): (125.0, "2-core CPU"),
-    ("r2l", "tiny", "cpu"): (125.0, "2-core CPU"),
+    ("r2l", "tiny", "cpu"): (21.0, "2-core CPU"),
     # CUDA: one H100, lego 400x400, the first 35 s of each teacher and 21 s of each distillation
-    # from that teacher (viewer tools, 2026-11). R2L standard/paper spend their first minutes
-    # rendering pseudo images (6-7 steps/s then): standard is the rate of a whole measured run
-    # (10k steps in 400 s, 2026-11-21), paper the preset's design note (1.6M steps in ~20 h).
+    # from that teacher (viewer tools, 2026-11). R2L's GPU presets other than paper are bounded by
+    # their time budgets; paper is the preset's design note (1.6M steps in ~20 h).
     ("teacher", "quick", "cuda"): (36.0, "H100 (lego 400x400)"),
     ("teacher", "standard", "cuda"): (38.9, "H100 (lego 400x400, a whole 500 s run, 2026-11-22)"),
     ("teacher", "paper", "cuda"): (54.0, "H100 (lego 400x400)"),
     ("kilonerf", "quick", "cuda"): (130.0, "H100 (lego 400x400)"),
     ("kilonerf", "standard", "cuda"): (123.0, "H100 (lego 400x400)"),
     ("kilonerf", "paper", "cuda"): (128.0, "H100 (lego 400x400)"),
-    ("r2l", "quick", "cuda"): (100.0, "H100 (lego 400x400)"),
-    ("r2l", "standard", "cuda"): (25.0, "H100 (lego 400x400, a whole 400 s run)"),
     ("r2l", "paper", "cuda"): (22.0, "H100 (the preset's design notes)"),
 }
 RATE_KEY = "training/rates"

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The R2L measurement on one GPU, as one detached job queue, each timed job alone on the GPU:
+# the machine's peaks and the students' training-step throughput, the `standard` NeRF teacher on a
+# Blender scene (lego 400x400), its test-view quality, the `standard` R2L distillation (the default
+# student) with its PSNR-vs-time curve, its test-view quality and 800x800 render time, and
+# optionally the paper's W256D88 network on the same recipe for a shorter budget.
+#
+#   bash benchmarks/r2l_queue.sh start WORK DATA   # starts the queue in the background (setsid)
+#   bash benchmarks/r2l_queue.sh wait WORK OUT [SECONDS] [STAGE]
+#        waits until STAGE (default: all) is done or SECONDS pass (default 560), then copies the
+#        results of the finished stages into OUT/results.tgz
+#
+# WORK is a scratch folder (the queue copies the repository there, so later edits of the checkout
+# never change the code under running jobs); DATA the dataset folder. Environment:
+#   STAGES       stages to run, in order (default: env smoke step teacher teval r2l reval w256)
+#   DEVICE       cuda (default) or cpu (a dry run of the plumbing: set PRESET=tiny)
+#   PRESET       teacher preset (default standard); R2L_PRESET (default standard)
+#   W256_BUDGET  seconds of W256D88 distillation in stage w256 (default 0: skip it)
+#   BIG          render size of the timing (default 800)
+# Results: WORK/<stage>/... (logs, events.jsonl with the validation curve, eval and bench JSON).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+CMD=${1:?start|wait}; W=${2:?work dir}
+mkdir -p "$W"
+W=$(cd "$W" && pwd)
+export PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+DEVICE=${DEVICE:-cuda}
+PRESET=${PRESET:-standard}
+R2L_PRESET=${R2L_PRESET:-standard}
+W256_BUDGET=${W256_BUDGET:-0}
+BIG=${BIG:-800}
+S=$W/scene
+
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$W/queue.log"; }
+stage() {  # stage NAME: run once, mark done with its exit status and seconds
+  local name=$1
+  if [ -f "$W/done.$name" ]; then log "skip $name (done)"; return 0; fi
+  mkdir -p "$W/$name"
+  log "start $name"
+  local t0=$(date +%s)
+  "run_$name" > "$W/$name/stage.log" 2>&1
+  local rc=$?
+  log "end $name rc=$rc in $(( $(date +%s) - t0 )) s"
+  echo "$rc $(( $(date +%s) - t0 ))" > "$W/done.$name"
+}
+
+run_env() {
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
+  $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" || true
+  nproc; date -u
+}
+
+run_smoke() {  # the CUDA tests of the R2L kernels (fused renderers, feature-plane gather/scatter)
+  $PY -m pytest -q -x tests/test_r2l.py -k "cuda" -p no:cacheprovider
+}
+
+run_step() {
+  $PY benchmarks/r2l_step.py --json "$W/step/step.json"
+}
+
+run_teacher() {
+  local t0=$(date +%s)
+  $PY main.py train "$DATA" --out "$S" --preset "$PRESET" --device "$DEVICE" --restart --quiet \
+    --events "$W/teacher/events.jsonl"
+  echo "train wall seconds (process start to exit): $(( $(date +%s) - t0 ))"
+}
+
+run_teval() {
+  $PY main.py eval "$S" --backend nerf --split test --precision fp16 --device "$DEVICE" --quiet \
+    --json "$W/teval/eval_nerf.json" | tail -n 3
+}
+
+run_r2l() {
+  local t0=$(date +%s)
+  $PY main.py distill "$S" --backend r2l --preset "$R2L_PRESET" --device "$DEVICE" --restart --quiet \
+    --events "$W/r2l/events.jsonl"
+  echo "distill wall seconds (process start to exit): $(( $(date +%s) - t0 ))"
+}
+
+run_reval() {
+  $PY main.py eval "$S" --backend r2l --split test --precision fp16 --device "$DEVICE" --quiet \
+    --json "$W/reval/eval_r2l.json" | tail -n 3
+  $PY main.py bench "$S" --backends r2l --size "$BIG" --precision fp16 --device "$DEVICE" --views 1 \
+    --out "$W/reval/bench" --quiet
+}
+
+run_w256() {
+  if [ "$W256_BUDGET" = 0 ]; then echo "skipped (W256_BUDGET=0)"; return 0; fi
+  rm -rf "$W/scene_w256" && cp -r "$S" "$W/scene_w256"
+  local t0=$(date +%s)
+  $PY main.py distill "$W/scene_w256" --backend r2l --preset "$R2L_PRESET" --variant W256D88 \
+    --time-budget "$W256_BUDGET" --device "$DEVICE" --restart --quiet --events "$W/w256/events.jsonl"
+  echo "distill wall seconds (process start to exit): $(( $(date +%s) - t0 ))"
+  $PY main.py eval "$W/scene_w256" --backend r2l --split test --precision fp16 --device "$DEVICE" --quiet \
+    --json "$W/w256/eval_r2l.json" | tail -n 3
+  $PY main.py bench "$W/scene_w256" --backends r2l --size "$BIG" --precision fp16 --device "$DEVICE" --views 1 \
+    --out "$W/w256/bench" --quiet
+}
+
+queue() {
+  for st in ${STAGES:-env smoke step teacher teval r2l reval w256}; do
+    stage "$st"
+  done
+  log "queue finished"
+  touch "$W/done.all"
+}
+
+pack() {  # the finished stages' small result files into $1/results.tgz
+  local out=$1
+  mkdir -p "$out"
+  cp "$W/queue.log" "$out/" 2>/dev/null
+  ( cd "$W" && find . \( -name '*.log' -o -name '*.jsonl' -o -name '*.json' -o -name '*.csv' -o -name '*.md' \
+      -o -name '*.png' \) ! -path './repo/*' ! -path '*/checkpoints/*' -size -4M | tar -czf "$out/results.tgz" -T - )
+  ls -la "$out"
+}
+
+case "$CMD" in
+  start)
+    DATA=${3:?dataset folder}; DATA=$(cd "$DATA" && pwd); export DATA
+    if [ -f "$W/queue.pid" ] && kill -0 "$(cat "$W/queue.pid")" 2>/dev/null; then
+      log "queue already running"
+    else
+      rm -rf "$W/repo" && mkdir -p "$W/repo" && cp -a . "$W/repo/" && rm -rf "$W/repo/.git"
+      ( cd "$W/repo" && DATA=$DATA setsid bash benchmarks/r2l_queue.sh _queue "$W" > "$W/queue.out" 2>&1 < /dev/null & )
+      sleep 1
+      pgrep -f "[_]queue $W\$" | head -n 1 > "$W/queue.pid"
+      log "queue started (pid $(cat "$W/queue.pid")) on $DATA"
+    fi
+    ;;
+  _queue) queue ;;
+  wait)
+    OUTDIR=${3:?out dir}; LIMIT=${4:-560}; UNTIL=${5:-all}
+    t=0
+    while [ $t -lt "$LIMIT" ] && [ ! -f "$W/done.$UNTIL" ] && [ ! -f "$W/done.all" ]; do
+      if ! kill -0 "$(cat "$W/queue.pid" 2>/dev/null)" 2>/dev/null; then echo "queue not running"; break; fi
+      sleep 5; t=$((t + 5))
+    done
+    tail -n 30 "$W/queue.log"
+    pack "$OUTDIR"
+    ;;
+  *) echo "unknown command $CMD"; exit 2 ;;
+esac
