@@ -69,7 +69,7 @@ class Progress:
     def __call__(self, ev) -> None:
         self.record(ev)
         if ev.kind == "started":
-            self.close()
+            self.close_bar()
             self.stage = ev.stage
             self.bar = self._tqdm(total=ev.total_steps, initial=ev.step, desc=ev.stage, unit="step",
                                   dynamic_ncols=True, disable=self.quiet, mininterval=0.5)
@@ -87,7 +87,7 @@ class Progress:
                 self.bar.n = ev.total_steps
                 self.bar.refresh()
             self.write(f"[{ev.stage}] finished: {ev.message}")
-            self.close()
+            self.close_bar()
 
     def write(self, msg: str) -> None:
         if self.bar is not None:
@@ -95,10 +95,13 @@ class Progress:
         elif not self.quiet:
             print(msg, file=sys.stderr)
 
-    def close(self) -> None:
+    def close_bar(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+    def close(self) -> None:
+        self.close_bar()
         if self.events is not None:
             self.events.close()
             self.events = None
