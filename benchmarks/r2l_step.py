@@ -27,6 +27,9 @@ import torch  # noqa: E402
 from models.fields.r2l_mlp import R2LMLP, R2LMLPConfig  # noqa: E402
 
 
+PROFILE = False
+
+
 def bf16_peak_tflops(n: int = 8192, reps: int = 10) -> float:
     a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
@@ -82,6 +85,17 @@ def time_steps(cfg: R2LMLPConfig, batch: int, steps: int, path: str) -> dict:
     step()
     torch.cuda.synchronize()
     first = time.perf_counter() - t0
+    if PROFILE:
+        from torch.profiler import ProfilerActivity, profile
+
+        for _ in range(3):
+            step()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                step()
+            torch.cuda.synchronize()
+        print(f"== {cfg.name} {path}: 5 steps")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70))
     for _ in range(5):
         step()
     torch.cuda.synchronize()
@@ -106,7 +120,10 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--paths", default="default,torch", help="default (Triton plane kernels), torch, compile")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of 5 steps per row")
     a = ap.parse_args()
+    global PROFILE
+    PROFILE = a.profile
     if not torch.cuda.is_available():
         print("error: benchmarks/r2l_step.py needs CUDA", file=sys.stderr)
         return 2

@@ -174,6 +174,28 @@ def test_half_mlp_keeps_planes_and_box_in_float32():
     assert net.head.weight.dtype == torch.float32  # the original is untouched
 
 
+def test_residual_block_training_function_matches_the_modules():
+    from models.fields.r2l_mlp import ResidualBlock, _ResidualBlockFn
+
+    torch.manual_seed(0)
+    b = ResidualBlock(8).double()
+    x = torch.randn(20, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, *p: _ResidualBlockFn.apply(x, *p),
+                                    (x, b.fc1.weight, b.fc1.bias, b.fc2.weight, b.fc2.bias))
+    b = ResidualBlock(64)
+    x = torch.randn(300, 64, requires_grad=True)
+    g = torch.randn(300, 64)
+    b(x).backward(g)  # the training function (gradients are recorded)
+    fast = [x.grad.clone()] + [p.grad.clone() for p in b.parameters()]
+    x.grad = None
+    b.zero_grad()
+    (x + b.fc2(torch.relu(b.fc1(x)))).backward(g)  # the plain modules
+    for a, ref in zip(fast, [x.grad] + [p.grad for p in b.parameters()]):
+        torch.testing.assert_close(a, ref, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), x + b.fc2(torch.relu(b.fc1(x))))
+
+
 def test_residual_block_is_x_plus_block():
     torch.manual_seed(0)
     net = R2LMLP(R2LMLPConfig(16, 4, n_points=2, pos_freqs=1))
@@ -260,15 +282,20 @@ def test_online_rays_label_every_ray_once_without_a_buffer():
     torch.testing.assert_close(rows[:, 6:], teacher(rows[:, :3], rows[:, 3:6]))
 
 
-def test_online_rays_with_a_buffer_label_only_the_fresh_share():
+def test_online_rays_with_a_buffer_label_only_the_fresh_share_in_chunks():
     views, _ = _views()
     teacher = _CountingTeacher()
-    src = OnlineRays(views, teacher, fresh=50, buffer=1000)
+    src = OnlineRays(views, teacher, fresh=50, buffer=1000, chunk=150)
     src.sample(200)  # the empty buffer is first filled up to a batch
     assert teacher.rays == 200 and src.size == 200
-    for _ in range(20):
+    calls = []
+    for _ in range(30):
+        before = teacher.rays
         rows = src.sample(200)
-    assert teacher.rays == 200 + 19 * 50 + 50 and src.size == 1000
+        calls.append(teacher.rays - before)
+    # 50 fresh rays per step on average, labelled 150 at a time (every third step)
+    assert teacher.rays == 200 + 30 * 50 and set(calls) == {0, 150} and calls.count(150) == 10
+    assert src.size == 1000
     torch.testing.assert_close(rows[:, 6:], teacher(rows[:, :3], rows[:, 3:6]))  # labels match their rays
 
 

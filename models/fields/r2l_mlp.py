@@ -213,8 +213,49 @@ def box_segments(origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, 
     return t0, torch.maximum(t1, t0)
 
 
+class _ResidualBlockFn(torch.autograd.Function):
+    """x + W2 relu(W1 x + b1) + b2 with a hand-written backward, for training.
+
+    The same function as ``ResidualBlock.forward``; what differs is the work: the biases are
+    folded into the products (``addmm``), the residual add into the second product's
+    accumulator, and the bias gradients are matrix-vector products with a ones vector instead
+    of column reductions (which ran at a tenth of the memory bandwidth for 64k x 256 bf16
+    gradients on an H200: 35% of a W256D88 step). Saves x and relu(W1 x + b1) for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2):
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        x = x.to(dtype)
+        w1, b1, w2, b2 = (t.to(dtype) for t in (w1, b1, w2, b2))
+        with torch.autocast(x.device.type, enabled=False):
+            h = torch.relu_(torch.addmm(b1, x, w1.t()))
+            y = torch.addmm(x, h, w2.t())
+            y += b2
+        ctx.save_for_backward(x, h, w1, w2)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, h, w1, w2 = ctx.saved_tensors
+        g = g.to(x.dtype).contiguous()
+        ones = torch.ones(1, g.shape[0], device=g.device, dtype=g.dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            dw2 = g.t() @ h
+            db2 = (ones @ g)[0]
+            da = torch.ops.aten.threshold_backward(g @ w2, h, 0)
+            dw1 = da.t() @ x
+            db1 = (ones @ da)[0]
+            dx = torch.addmm(g, da, w1)
+        return dx, dw1, db1, dw2, db2
+
+
 class ResidualBlock(nn.Module):
-    """x -> x + fc2(relu(fc1(x))) (the reference code's ResMLP with n_learnable=2, no outact)."""
+    """x -> x + fc2(relu(fc1(x))) (the reference code's ResMLP with n_learnable=2, no outact).
+
+    While gradients are recorded the block runs as ``_ResidualBlockFn`` (same function, faster
+    backward); inference uses the plain modules.
+    """
 
     def __init__(self, width: int):
         super().__init__()
@@ -222,6 +263,8 @@ class ResidualBlock(nn.Module):
         self.fc2 = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.dim() == 2:
+            return _ResidualBlockFn.apply(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
         return x + self.fc2(torch.relu(self.fc1(x)))
 
 

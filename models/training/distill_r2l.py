@@ -425,7 +425,8 @@ class R2LDistillJob(TimeBudget, TrainingJob):
             views = RandomViewRays(train, poses, self.ndc, self.device, self.generator)
             fresh = c.online_fresh_rays or c.batch_rays
             buffer = int(c.online_buffer_batches * c.batch_rays)
-            self.online = OnlineRays(views, self.teacher, min(fresh, c.batch_rays), buffer)
+            self.online = OnlineRays(views, self.teacher, min(fresh, c.batch_rays), buffer,
+                                     chunk=c.batch_rays if self.device.type == "cuda" else 4096)
             self.adaptive = c.online_fresh_rays == 0 and buffer > c.batch_rays
         else:
             self.adaptive = False
@@ -557,7 +558,7 @@ class R2LDistillJob(TimeBudget, TrainingJob):
             rate = self.config.batch_rays / student
             self.student_rays_per_s = rate if not self.student_rays_per_s else 0.9 * self.student_rays_per_s + 0.1 * rate
         self._step_clock, self._teacher_clock = now, self.teacher.seconds
-        if self.adaptive and self.teacher.rays >= 4 * self.config.batch_rays and self.student_rays_per_s:
+        if self.adaptive and self.teacher.rays >= 8 * self.config.batch_rays and self.student_rays_per_s:
             t_rate = self.teacher.rays / max(self.teacher.seconds, 1e-9)
             self.online.fresh = min(n_pseudo, fresh_rays_for_budget(self.config.batch_rays, t_rate,
                                                                      self.student_rays_per_s, self.config.teacher_share))

@@ -272,19 +272,25 @@ class RandomViewRays:
 class OnlineRays:
     """Fresh teacher-labelled rays every step, with an optional replay buffer.
 
-    ``sample(n)`` labels ``fresh`` new rays (all ``n`` when ``fresh`` is 0) and, when the buffer is
-    larger than that, returns ``n`` rays drawn uniformly from the buffer, which always holds the
-    newest ones; with no buffer every ray is used exactly once. Rows are (origin, direction,
-    colour): 9 floats.
+    Without a buffer (or with ``fresh`` >= the batch) ``sample(n)`` labels ``n`` new rays: every
+    ray is used exactly once. With a buffer larger than the batch, the teacher labels ``fresh``
+    rays per step on average, in calls of at least ``chunk`` rays (a teacher call has a fixed
+    cost, so labelling a thousand rays a step would waste most of the teacher's time), and the
+    batch is drawn uniformly from the buffer, which always holds the newest rays. Rows are
+    (origin, direction, colour): 9 floats.
     """
 
-    def __init__(self, views: RandomViewRays, teacher: TeacherRays, fresh: int = 0, buffer: int = 0):
+    def __init__(self, views: RandomViewRays, teacher: TeacherRays, fresh: int = 0, buffer: int = 0,
+                 chunk: int = 1 << 16):
         self.views, self.teacher = views, teacher
         self.fresh = int(fresh)
         self.capacity = int(buffer)
+        self.chunk = max(1, int(chunk))
         self.buffer = torch.zeros(self.capacity, 9, device=views.device) if self.capacity else None
         self.size = 0
         self.head = 0
+        self.credit = 0.0
+        """Rays owed to the buffer by past steps, labelled once a chunk's worth has accrued."""
 
     def label(self, n: int) -> torch.Tensor:
         o, d = self.views.sample(n)
@@ -299,11 +305,16 @@ class OnlineRays:
 
     def sample(self, n: int) -> torch.Tensor:
         fresh = min(self.fresh or n, n)
-        if self.buffer is None or self.capacity <= fresh:
+        if self.buffer is None or self.capacity <= n or fresh >= n:
             return self.label(n)
-        self._push(self.label(fresh))
-        if self.size < n:  # filling up: label the difference too
+        if self.size < n:  # filling up: label a batch at once
             self._push(self.label(n - self.size))
+        else:
+            self.credit += fresh
+            if self.credit >= min(self.chunk, self.capacity):
+                m = int(self.credit)
+                self._push(self.label(m))
+                self.credit -= m
         pick = torch.randint(0, self.size, (n,), generator=self.views.generator, device=self.views.device)
         return self.buffer[pick]
 
