@@ -174,26 +174,31 @@ def test_half_mlp_keeps_planes_and_box_in_float32():
     assert net.head.weight.dtype == torch.float32  # the original is untouched
 
 
-def test_residual_block_training_function_matches_the_modules():
-    from models.fields.r2l_mlp import ResidualBlock, _ResidualBlockFn
+def test_residual_stack_training_function_matches_the_modules():
+    from models.fields.r2l_mlp import _ResidualStackFn
 
     torch.manual_seed(0)
-    b = ResidualBlock(8).double()
+    net = R2LMLP(R2LMLPConfig(8, 8, n_points=2, pos_freqs=1)).double()
+    w1 = torch.stack([b.fc1.weight for b in net.blocks]).detach().requires_grad_()
+    b1 = torch.stack([b.fc1.bias for b in net.blocks]).detach().requires_grad_()
+    w2 = torch.stack([b.fc2.weight for b in net.blocks]).detach().requires_grad_()
+    b2 = torch.stack([b.fc2.bias for b in net.blocks]).detach().requires_grad_()
     x = torch.randn(20, 8, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, *p: _ResidualBlockFn.apply(x, *p),
-                                    (x, b.fc1.weight, b.fc1.bias, b.fc2.weight, b.fc2.bias))
-    b = ResidualBlock(64)
-    x = torch.randn(300, 64, requires_grad=True)
-    g = torch.randn(300, 64)
-    b(x).backward(g)  # the training function (gradients are recorded)
-    fast = [x.grad.clone()] + [p.grad.clone() for p in b.parameters()]
-    x.grad = None
-    b.zero_grad()
-    (x + b.fc2(torch.relu(b.fc1(x)))).backward(g)  # the plain modules
-    for a, ref in zip(fast, [x.grad] + [p.grad for p in b.parameters()]):
-        torch.testing.assert_close(a, ref, atol=1e-4, rtol=1e-4)
+    assert torch.autograd.gradcheck(_ResidualStackFn.apply, (x, w1, b1, w2, b2))
+    net = R2LMLP(R2LMLPConfig(64, 10, n_points=4, pos_freqs=2))
+    enc = torch.randn(300, net.config.input_dim)
+    g = torch.randn(300, 3)
+    net(enc).backward(g)  # the training path (gradients are recorded)
+    fast = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    x = torch.relu(net.head(enc))
+    for blk in net.blocks:  # the plain modules
+        x = blk(x)
+    torch.sigmoid(net.tail(x)).backward(g)
+    for a, ref in zip(fast, [p.grad for p in net.parameters()]):
+        torch.testing.assert_close(a, ref, atol=1e-5, rtol=1e-4)
     with torch.no_grad():
-        torch.testing.assert_close(b(x), x + b.fc2(torch.relu(b.fc1(x))))
+        torch.testing.assert_close(net(enc), torch.sigmoid(net.tail(x)))
 
 
 def test_residual_block_is_x_plus_block():

@@ -213,49 +213,67 @@ def box_segments(origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, 
     return t0, torch.maximum(t1, t0)
 
 
-class _ResidualBlockFn(torch.autograd.Function):
-    """x + W2 relu(W1 x + b1) + b2 with a hand-written backward, for training.
+class _ResidualStackFn(torch.autograd.Function):
+    """x_{i+1} = x_i + W2_i relu(W1_i x_i + b1_i) + b2_i for all blocks, with a hand-written backward.
 
-    The same function as ``ResidualBlock.forward``; what differs is the work: the biases are
-    folded into the products (``addmm``), the residual add into the second product's
-    accumulator, and the bias gradients are matrix-vector products with a ones vector instead
-    of column reductions (which ran at a tenth of the memory bandwidth for 64k x 256 bf16
-    gradients on an H200: 35% of a W256D88 step). Saves x and relu(W1 x + b1) for backward.
+    The same function as the blocks' ``forward``; what differs is the work, for training: bias
+    and ReLU ride in the first product's epilogue, the residual in the second product's
+    accumulator, the bias gradients are matrix-vector products with a ones vector instead of
+    column reductions (which ran at a tenth of the memory bandwidth for 64k x 256 bf16 gradients
+    on an H200: 35% of a W256D88 step), and one autograd node serves the whole stack (one node
+    per block made the step CPU-bound). Takes the stacked weights (NB, W, W) and biases (NB, W)
+    in the compute dtype; saves every block's input and hidden activation.
     """
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2):
-        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        x = x.to(dtype)
-        w1, b1, w2, b2 = (t.to(dtype) for t in (w1, b1, w2, b2))
-        with torch.autocast(x.device.type, enabled=False):
-            h = torch.relu_(torch.addmm(b1, x, w1.t()))
-            y = torch.addmm(x, h, w2.t())
-            y += b2
-        ctx.save_for_backward(x, h, w1, w2)
-        return y
+        xs, hs = [], []
+        for i in range(w1.shape[0]):
+            xs.append(x)
+            h = torch.relu_(torch.addmm(b1[i], x, w1[i].t()))
+            hs.append(h)
+            x = torch.addmm(x, h, w2[i].t())
+            x += b2[i]
+        ctx.save_for_backward(w1, w2, *xs, *hs)
+        return x
 
     @staticmethod
     def backward(ctx, g):
-        x, h, w1, w2 = ctx.saved_tensors
-        g = g.to(x.dtype).contiguous()
+        w1, w2, *saved = ctx.saved_tensors
+        nb = w1.shape[0]
+        xs, hs = saved[:nb], saved[nb:]
+        g = g.to(w1.dtype).contiguous()
         ones = torch.ones(1, g.shape[0], device=g.device, dtype=g.dtype)
-        with torch.autocast(x.device.type, enabled=False):
-            dw2 = g.t() @ h
-            db2 = (ones @ g)[0]
-            da = torch.ops.aten.threshold_backward(g @ w2, h, 0)
-            dw1 = da.t() @ x
-            db1 = (ones @ da)[0]
-            dx = torch.addmm(g, da, w1)
-        return dx, dw1, db1, dw2, db2
+        dw1, db1, dw2, db2 = (torch.empty_like(w1), torch.empty(nb, w1.shape[1], device=g.device, dtype=g.dtype),
+                              torch.empty_like(w2), torch.empty(nb, w2.shape[1], device=g.device, dtype=g.dtype))
+        for i in reversed(range(nb)):
+            h, x = hs[i], xs[i]
+            torch.mm(g.t(), h, out=dw2[i])
+            torch.mm(ones, g, out=db2[i : i + 1])
+            da = torch.ops.aten.threshold_backward(g @ w2[i], h, 0)
+            torch.mm(da.t(), x, out=dw1[i])
+            torch.mm(ones, da, out=db1[i : i + 1])
+            g = torch.addmm(g, da, w1[i])
+        return g, dw1, db1, dw2, db2
+
+
+def residual_stack(x: torch.Tensor, blocks: nn.ModuleList) -> torch.Tensor:
+    """The residual blocks applied to x (R, W) through ``_ResidualStackFn`` (training), in the
+    autocast dtype when autocast is on."""
+    if len(blocks) == 0:
+        return x
+    dev = x.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+    w1 = torch.stack([b.fc1.weight for b in blocks]).to(dtype)
+    b1 = torch.stack([b.fc1.bias for b in blocks]).to(dtype)
+    w2 = torch.stack([b.fc2.weight for b in blocks]).to(dtype)
+    b2 = torch.stack([b.fc2.bias for b in blocks]).to(dtype)
+    with torch.autocast(dev, enabled=False):
+        return _ResidualStackFn.apply(x.to(dtype), w1, b1, w2, b2)
 
 
 class ResidualBlock(nn.Module):
-    """x -> x + fc2(relu(fc1(x))) (the reference code's ResMLP with n_learnable=2, no outact).
-
-    While gradients are recorded the block runs as ``_ResidualBlockFn`` (same function, faster
-    backward); inference uses the plain modules.
-    """
+    """x -> x + fc2(relu(fc1(x))) (the reference code's ResMLP with n_learnable=2, no outact)."""
 
     def __init__(self, width: int):
         super().__init__()
@@ -263,8 +281,6 @@ class ResidualBlock(nn.Module):
         self.fc2 = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.dim() == 2:
-            return _ResidualBlockFn.apply(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
         return x + self.fc2(torch.relu(self.fc1(x)))
 
 
@@ -326,8 +342,13 @@ class R2LMLP(nn.Module):
         return torch.cat([feats, ray], -1)
 
     def trunk(self, enc: torch.Tensor) -> torch.Tensor:
-        """Head + residual blocks: (R, input_dim) -> (R, W) features before the tail."""
+        """Head + residual blocks: (R, input_dim) -> (R, W) features before the tail.
+
+        While gradients are recorded the blocks run as one ``residual_stack`` (same function,
+        less work in backward); inference uses the modules one by one."""
         x = torch.relu(self.head(enc))
+        if torch.is_grad_enabled() and x.dim() == 2:
+            return residual_stack(x, self.blocks)
         for block in self.blocks:
             x = block(x)
         return x
