@@ -83,3 +83,38 @@ def evaluate(
     if keep_images:
         out["images"] = images
     return out
+
+
+# ------------------------------------------------------------------------ training validation
+def validation_indices(n_views: int, count: int) -> list[int]:
+    """``count`` fixed views spread evenly over a split of ``n_views`` (first and last included)."""
+    count = max(1, min(count, n_views))
+    return sorted({round(i * (n_views - 1) / max(count - 1, 1)) for i in range(count)})
+
+
+def validate_views(render: Callable[[Camera], torch.Tensor], split: Split, indices: list[int],
+                   size: int = 0) -> "Validation":
+    """The validation every training job reports: mean PSNR over held-out views of ``split``.
+
+    ``render(camera) -> (H, W, 3)`` renders one view; views are rendered at their own resolution,
+    as they are tested (``size`` > 0: longest side ``size``, ground truth area-averaged to it).
+    Returns the mean PSNR and, for previews, the first view's render and ground truth as uint8.
+    """
+    import numpy as np
+
+    from models.training.engine import Validation
+
+    cams = split_cameras(split)
+    values, first = [], None
+    for i in indices:
+        cam = cams[i]
+        if size and max(cam.width, cam.height) > size:
+            s = size / max(cam.width, cam.height)
+            cam = cam.scaled(max(1, round(cam.width * s)), max(1, round(cam.height * s)))
+        rgb = render(cam).float().cpu()
+        gt = resize_image(split.images[i], cam.height, cam.width)
+        values.append(psnr(rgb, gt))
+        if first is None:
+            first = (rgb, gt)
+    to8 = lambda x: (x.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)  # noqa: E731
+    return Validation(float(np.mean(values)), to8(first[0]), to8(first[1]))

@@ -14,12 +14,18 @@ import pytest
 import torch
 
 from models.backends.base import RenderAborted, RenderRequest
-from models.backends.r2l import FusedR2L, FusedR2LPlanes, R2LBackend
+from models.backends.r2l import FusedR2L, R2LBackend
 from models.cameras import Camera, look_at
 from models.fields.feature_planes import FeaturePlanes
 from models.fields.r2l_mlp import VARIANTS, R2LMLP, R2LMLPConfig, box_segments, encode_rays, ray_points
-from models.training.distill_r2l import PRESETS, HardExamplePool, sample_pseudo_poses, scene_centre
-from models.training.pseudo_rays import OnlineRays, RandomViewRays, fresh_rays_for_budget
+from models.training.distill_r2l import PRESETS, HardExamplePool
+from models.training.pseudo_rays import (
+    OnlineRays,
+    RandomViewRays,
+    fresh_rays_for_budget,
+    sample_pseudo_poses,
+    scene_centre,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

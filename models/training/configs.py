@@ -77,8 +77,12 @@ class TeacherConfig:
     target; rays whose samples would not fit are left out of that step's loss)."""
     validate_every: int = 1000
     """Steps between validation renders (0: never)."""
-    validation_size: int = 100
-    """Longest side of the validation render."""
+    validation_size: int = 0
+    """Longest side of validation renders (0: the views' own resolution, as they are tested)."""
+    validation_views: int = 4
+    """Held-out views validated (spread over the val split, else test, else train). Occupancy
+    teachers are rendered as they are trained (``render_marched``), which costs a fraction of
+    the NeRF backend's 256 evaluations per ray."""
     checkpoint_every_s: float = 60.0
     """Seconds between checkpoints."""
     snapshot_every_s: float = 5.0
@@ -110,7 +114,7 @@ TEACHER_PRESETS: dict[str, TeacherConfig] = {
         steps=600, mlp=NerfMLPConfig(depth=4, width=64, skips=(2,), pos_freqs=6, dir_freqs=2, view_width=32),
         batch_rays=512, target_samples=1 << 14, max_batch_rays=2048, lr=5e-3, lr_decay_steps=3000,
         grid_resolution=32, grid_update_every=8, grid_warmup_steps=64, render_step_size=0.03,
-        n_coarse=32, n_fine=32, validate_every=200, validation_size=48, snapshot_every_s=1.0,
+        n_coarse=32, n_fine=32, validate_every=200, validation_size=48, validation_views=2, snapshot_every_s=1.0,
         checkpoint_every_s=10.0,
     ),
     "quick": TeacherConfig(steps=5000, lr_decay_steps=10000, validate_every=1000),

@@ -41,6 +41,7 @@ from models.backends.kilonerf import EssGrid, KiloNerfBackend, KiloNerfRenderCon
 from models.backends.nerf import NerfBackend, masked_field
 from models.cameras import Camera
 from models.data import SceneData
+from models.evaluation import validate_views, validation_indices
 from models.fields.kilonerf_grid import KiloNerfFieldConfig, KiloNerfGrid
 from models.metrics import psnr
 from models.occupancy import OccupancyGrid
@@ -115,8 +116,10 @@ class KiloNerfConfig:
     """fp16 autocast + grad scaling on CUDA (ignored on CPU)."""
     validate_every: int = 2000
     """Steps between validation renders (0: never)."""
-    validation_size: int = 200
-    """Longest side of the validation render."""
+    validation_size: int = 0
+    """Longest side of validation renders (0: the views' own resolution, as they are tested)."""
+    validation_views: int = 4
+    """Held-out views validated (spread over the val split, else test, else train)."""
     checkpoint_every_s: float = 60.0
     """Seconds between checkpoints."""
     snapshot_every_s: float = 5.0
@@ -136,7 +139,7 @@ PRESETS: dict[str, KiloNerfConfig] = {
         bounds_resolution=24,
         distill_batch=64, distill_pool=1024, distill_refresh=16, distill_lr=5e-3, distill_lr_final=1e-3,
         render_step_fraction=1.0 / 150.0, finetune_rays=256, finetune_lr=2e-3, finetune_lr_final=5e-4,
-        validate_every=0, validation_size=48, checkpoint_every_s=10.0, snapshot_every_s=1.0,
+        validate_every=0, validation_size=48, validation_views=2, checkpoint_every_s=10.0, snapshot_every_s=1.0,
     ),
     # a few minutes on a GPU; a rough model
     "quick": KiloNerfConfig(
@@ -243,6 +246,7 @@ class KiloNerfDistillJob(TrainingJob):
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.background = torch.tensor(data.background, dtype=torch.float32, device=self.device)
         self.val_split = data.splits.get("val") or data.splits.get("test") or data.splits["train"]
+        self.val_indices = validation_indices(len(self.val_split), config.validation_views)
         self.batcher: RayBatcher | None = None
         self.field: KiloNerfGrid | None = None
         self.ess: EssGrid | None = None
@@ -462,27 +466,19 @@ class KiloNerfDistillJob(TrainingJob):
         b.ndc = self.data.ndc
         return b
 
-    def validate(self) -> Validation:
-        if self.field is None:
-            self.build_grids()
-        split = self.val_split
-        k = split.intrinsics[0]
-        cam = Camera(split.c2w[0], split.width, split.height, float(k[0]), float(k[1]), float(k[2]), float(k[3]))
-        size = self.config.validation_size
-        if size and max(cam.width, cam.height) > size:
-            s = size / max(cam.width, cam.height)
-            cam = cam.scaled(max(1, round(cam.width * s)), max(1, round(cam.height * s)))
+    def render_camera(self, cam: Camera) -> torch.Tensor:
+        """(H, W, 3) render of one camera by the student (validation)."""
         req = RenderRequest.from_camera(cam, self.data.near, self.data.far, background=tuple(self.data.background))
         self.field.eval()
         try:
-            res = self.backend().render(req)
+            return self.backend().render(req).rgb
         finally:
             self.field.train()
-        gt = split.images[0]
-        if gt.shape[0] != cam.height or gt.shape[1] != cam.width:
-            gt = F.interpolate(gt.permute(2, 0, 1)[None], size=(cam.height, cam.width), mode="area")[0].permute(1, 2, 0)
-        to8 = lambda x: (x.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)  # noqa: E731
-        return Validation(float(psnr(res.rgb, gt)), to8(res.rgb), to8(gt))
+
+    def validate(self) -> Validation:
+        if self.field is None:
+            self.build_grids()
+        return validate_views(self.render_camera, self.val_split, self.val_indices, self.config.validation_size)
 
     # ----------------------------------------------------------------------- state & results
     def model_tensors(self) -> dict[str, torch.Tensor]:

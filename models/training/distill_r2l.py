@@ -22,15 +22,12 @@ The student's sampling bounds (near/far, or 0..1 in NDC) are stored with its wei
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.backends.base import RenderRequest
@@ -39,7 +36,7 @@ from models.cameras import Camera, camera_rays, ndc_rays, pixel_rays, sample_pix
 from models.data import SceneData, Split
 from models.fields.feature_planes import planes_kernel_error
 from models.fields.r2l_mlp import VARIANTS, R2LMLP, R2LMLPConfig
-from models.metrics import psnr
+from models.evaluation import validate_views, validation_indices
 from models.scene import Scene
 from models.storage import StorageError, load_tensors, save_tensors
 from models.training.engine import (
@@ -59,7 +56,6 @@ from models.training.pseudo_rays import (
     TeacherRays,
     fresh_rays_for_budget,
     sample_pseudo_poses,
-    scene_centre,
 )
 from models.training.teacher import RayBatcher
 
@@ -439,8 +435,7 @@ class R2LDistillJob(TimeBudget, TrainingJob):
         self._teacher_clock = 0.0
         self.student_rays_per_s = 0.0
         self.val_split = data.splits.get("val") or data.splits.get("test") or train
-        n_val = min(c.validation_views, len(self.val_split))
-        self.val_indices = sorted({round(i * (len(self.val_split) - 1) / max(n_val - 1, 1)) for i in range(n_val)})
+        self.val_indices = validation_indices(len(self.val_split), c.validation_views)
         self.last_val: float | None = None
 
     # ------------------------------------------------------------------------ scene box
@@ -613,37 +608,21 @@ class R2LDistillJob(TimeBudget, TrainingJob):
         b.ndc = self.ndc
         return b
 
-    def render_split_view(self, split: Split, index: int, size: int | None):
-        k = split.intrinsics[index]
-        cam = Camera(split.c2w[index], split.width, split.height, float(k[0]), float(k[1]), float(k[2]), float(k[3]))
-        if size and max(cam.width, cam.height) > size:
-            s = size / max(cam.width, cam.height)
-            cam = cam.scaled(max(1, round(cam.width * s)), max(1, round(cam.height * s)))
+    def render_camera(self, cam: Camera) -> torch.Tensor:
+        """(H, W, 3) student render of one camera (validation, previews)."""
         req = RenderRequest.from_camera(cam, self.data.near, self.data.far, background=self.background)
         self.student.eval()
         try:
-            return self.backend().render(req), cam
+            return self.backend().render(req).rgb
         finally:
             self.student.train()
 
-    def validate(self, views: int | None = None) -> Validation:
+    def validate(self) -> Validation:
         if not self.is_main:  # rank 0 alone reports
             return Validation(self.last_val if self.last_val is not None else 0.0)
-        split = self.val_split
-        indices = self.val_indices[:views] if views else self.val_indices
-        values, first = [], None
-        for i in indices:
-            res, cam = self.render_split_view(split, i, self.config.validation_size)
-            gt = split.images[i]
-            if gt.shape[0] != cam.height or gt.shape[1] != cam.width:
-                gt = F.interpolate(gt.permute(2, 0, 1)[None], size=(cam.height, cam.width), mode="area")[0]
-                gt = gt.permute(1, 2, 0)
-            values.append(psnr(res.rgb, gt))
-            if first is None:
-                first = (res.rgb, gt)
-        to8 = lambda x: (x.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)  # noqa: E731
-        self.last_val = float(np.mean(values))
-        return Validation(self.last_val, to8(first[0]), to8(first[1]))
+        v = validate_views(self.render_camera, self.val_split, self.val_indices, self.config.validation_size)
+        self.last_val = v.psnr
+        return v
 
     # ----------------------------------------------------------------------- state & results
     def model_tensors(self) -> dict[str, torch.Tensor]:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models.backends.base import RenderRequest
-from models.backends.nerf import HierarchicalConfig, NerfBackend, clip_to_box, render_hierarchical
-from models.cameras import Camera, ndc_rays, pixel_rays, sample_pixel_batch
+from models.backends.nerf import HierarchicalConfig, NerfBackend, clip_to_box, render_hierarchical, render_marched
+from models.cameras import Camera, camera_rays, ndc_rays, pixel_rays, sample_pixel_batch
 from models.data import SceneData, Split
+from models.evaluation import validate_views, validation_indices
 from models.fields.nerf_mlp import NerfMLP
-from models.metrics import psnr
 from models.occupancy import OccupancyGrid
 from models.rendering import composite_packed
 from models.scene import Scene
@@ -177,8 +176,8 @@ class TeacherJob(TimeBudget, TrainingJob):
         self.batch_rays = c.batch_rays
         self.sampling = HierarchicalConfig(c.n_coarse, c.n_fine)
         self.started = time.perf_counter()
-        val_split = data.splits.get("val") or data.splits.get("test") or data.splits["train"]
-        self.val_split = val_split
+        self.val_split = data.splits.get("val") or data.splits.get("test") or data.splits["train"]
+        self.val_indices = validation_indices(len(self.val_split), c.validation_views)
 
     # --------------------------------------------------------------------------------- helpers
     def autocast(self):
@@ -378,28 +377,27 @@ class TeacherJob(TimeBudget, TrainingJob):
         b.grid = self.grid if self.grid is not None and self.config.grid_warmup_steps >= 0 else None
         return b
 
-    def render_view(self, split: Split, index: int, size: int | None = None, precision: str = "fp32"):
-        k = split.intrinsics[index]
-        cam = Camera(split.c2w[index], split.width, split.height, float(k[0]), float(k[1]), float(k[2]), float(k[3]))
-        if size is not None and max(cam.width, cam.height) > size:
-            s = size / max(cam.width, cam.height)
-            cam = cam.scaled(max(1, round(cam.width * s)), max(1, round(cam.height * s)))
-        req = RenderRequest.from_camera(cam, self.data.near, self.data.far, background=tuple(self.data.background),
-                                        precision=precision)
-        self.coarse.eval(), self.fine.eval()
-        try:
-            return self.backend().render(req), cam
-        finally:
-            self.coarse.train(), self.fine.train()
+    @torch.no_grad()
+    def render_camera(self, cam: Camera) -> torch.Tensor:
+        """(H, W, 3) render of one camera for validation: occupancy teachers as they are trained
+        (the fine net through the grid, early termination), others through the NeRF backend."""
+        if self.grid is None:
+            req = RenderRequest.from_camera(cam, self.data.near, self.data.far, background=tuple(self.data.background))
+            return self.backend().render(req).rgb
+        o, d = camera_rays(cam, self.device)
+        o, d = o.reshape(-1, 3), d.reshape(-1, 3)
+        if self.data.ndc is not None:
+            n = self.data.ndc
+            o, d = ndc_rays(n["height"], n["width"], n["focal"], n["near"], o, d)
+        near, far = self.near_far(o, d)
+        chunk = 1 << 16 if self.device.type == "cuda" else 4096
+        rgb = torch.cat([render_marched(self.fine, self.grid, o[a : a + chunk], d[a : a + chunk], near[a : a + chunk],
+                                        far[a : a + chunk], self.config.render_step_size, self.background)["rgb"]
+                         for a in range(0, o.shape[0], chunk)])
+        return rgb.reshape(cam.height, cam.width, 3)
 
     def validate(self) -> Validation:
-        res, cam = self.render_view(self.val_split, 0, self.config.validation_size)
-        gt = self.val_split.images[0]
-        if gt.shape[0] != cam.height:
-            gt = F.interpolate(gt.permute(2, 0, 1)[None], size=(cam.height, cam.width), mode="area")[0].permute(1, 2, 0)
-        p = psnr(res.rgb, gt)
-        to8 = lambda x: (x.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)  # noqa: E731
-        return Validation(float(p), to8(res.rgb), to8(gt))
+        return validate_views(self.render_camera, self.val_split, self.val_indices, self.config.validation_size)
 
     # ------------------------------------------------------------------------ state & results
     def model_tensors(self) -> dict[str, torch.Tensor]:
