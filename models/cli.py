@@ -71,11 +71,19 @@ class Progress:
         if ev.kind == "started":
             self.close_bar()
             self.stage = ev.stage
-            self.bar = self._tqdm(total=ev.total_steps, initial=ev.step, desc=ev.stage, unit="step",
-                                  dynamic_ncols=True, disable=self.quiet, mininterval=0.5)
+            # a progress bar in per mille of the job (steps, or time for a time-bounded job), with
+            # the step count and the ETA the job reports
+            self.bar = self._tqdm(total=1000, initial=round(1000 * ev.progress), desc=ev.stage, dynamic_ncols=True,
+                                  disable=self.quiet, mininterval=0.5,
+                                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}")
         elif ev.kind == "step" and self.bar is not None:
-            self.bar.n = ev.step
-            post = {k: f"{v:.4g}" for k, v in ev.losses.items() if k in ("loss", "psnr")}
+            self.bar.n = round(1000 * ev.progress)
+            post = {"step": f"{ev.step}"}
+            post.update({k: f"{v:.4g}" for k, v in ev.losses.items() if k in ("loss", "psnr")})
+            if ev.steps_per_s > 0:
+                post["it/s"] = f"{ev.steps_per_s:.3g}"
+            if math.isfinite(ev.eta_s):
+                post["eta"] = f"{ev.eta_s / 60:.1f} min" if ev.eta_s >= 90 else f"{ev.eta_s:.0f} s"
             self.bar.set_postfix(post, refresh=False)
             self.bar.refresh()
         elif ev.kind == "validation":
@@ -84,7 +92,7 @@ class Progress:
             self.write(f"[{ev.stage}] {ev.message}")
         elif ev.kind == "finished":
             if self.bar is not None:
-                self.bar.n = ev.total_steps
+                self.bar.n = 1000
                 self.bar.refresh()
             self.write(f"[{ev.stage}] finished: {ev.message}")
             self.close_bar()

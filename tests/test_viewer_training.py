@@ -234,7 +234,7 @@ def test_tiny_teacher_from_dialog_to_selectable_backend(qtbot, window, tmp_path,
     assert val and val[-1].image is not None and val[-1].target is not None
     assert rec.kinds("finished")[0].metrics["steps"] == 150
     row = ctrl.panel.rows["teacher"]
-    assert row.bar.value() == 150 and "steps/s" in row.stats.text()
+    assert row.bar.value() == row.bar.maximum() and "step 150" in row.bar.text() and "steps/s" in row.stats.text()
     assert ctrl.panel.redraws >= 2 and ctrl.panel.val_image.pixmap() is not None
     loss_series = ctrl.panel.loss_plot.series["teacher"]
     assert loss_series.x.size >= 5 and loss_series.x[-1] == steps[-1] and ctrl.panel.loss_plot.paints >= 2

@@ -52,6 +52,8 @@ class TrainEvent:
     """On snapshot events: {"backend": name, "state": {name: cpu tensor}, "config": dict}."""
     message: str = ""
     metrics: dict = field(default_factory=dict)
+    progress: float = 0.0
+    """Fraction of the job done: by steps, or by time for a time-bounded job (``TimeBudget``)."""
 
 
 EventCallback = Callable[[TrainEvent], None]
@@ -255,12 +257,18 @@ def run_job(
     last_losses: dict[str, float] = {}
     latest: dict | None = None  # the last step's losses (device tensors), checked before a cancel-save
 
+    budget = float(getattr(getattr(job, "config", None), "time_budget_s", 0.0) or 0.0)
+
     def emit(kind, **kw):
         now = time.perf_counter()
         remaining = job.total_steps - step
         eta = remaining / steps_per_s if steps_per_s > 0 else float("nan")
+        if budget > 0 and isinstance(job, TimeBudget):  # a time-bounded job ends with its budget
+            left = max(budget - job.elapsed(), 0.0)
+            eta = min(eta, left) if math.isfinite(eta) else left
+        progress = job.progress(step) if isinstance(job, TimeBudget) else step / max(job.total_steps, 1)
         on_event(TrainEvent(kind, job.stage, step, job.total_steps, steps_per_s=steps_per_s, eta_s=eta,
-                            elapsed_s=now - t_start, **kw))
+                            elapsed_s=now - t_start, progress=min(progress, 1.0), **kw))
 
     def save_ckpt():
         if checkpoint is not None and getattr(job, "is_main", True):  # distributed: rank 0 writes

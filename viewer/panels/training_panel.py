@@ -74,17 +74,18 @@ class StageRow:
     def update(self, ev: TrainEvent) -> None:
         self.step, self.total = ev.step, max(ev.total_steps, 1)
         # QProgressBar.setValue repaints at once (a whole-window GL composition here); with updates
-        # off it only schedules one, painted with the rest of the panel
+        # off it only schedules one, painted with the rest of the panel. The bar shows the job's
+        # progress (by time for a time-bounded job), in per mille; the text says the steps.
         self.bar.setUpdatesEnabled(False)
-        self.bar.setRange(0, self.total)
-        self.bar.setValue(min(self.step, self.total))
+        self.bar.setRange(0, 1000)
+        self.bar.setValue(min(round(1000 * ev.progress), 1000) if ev.kind != "finished" else 1000)
         if ev.steps_per_s > 0:
             self.steps_per_s = ev.steps_per_s
         if ev.kind == "started":
             self.state = "running"
         elif ev.kind in ("paused", "resumed", "finished", "cancelled", "failed"):
             self.state = {"resumed": "running"}.get(ev.kind, ev.kind)
-        self.bar.setFormat(f"%v / %m steps{'' if self.state == 'running' else '  (' + self.state + ')'}")
+        self.bar.setFormat(f"step {self.step} · %p%{'' if self.state == 'running' else '  (' + self.state + ')'}")
         self.bar.setUpdatesEnabled(True)
         parts = []
         if self.steps_per_s > 0:
