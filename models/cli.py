@@ -87,7 +87,9 @@ class Progress:
             self.bar.set_postfix(post, refresh=False)
             self.bar.refresh()
         elif ev.kind == "validation":
-            self.write(f"[{ev.stage}] step {ev.step}: validation PSNR {ev.psnr:.2f} dB")
+            extra = ev.metrics.get("psnr_vs_teacher")
+            self.write(f"[{ev.stage}] step {ev.step}: validation PSNR {ev.psnr:.2f} dB"
+                       + (f" (against its teacher on random views: {extra:.2f} dB)" if extra is not None else ""))
         elif ev.kind in ("log", "cancelled", "failed"):
             self.write(f"[{ev.stage}] {ev.message}")
         elif ev.kind == "finished":

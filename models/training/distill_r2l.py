@@ -37,6 +37,7 @@ from models.data import SceneData, Split
 from models.fields.feature_planes import planes_kernel_error
 from models.fields.r2l_mlp import VARIANTS, R2LMLP, R2LMLPConfig
 from models.evaluation import validate_views, validation_indices
+from models.metrics import psnr
 from models.scene import Scene
 from models.storage import StorageError, load_tensors, save_tensors
 from models.training.engine import (
@@ -437,6 +438,9 @@ class R2LDistillJob(TimeBudget, TrainingJob):
         self.val_split = data.splits.get("val") or data.splits.get("test") or train
         self.val_indices = validation_indices(len(self.val_split), c.validation_views)
         self.last_val: float | None = None
+        self.gap_views: list[tuple[Camera, torch.Tensor]] | None = None
+        """Two fixed random poses at the training resolution and the teacher's renders of them:
+        validation measures the student against its teacher there too (no test view involved)."""
 
     # ------------------------------------------------------------------------ scene box
     def feature_box(self) -> torch.Tensor:
@@ -617,10 +621,34 @@ class R2LDistillJob(TimeBudget, TrainingJob):
         finally:
             self.student.train()
 
+    def teacher_gap_views(self, n: int = 2) -> list[tuple[Camera, torch.Tensor]]:
+        """(camera, teacher render (H, W, 3) on the CPU) of ``n`` fixed random poses, rendered once."""
+        if self.gap_views is None:
+            train = self.data.splits["train"]
+            poses = sample_pseudo_poses(train.c2w, n, self.config.seed + 12345, self.ndc is not None,
+                                        torch.tensor(self.data.up, dtype=torch.float32),
+                                        self.data.aabb.float().mean(0), self.config.look_jitter_deg)
+            k = train.intrinsics[0]
+            views = []
+            for i in range(n):
+                cam = Camera(poses[i], train.width, train.height, *(float(x) for x in k))
+                o, d = camera_rays(cam, self.device)
+                o, d = o.reshape(-1, 3), d.reshape(-1, 3)
+                if self.ndc is not None:
+                    o, d = ndc_rays(self.ndc["height"], self.ndc["width"], self.ndc["focal"], self.ndc["near"], o, d)
+                t_before = self.teacher.seconds, self.teacher.rays
+                rgb = self.teacher(o, d).reshape(cam.height, cam.width, 3).cpu()
+                self.teacher.seconds, self.teacher.rays = t_before  # not training data: not counted
+                views.append((cam, rgb))
+            self.gap_views = views
+        return self.gap_views
+
     def validate(self) -> Validation:
         if not self.is_main:  # rank 0 alone reports
             return Validation(self.last_val if self.last_val is not None else 0.0)
         v = validate_views(self.render_camera, self.val_split, self.val_indices, self.config.validation_size)
+        gap = [psnr(self.render_camera(cam).float().cpu(), ref) for cam, ref in self.teacher_gap_views()]
+        v.metrics["psnr_vs_teacher"] = round(float(sum(gap) / len(gap)), 3)
         self.last_val = v.psnr
         return v
 
@@ -666,7 +694,7 @@ class R2LDistillJob(TimeBudget, TrainingJob):
 
     def finish(self) -> dict:
         v = self.validate()
-        metrics = {"val_psnr": round(v.psnr, 3), "steps": self.steps_done or self.total_steps,
+        metrics = {"val_psnr": round(v.psnr, 3), **v.metrics, "steps": self.steps_done or self.total_steps,
                    "train_seconds": round(self.elapsed(), 1), "teacher_seconds": round(self.teacher_seconds, 1),
                    "teacher": self.teacher.kind, "pseudo_source": self.config.pseudo_source,
                    "teacher_rays": self.teacher.rays * self.dist.world, "network": self.config.mlp.name,

@@ -93,6 +93,8 @@ class Validation:
     psnr: float
     image: np.ndarray | None = None
     target: np.ndarray | None = None
+    metrics: dict = field(default_factory=dict)
+    """Further numbers of the validation (e.g. R2L's PSNR against its teacher), in the event's metrics."""
 
 
 class TrainingJob(abc.ABC):
@@ -312,7 +314,7 @@ def run_job(
                 v = job.validate()
                 if not math.isfinite(v.psnr):
                     raise TrainingError(f"{job.stage}: validation produced NaN at step {step}; stopped")
-                emit("validation", psnr=v.psnr, image=v.image, target=v.target, losses=last_losses)
+                emit("validation", psnr=v.psnr, image=v.image, target=v.target, losses=last_losses, metrics=v.metrics)
             if job.snapshot_every_s and now - last_snap >= job.snapshot_every_s:
                 snap = job.snapshot()
                 if snap is not None:

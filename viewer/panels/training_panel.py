@@ -318,7 +318,9 @@ class TrainingPanel(QWidget):
             self.val_image.setPixmap(_pixmap(ev.image))
         if ev.target is not None:
             self.gt_image.setPixmap(_pixmap(ev.target))
-        self.val_caption.setText(f"step {ev.step}: {ev.psnr:.2f} dB")
+        gap = ev.metrics.get("psnr_vs_teacher") if ev.metrics else None
+        self.val_caption.setText(f"step {ev.step}: {ev.psnr:.2f} dB"
+                                 + (f" · {gap:.2f} dB against the teacher" if gap is not None else ""))
 
     def _redraw(self) -> None:
         if not self._dirty:
