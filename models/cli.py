@@ -381,7 +381,7 @@ def cmd_export(a) -> int:
 
     scene = Scene.load(Path(a.scene))
     names = None if a.backends == "all" else [b.strip() for b in a.backends.split(",")]
-    out = scene.export(Path(a.out), half=not a.fp32, backends=names)
+    out = scene.export(Path(a.out), half=not a.fp32, backends=names, force=a.force)
     size = sum(p.stat().st_size for p in out.root.iterdir() if p.is_file())
     print(f"exported {', '.join(out.backends)} to {out.root} ({size / 2**20:.1f} MiB, "
           f"{'float32' if a.fp32 else 'float16'} weights)")
@@ -508,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--backends", default="all", help="all | comma list")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.add_argument("--force", action="store_true", help="replace a scene already at --out")
 
     p = sub.add_parser("bench", help="quality and speed of every backend in one run (tables + plot)")
     p.add_argument("scene")

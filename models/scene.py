@@ -75,6 +75,30 @@ def unpack_masks(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def remove_stale_work_folders(parent: Path, name: str) -> None:
+    """Remove ``.NAME.export-PID`` folders of exports that were killed (their process is gone);
+    a ``.NAME.replaced-PID`` folder of a killed replace is put back when NAME itself is missing."""
+    import os
+    import shutil
+
+    for p in Path(parent).glob(f".{name}.*-*"):
+        kind, _, pid = p.name[len(name) + 2 :].rpartition("-")
+        if kind not in ("export", "replaced") or not pid.isdigit() or not p.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        target = Path(parent) / name
+        if kind == "replaced" and not target.exists():
+            p.rename(target)  # the replace was killed between its two renames: the old scene returns
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+
+
 class SceneError(Exception):
     """A scene folder is missing, malformed or of an unsupported version."""
 
@@ -245,19 +269,40 @@ class Scene:
             raise SceneError(f"{self.root}: occupancy grid unreadable ({e})") from None
         return t.bool()
 
-    def export(self, out: Path, half: bool = True, backends: list[str] | None = None) -> "Scene":
+    def export(self, out: Path, half: bool = True, backends: list[str] | None = None, force: bool = False) -> "Scene":
         """Copy this scene to ``out`` without checkpoints, weights optionally stored as float16.
 
-        For sharing and for the bundled demo: the copy holds only what the viewer needs. The target
-        is written next to ``out`` and renamed into place, so ``out`` is never half written.
+        For sharing and for the bundled demo: the copy holds only what the viewer needs. Refuses to
+        write into the scene itself (or around it), and over an existing scene unless ``force``.
+        The copy is written complete in a hidden folder beside ``out`` first; an existing ``out`` is
+        then moved aside, the copy renamed into place, and only then the old one removed, so a kill
+        at any moment leaves either scene whole. Hidden folders left by killed exports are removed.
         """
+        import os
         import shutil
-        import tempfile
 
         out = Path(out)
-        if out.exists() and any(out.iterdir()) and not (out / self.MANIFEST).exists():
-            raise SceneError(f"{out}: exists, is not empty and is not a scene; refusing to overwrite")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+        src, dst = self.root.resolve(), out.resolve()
+        if dst == src or src in dst.parents or dst in src.parents:
+            raise SceneError(f"{out}: export target is the scene {self.root} itself, inside it or around it; "
+                             "choose another folder")
+        if out.exists() and not out.is_dir():
+            raise SceneError(f"{out}: exists and is not a folder")
+        if out.exists() and any(out.iterdir()):
+            if not (out / self.MANIFEST).exists():
+                raise SceneError(f"{out}: exists, is not empty and is not a scene; refusing to overwrite")
+            if not force:
+                raise SceneError(f"{out}: a scene is already there; pass --force to replace it")
+        unknown = sorted(set(backends or ()) - set(self.backends))
+        if unknown:
+            raise SceneError(f"{self.root}: no trained backend {', '.join(unknown)} to export "
+                             f"(the scene has {', '.join(self.backends) or 'none'})")
+        parent = out.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_work_folders(parent, out.name)
+        tmp = parent / f".{out.name}.export-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         try:
             copy = Scene(**{**self.__dict__, "root": tmp, "backends": {}})
             for name, entry in self.backends.items():
@@ -274,10 +319,13 @@ class Scene:
                 grid = self.load_occupancy()
                 copy.save_occupancy(grid, self.occupancy.get("threshold", 0.0))
             copy.save_manifest()
+            old = None
             if out.exists():
-                shutil.rmtree(out)
-            out.parent.mkdir(parents=True, exist_ok=True)
+                old = parent / f".{out.name}.replaced-{os.getpid()}"
+                out.rename(old)
             tmp.rename(out)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -76,3 +76,52 @@ def test_truncated_bits_give_scene_error(tmp_path):
     s.backends["kilonerf"] = {"weights": "kilonerf.safetensors", "config": {}}
     with pytest.raises(SceneError, match="packed mask"):
         s.load_model("kilonerf")
+
+
+# ----------------------------------------------------------------------------- export safety
+def _manifest_bytes(root):
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.is_file()}
+
+
+def test_export_never_writes_into_its_source(tiny_teacher_scene, tmp_path):
+    src = copy_scene(tiny_teacher_scene, tmp_path / "scene")
+    before = _manifest_bytes(src)
+    for target in (src, src / "inner", tmp_path):
+        with pytest.raises(SceneError, match="itself, inside it or around it"):
+            Scene.load(src).export(target)
+    assert _manifest_bytes(src) == before and (src / "checkpoints").is_dir()
+
+
+def test_export_over_a_scene_needs_force_and_replaces_it_whole(tiny_teacher_scene, tmp_path):
+    src = Scene.load(copy_scene(tiny_teacher_scene, tmp_path / "scene"))
+    other = copy_scene(tiny_teacher_scene, tmp_path / "other")
+    (other / "checkpoints" / "keep.txt").write_text("mine")
+    with pytest.raises(SceneError, match="pass --force"):
+        src.export(other)
+    assert (other / "checkpoints" / "keep.txt").read_text() == "mine"  # untouched
+    out = src.export(other, force=True)
+    assert out.backends.keys() == src.backends.keys() and not (other / "checkpoints").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no work folders left
+
+
+def test_export_rejects_unknown_backends(tiny_teacher_scene, tmp_path):
+    with pytest.raises(SceneError, match="no trained backend nonsense"):
+        Scene.load(tiny_teacher_scene).export(tmp_path / "out", backends=["nonsense"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_killed_export_leaves_both_scenes_recoverable(tiny_teacher_scene, tmp_path):
+    import os
+
+    from models.scene import remove_stale_work_folders
+
+    src = Scene.load(copy_scene(tiny_teacher_scene, tmp_path / "scene"))
+    # a replace killed between moving the old scene aside and renaming the new one in, by a
+    # process that no longer runs: the next export into that folder puts the old scene back first
+    dead = 2**22 + 12345  # a pid that is not running
+    assert not os.path.exists(f"/proc/{dead}")
+    copy_scene(tiny_teacher_scene, tmp_path / f".out.replaced-{dead}")
+    (tmp_path / f".out.export-{dead}").mkdir()  # and a half-written copy
+    remove_stale_work_folders(tmp_path, "out")
+    assert Scene.load(tmp_path / "out").backends.keys() == src.backends.keys()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
