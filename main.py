@@ -31,6 +31,14 @@ def main(argv: list[str] | None = None) -> int:
             argv = ["view", *argv]
     if argv[0] == "view":
         args = parser.parse_args(argv)
+        if args.scene is not None:
+            from pathlib import Path
+
+            if not (Path(args.scene) / "scene.json").is_file():
+                what = "no such command or folder" if not Path(args.scene).exists() else "holds no scene.json"
+                print(f"error: {args.scene}: {what} (commands: {', '.join(sorted(parser._subparsers._group_actions[0].choices))})",  # noqa: SLF001
+                      file=sys.stderr)
+                return 2
         try:
             from viewer.app import run_viewer
         except ImportError as e:  # viewer dependencies missing

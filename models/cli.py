@@ -27,7 +27,9 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from models.storage import StorageError
     from models.training.engine import TrainingError
 
-    return (DatasetError, SceneError, StorageError, TrainingError, BackendUnavailable, ValueError, FileNotFoundError)
+    # OSError: files a command cannot read or write (missing, a folder, read-only, a full disk);
+    # its message names the file
+    return (DatasetError, SceneError, StorageError, TrainingError, BackendUnavailable, ValueError, OSError)
 
 
 class Progress:
@@ -176,11 +178,7 @@ def cmd_train(a) -> int:
 def distill_overrides(a) -> dict:
     """The stage-config overrides that ``distill``'s options ask for (validated here)."""
     overrides = {"steps": a.steps}
-    if a.steps is not None and a.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {a.steps}")
     if a.time_budget is not None:
-        if not math.isfinite(a.time_budget) or a.time_budget <= 0:
-            raise ValueError(f"--time-budget must be a positive number of seconds, got {a.time_budget}")
         overrides["time_budget_s"] = a.time_budget
     r2l_only = {"--variant": a.variant, "--pseudo": a.pseudo, "--teacher": a.teacher, "--batch-rays": a.batch_rays}
     if a.backend != "r2l":
@@ -193,8 +191,6 @@ def distill_overrides(a) -> dict:
 
         overrides["mlp"] = R2LMLPConfig.from_name(a.variant)
     if a.batch_rays is not None:
-        if a.batch_rays < 1:
-            raise ValueError(f"--batch-rays must be >= 1, got {a.batch_rays}")
         overrides["batch_rays"] = a.batch_rays
     if a.pseudo is not None:
         overrides["pseudo_source"] = a.pseudo
@@ -415,8 +411,56 @@ def orbit_cameras(scene, ref, n: int):
 
 
 # ------------------------------------------------------------------------------------ parser
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error format: one line ``error: ...`` and exit status 2."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog.split()[-1] if ' ' in self.prog else self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def int_at_least(low: int, high: int | None = None):
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if v < low or (high is not None and v > high):
+            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], got {v}" if high is not None
+                                             else f"must be an integer >= {low}, got {v}")
+        return v
+
+    return parse
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got {text}")
+    return v
+
+
+def device_name(text: str) -> str:
+    """An argparse type: cuda, cuda:N, mps or cpu."""
+    import re
+
+    if not re.fullmatch(r"cuda(:\d+)?|mps|cpu", text):
+        raise argparse.ArgumentTypeError(f"must be cuda, cuda:N, mps or cpu, got {text!r}")
+    return text
+
+
+POSITIVE = int_at_least(1)
+IMAGE_SIZE = int_at_least(1, 16384)
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--device", default=None, type=device_name, help="cuda, mps or cpu (default: best available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -426,35 +470,35 @@ def add_events(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="main.py", description="Neural scene viewer: train, distil, evaluate and view "
+    ap = Parser(prog="main.py", description="Neural scene viewer: train, distil, evaluate and view "
                                  "NeRF / KiloNeRF / R2L scenes.")
     sub = ap.add_subparsers(dest="command")
 
     p = sub.add_parser("view", help="open the viewer (default command; no SCENE: the bundled demo scene)")
     p.add_argument("scene", nargs="?", default=None)
-    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    p.add_argument("--quit-after", type=float, default=None, help="close after this many seconds (smoke tests)")
+    p.add_argument("--device", default=None, type=device_name, help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--quit-after", type=positive_seconds, default=None, help="close after this many seconds (smoke tests)")
     p.add_argument("--screenshot", default=None, help="with --quit-after: save the GL canvas to this PNG first")
 
     p = sub.add_parser("make-scene", help="write the project's procedural scene as a Blender-format dataset")
     p.add_argument("out")
-    p.add_argument("--size", type=int, default=64, help="image size in pixels (square)")
+    p.add_argument("--size", type=int_at_least(8, 4096), default=64, help="image size in pixels (square, 8-4096)")
     p.add_argument("--views", default="40", help="train views, or train,val,test counts (default 40 -> 40,8,8)")
 
     p = sub.add_parser("train", help="fit the NeRF teacher of a dataset into a scene folder")
     p.add_argument("data", help="dataset folder (Blender, LLFF or transforms.json)")
     p.add_argument("--out", required=True, help="scene folder to write (resumes if it holds a checkpoint)")
     p.add_argument("--preset", default="standard", help="tiny | quick | standard | paper")
-    p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
+    p.add_argument("--steps", type=POSITIVE, default=None, help="override the preset's step count")
     p.add_argument("--half-res", action="store_true", help="Blender: train at half resolution")
-    p.add_argument("--factor", type=int, default=None, help="LLFF: image downsampling factor (images_N)")
-    p.add_argument("--views", type=int, default=None, help="sparse views: keep N training views (3/6/9)")
+    p.add_argument("--factor", type=POSITIVE, default=None, help="LLFF: image downsampling factor (images_N)")
+    p.add_argument("--views", type=POSITIVE, default=None, help="sparse views: keep N training views (3/6/9)")
     p.add_argument("--sparse-reg", action="store_true", help="RegNeRF regularisation (depth smoothness on "
                    "unobserved patches, sample-space annealing, gradient clipping); needs --views")
-    p.add_argument("--time-budget", type=float, default=None, help="stop training after this many seconds")
+    p.add_argument("--time-budget", type=positive_seconds, default=None, help="stop training after this many seconds")
     p.add_argument("--cuda-graph", action="store_true",
                    help="replay the training step as a CUDA graph (experimental; measured slower than eager)")
-    p.add_argument("--samples-per-step", type=int, default=None,
+    p.add_argument("--samples-per-step", type=POSITIVE, default=None,
                    help="occupancy sampler: samples per step the ray batch adapts to (preset: 2^18)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     add_common(p)
@@ -464,17 +508,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scene")
     p.add_argument("--backend", required=True, choices=["kilonerf", "r2l"])
     p.add_argument("--preset", default="standard", help="tiny | quick | standard | paper")
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--steps", type=POSITIVE, default=None, help="override the preset's step count")
     p.add_argument("--data", default=None, help="dataset folder (default: the one in scene.json)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
-    p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--time-budget", type=positive_seconds, default=None, help="stop after this many seconds")
     p.add_argument("--variant", default=None,
                    help="r2l: student network (default: the preset's; e.g. W256D88, the paper's)")
     p.add_argument("--pseudo", default=None, choices=["online", "pool"],
                    help="r2l: fresh teacher rays every step (online) or a fixed pool of teacher images")
     p.add_argument("--teacher", default=None, choices=["auto", "kilonerf", "march", "backend"],
                    help="r2l: which renderer labels the pseudo rays (default auto: the fastest the scene has)")
-    p.add_argument("--batch-rays", type=int, default=None, help="r2l: rays per step (per process under torchrun)")
+    p.add_argument("--batch-rays", type=POSITIVE, default=None, help="r2l: rays per step (per process under torchrun)")
     add_common(p)
     add_events(p)
 
@@ -483,8 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="nerf", help="nerf | kilonerf | r2l | all | comma list")
     p.add_argument("--split", default="test")
     p.add_argument("--json", default=None, help="write the report as JSON")
-    p.add_argument("--size", type=int, default=None, help="render with the longest side this many pixels")
-    p.add_argument("--max-views", type=int, default=None)
+    p.add_argument("--size", type=IMAGE_SIZE, default=None, help="render with the longest side this many pixels")
+    p.add_argument("--max-views", type=POSITIVE, default=None)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
     p.add_argument("--data", default=None, help="dataset folder (default: the one in scene.json)")
     add_common(p)
@@ -494,12 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="nerf")
     p.add_argument("--out", required=True, help="FILE.mp4, FILE.gif or a folder for PNGs")
     p.add_argument("--path", default="orbit", choices=["orbit", "test"])
-    p.add_argument("--size", type=int, default=None)
-    p.add_argument("--frames", type=int, default=60, help="orbit frames")
+    p.add_argument("--size", type=IMAGE_SIZE, default=None)
+    p.add_argument("--frames", type=int_at_least(1, 100000), default=60, help="orbit frames")
     p.add_argument("--views", default=None, help="only these camera indices of the path, e.g. 0,8")
     p.add_argument("--output", default="rgb", choices=["rgb", "depth", "acc"], help="what to write (depth and "
                    "opacity colour-mapped)")
-    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--fps", type=int_at_least(1, 240), default=30)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
     add_common(p)
 
@@ -513,11 +557,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="quality and speed of every backend in one run (tables + plot)")
     p.add_argument("scene")
     p.add_argument("--backends", default="all", help="all | comma list")
-    p.add_argument("--size", type=int, default=None, help="timing resolution (longest side); default native")
+    p.add_argument("--size", type=IMAGE_SIZE, default=None, help="timing resolution (longest side); default native")
     p.add_argument("--out", default=None, help="folder for bench.md/.csv/.json/.png")
-    p.add_argument("--views", type=int, default=None, help="test views for quality (default all)")
-    p.add_argument("--timing-views", type=int, default=5, help="test cameras timed")
-    p.add_argument("--repeats", type=int, default=3, help="timed renders of each timing camera")
+    p.add_argument("--views", type=POSITIVE, default=None, help="test views for quality (default all)")
+    p.add_argument("--timing-views", type=POSITIVE, default=5, help="test cameras timed")
+    p.add_argument("--repeats", type=POSITIVE, default=3, help="timed renders of each timing camera")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
     p.add_argument("--data", default=None, help="dataset folder (default: the one in scene.json)")
     add_common(p)

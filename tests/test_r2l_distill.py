@@ -102,9 +102,11 @@ def test_cli_distill_the_papers_network_and_eval(distilled, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--variant", "W7D3"], "R2L depth must be an even number"),
     (["--variant", "huge"], "R2L variant names look like"),
-    (["--batch-rays", "0"], "--batch-rays must be >= 1"),
-    (["--time-budget", "-5"], "--time-budget must be a positive"),
-    (["--steps", "0"], "--steps must be >= 1"),
+    (["--batch-rays", "0"], "argument --batch-rays: must be an integer >= 1, got 0"),
+    (["--time-budget", "-5"], "argument --time-budget: must be a positive, finite number"),
+    (["--time-budget", "nan"], "argument --time-budget: must be a positive, finite number"),
+    (["--steps", "0"], "argument --steps: must be an integer >= 1"),
+    (["--device", "tpu"], "argument --device: must be cuda, cuda:N, mps or cpu"),
 ])
 def test_cli_distill_rejects_bad_settings(tmp_path, args, message):
     out = _main("distill", str(tmp_path / "nowhere"), "--backend", "r2l", *args, timeout=120)

@@ -68,6 +68,16 @@ def test_cli_errors_are_one_line(tmp_path):
         ["eval", str(tmp_path / "missing")],
         ["train", str(tmp_path), "--out", str(tmp_path / "s")],
         ["train", str(tmp_path), "--out", str(tmp_path / "s"), "--preset", "nonsense"],
+        ["train", str(tmp_path), "--out", str(tmp_path / "s"), "--steps", "-5"],
+        ["train", str(tmp_path), "--out", str(tmp_path / "s"), "--time-budget", "nan"],
+        ["make-scene", str(tmp_path / "d"), "--size", "-1"],
+        ["make-scene", str(tmp_path / "d"), "--size", "100000"],
+        ["eval", str(tmp_path), "--size", "0"],
+        ["eval", str(tmp_path), "--max-views", "-1"],
+        ["render", str(tmp_path), "--out", "x.gif", "--fps", "0"],
+        ["bench", str(tmp_path), "--repeats", "0"],
+        ["eval", str(tmp_path), "--device", "tpu"],
+        ["nonsense-command"],
     ]
     for args in cases:
         out = subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -245,7 +245,16 @@ def run_job(
         found = read_checkpoint(checkpoint)
         if found is not None:
             start_step, tensors = found
-            job.restore(tensors)
+            try:
+                job.restore(tensors)
+            except TrainingError:
+                raise
+            except (RuntimeError, ValueError, KeyError) as e:  # e.g. a checkpoint of another preset
+                raise TrainingError(f"{checkpoint}: the checkpoint does not match this job's configuration "
+                                    f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); "
+                                    "rerun with --restart to start over") from None
+            if start_step < 0:
+                raise TrainingError(f"{checkpoint}: the checkpoint records step {start_step}; rerun with --restart")
             on_event(TrainEvent("log", job.stage, start_step, job.total_steps,
                                 message=f"resumed {job.stage} from step {start_step} ({checkpoint})"))
     on_event(TrainEvent("started", job.stage, start_step, job.total_steps))
