@@ -145,7 +145,7 @@ def cmd_train(a) -> int:
     device = devices.resolve_device(a.device)
     opts = dataset_options(a)
     data = load_dataset(a.data, **opts)
-    scene = open_or_create_scene(Path(a.out), data)
+    scene = open_or_create_scene(Path(a.out), data, a.data_mismatch_ok)
     scene.dataset["options"] = opts
     scene.save_manifest()
     overrides = {"steps": a.steps}
@@ -210,7 +210,7 @@ def cmd_distill(a) -> int:
     if info.enabled and a.backend != "r2l":
         raise ValueError("multi-process distillation (torchrun) is implemented for --backend r2l")
     scene = Scene.load(Path(a.scene))
-    data = dataset_for_scene(scene, a.data)
+    data = dataset_for_scene(scene, a.data, a.data_mismatch_ok)
     progress = Progress(a.quiet or not info.is_main, a.events if info.is_main else None)
     try:
         run_pipeline(scene, data, [StageSpec(a.backend, a.preset, overrides)], device,
@@ -252,7 +252,7 @@ def cmd_eval(a) -> int:
 
     device = devices.resolve_device(a.device)
     scene = Scene.load(Path(a.scene))
-    data = dataset_for_scene(scene, a.data)
+    data = dataset_for_scene(scene, a.data, a.data_mismatch_ok)
     if a.split not in data.splits:
         raise ValueError(f"dataset has no '{a.split}' split (has: {', '.join(data.splits)})")
     split = data.splits[a.split]
@@ -360,7 +360,7 @@ def cmd_bench(a) -> int:
 
     device = devices.resolve_device(a.device)
     scene = Scene.load(Path(a.scene))
-    data = dataset_for_scene(scene, a.data)
+    data = dataset_for_scene(scene, a.data, a.data_mismatch_ok)
     names = backends_arg(scene, a.backends)
     if not names:
         raise ValueError(f"{scene.root}: no trained backends to benchmark")
@@ -464,6 +464,11 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_data_mismatch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-mismatch-ok", action="store_true",
+                   help="use a dataset other than the one the scene was made from (other cameras or images)")
+
+
 def add_events(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", default=None, metavar="FILE",
                    help="append the job's events (validation PSNR, losses, speed) to FILE as JSON lines")
@@ -502,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="occupancy sampler: samples per step the ray batch adapts to (preset: 2^18)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     add_common(p)
+    add_data_mismatch(p)
     add_events(p)
 
     p = sub.add_parser("distill", help="distil KiloNeRF or R2L from a scene's NeRF teacher")
@@ -520,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="r2l: which renderer labels the pseudo rays (default auto: the fastest the scene has)")
     p.add_argument("--batch-rays", type=POSITIVE, default=None, help="r2l: rays per step (per process under torchrun)")
     add_common(p)
+    add_data_mismatch(p)
     add_events(p)
 
     p = sub.add_parser("eval", help="PSNR/SSIM per view and mean")
@@ -532,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
     p.add_argument("--data", default=None, help="dataset folder (default: the one in scene.json)")
     add_common(p)
+    add_data_mismatch(p)
 
     p = sub.add_parser("render", help="render a video (mp4/gif) or PNG frames")
     p.add_argument("scene")
@@ -565,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
     p.add_argument("--data", default=None, help="dataset folder (default: the one in scene.json)")
     add_common(p)
+    add_data_mismatch(p)
     return ap
 
 

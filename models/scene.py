@@ -103,6 +103,65 @@ class SceneError(Exception):
     """A scene folder is missing, malformed or of an unsupported version."""
 
 
+class SceneLock:
+    """One writer per scene folder: a ``.writer.lock`` file naming the process that trains into it.
+
+    A second job gets a ``SceneError`` naming the first; the lock of a process that died (kill -9)
+    is taken over. Use as a context manager around a job that writes the scene.
+    """
+
+    FILE = ".writer.lock"
+
+    def __init__(self, root: Path, what: str = "a training job"):
+        self.path = Path(root) / self.FILE
+        self.what = what
+        self.held = False
+
+    def __enter__(self) -> "SceneLock":
+        import json
+        import os
+        import time
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    info = json.loads(self.path.read_text() or "{}")
+                    pid = int(info.get("pid", -1))
+                except (OSError, ValueError):
+                    info, pid = {}, -1
+                if pid > 0 and _alive(pid):
+                    raise SceneError(f"{self.path.parent}: {info.get('what', 'another job')} (process {pid}, since "
+                                     f"{info.get('since', '?')}) is writing this scene; wait for it to finish or "
+                                     "stop it") from None
+                self.path.unlink(missing_ok=True)  # its writer is gone: a stale lock
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "what": self.what, "since": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
+            self.held = True
+            return self
+        raise SceneError(f"{self.path}: could not take the scene's writer lock")
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class Scene:
     """An opened scene folder (the manifest in memory; weights loaded on demand)."""
@@ -119,8 +178,12 @@ class Scene:
     backends: dict[str, dict] = field(default_factory=dict)
     occupancy: dict | None = None
     extra: dict = field(default_factory=dict)
+    unknown: dict = field(default_factory=dict)
+    """Top-level manifest keys this version does not know (written back unchanged)."""
 
     MANIFEST = "scene.json"
+    KNOWN_KEYS = ("format", "version", "dataset", "aabb", "near", "far", "ndc", "background", "camera_convention",
+                  "up", "cameras", "backends", "occupancy", "extra")
 
     # ------------------------------------------------------------------------------ creation
     @staticmethod
@@ -191,6 +254,7 @@ class Scene:
                 backends=dict(m.get("backends", {})),
                 occupancy=m.get("occupancy"),
                 extra=dict(m.get("extra", {})),
+                unknown={k: v for k, v in m.items() if k not in Scene.KNOWN_KEYS},
             )
         except (KeyError, TypeError, ValueError) as e:
             raise SceneError(f"{root / Scene.MANIFEST}: malformed manifest ({e!r})") from None
@@ -201,6 +265,7 @@ class Scene:
 
     def to_json(self) -> dict:
         return {
+            **self.unknown,
             "format": FORMAT,
             "version": VERSION,
             "dataset": self.dataset,
@@ -321,8 +386,9 @@ class Scene:
             copy.save_manifest()
             old = None
             if out.exists():
-                old = parent / f".{out.name}.replaced-{os.getpid()}"
-                out.rename(old)
+                with SceneLock(out, "an export"):  # never under a job that is writing it
+                    old = parent / f".{out.name}.replaced-{os.getpid()}"
+                    out.rename(old)
             tmp.rename(out)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)

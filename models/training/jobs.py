@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from models.data import SceneData, load_dataset
-from models.scene import Scene, SceneError
+from models.scene import Scene, SceneError, SceneLock
 from models.training.engine import (
     EventCallback,
     JobControl,
@@ -79,24 +79,59 @@ def make_job(stage: str, scene: Scene, data: SceneData, config, device: torch.de
         data, scene, config, device)
 
 
-def open_or_create_scene(out: Path, data: SceneData) -> Scene:
+def data_mismatch(scene: Scene, data: SceneData) -> str | None:
+    """Why ``data`` is not the dataset ``scene`` was made from (kind, training cameras, image
+    size), or None when it is. The scene's manifest records the dataset's cameras."""
+    kind = scene.dataset.get("kind")
+    if kind and kind != data.kind:
+        return f"it was made from a {kind} dataset, this is {data.kind}"
+    stored = scene.cameras.get("train")
+    train = data.splits.get("train")
+    if not stored or train is None:
+        return None
+    if len(stored) != len(train):
+        return f"it was made from {len(stored)} training views, this dataset has {len(train)}"
+    if (int(stored[0]["width"]), int(stored[0]["height"])) != (train.width, train.height):
+        return (f"its training images are {stored[0]['width']}x{stored[0]['height']}, this dataset's "
+                f"{train.width}x{train.height}")
+    c2w = torch.tensor([c["c2w"] for c in stored], dtype=torch.float32)
+    if not torch.allclose(c2w, train.c2w.float(), atol=1e-3):
+        return "its training cameras differ from this dataset's"
+    return None
+
+
+def check_scene_data(scene: Scene, data: SceneData, allow_mismatch: bool = False) -> None:
+    """Refuse to train, distil or evaluate ``scene`` on data it was not made from."""
+    why = data_mismatch(scene, data)
+    if why is not None and not allow_mismatch:
+        raise SceneError(f"{scene.root}: {data.root} is not this scene's dataset ({why}); "
+                         "pass --data-mismatch-ok to use it anyway")
+
+
+def open_or_create_scene(out: Path, data: SceneData, allow_mismatch: bool = False) -> Scene:
     """Open the scene folder ``out`` if it exists (resume), else create it for ``data``."""
     out = Path(out)
     if (out / Scene.MANIFEST).exists():
-        return Scene.load(out)
+        scene = Scene.load(out)
+        check_scene_data(scene, data, allow_mismatch)
+        return scene
     if out.exists() and any(out.iterdir()):
         raise SceneError(f"{out}: folder exists, is not empty and holds no scene.json; choose another output")
     return Scene.create(out, data)
 
 
-def dataset_for_scene(scene: Scene, data_path: str | Path | None = None, **options) -> SceneData:
-    """Load the dataset a scene was trained on (or ``data_path`` when given)."""
+def dataset_for_scene(scene: Scene, data_path: str | Path | None = None, allow_mismatch: bool = False,
+                      **options) -> SceneData:
+    """Load the dataset a scene was trained on (or ``data_path`` when given, if it is the same
+    data: see ``check_scene_data``)."""
     path = data_path or scene.dataset.get("path")
     if not path:
         raise SceneError(f"{scene.root}: scene.json names no dataset; pass --data")
     opts = dict(scene.dataset.get("options", {}))
     opts.update(options)
-    return load_dataset(path, **opts)
+    data = load_dataset(path, **opts)
+    check_scene_data(scene, data, allow_mismatch)
+    return data
 
 
 @dataclass
@@ -117,7 +152,20 @@ def run_pipeline(
     control: JobControl | None = None,
     resume: bool = True,
 ) -> dict:
-    """Run stages in order (teacher, then distillations), each resumable from its checkpoint."""
+    """Run stages in order (teacher, then distillations), each resumable from its checkpoint.
+
+    The scene folder is locked while the stages run (``SceneLock``: a second writer gets an error);
+    under torchrun only rank 0 writes, and only it takes the lock."""
+    from models.training import distributed
+
+    if not distributed.current().is_main:
+        return _run_stages(scene, data, stages, device, on_event, control, resume)
+    what = "training (" + ", ".join(s.stage for s in stages) + ")"
+    with SceneLock(scene.root, what):
+        return _run_stages(scene, data, stages, device, on_event, control, resume)
+
+
+def _run_stages(scene, data, stages, device, on_event, control, resume) -> dict:
     results = {}
     for spec in stages:
         cfg = stage_config(spec.stage, spec.preset, spec.overrides)

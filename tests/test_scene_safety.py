@@ -1,0 +1,71 @@
+"""A scene has one writer at a time and is trained only on the data it was made from."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import copy_scene
+from models.scene import Scene, SceneError, SceneLock
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _main(*args):
+    return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tiny_teacher_scene, tmp_path):
+    scene = copy_scene(tiny_teacher_scene, tmp_path / "scene")
+    with SceneLock(scene, "a test job"):
+        out = _main("distill", str(scene), "--backend", "r2l", "--preset", "tiny", "--steps", "2", "--quiet")
+        assert out.returncode == 2 and out.stderr.startswith("error:"), out.stderr
+        assert f"a test job (process {os.getpid()}" in out.stderr
+        with pytest.raises(SceneError, match="is writing this scene"):
+            with SceneLock(scene):
+                pass
+    assert not (scene / SceneLock.FILE).exists()
+    # a lock left by a killed process (its pid no longer runs) does not block the next job
+    (scene / SceneLock.FILE).write_text(json.dumps({"pid": 2**22 + 4321, "what": "a killed job"}))
+    out = _main("distill", str(scene), "--backend", "r2l", "--preset", "tiny", "--steps", "2", "--quiet", "--restart")
+    assert out.returncode == 0, out.stderr
+    assert not (scene / SceneLock.FILE).exists()
+
+
+def test_export_does_not_replace_a_scene_being_written(tiny_teacher_scene, tmp_path):
+    src = Scene.load(copy_scene(tiny_teacher_scene, tmp_path / "scene"))
+    target = copy_scene(tiny_teacher_scene, tmp_path / "target")
+    with SceneLock(target, "a test job"):
+        with pytest.raises(SceneError, match="is writing this scene"):
+            src.export(target, force=True)
+    assert Scene.load(target).backends.keys() == src.backends.keys() and (target / "checkpoints").is_dir()
+
+
+def test_other_data_is_refused_unless_asked(tiny_teacher_scene, tmp_path):
+    scene = copy_scene(tiny_teacher_scene, tmp_path / "scene")
+    other = tmp_path / "other"
+    out = _main("make-scene", str(other), "--size", "32", "--views", "20,4,4")
+    assert out.returncode == 0, out.stderr
+    for args in (["distill", str(scene), "--backend", "r2l", "--preset", "tiny", "--steps", "2", "--data", str(other)],
+                 ["eval", str(scene), "--max-views", "1", "--data", str(other)],
+                 ["train", str(other), "--out", str(scene), "--preset", "tiny", "--steps", "2"]):
+        out = _main(*args, "--quiet")
+        assert out.returncode == 2 and "is not this scene's dataset" in out.stderr, (args, out.stderr)
+        assert "--data-mismatch-ok" in out.stderr
+    out = _main("eval", str(scene), "--max-views", "1", "--data", str(other), "--data-mismatch-ok", "--quiet")
+    assert out.returncode == 0, out.stderr
+
+
+def test_manifest_keys_of_newer_versions_survive_a_rewrite(tiny_teacher_scene, tmp_path):
+    scene = copy_scene(tiny_teacher_scene, tmp_path / "scene")
+    m = json.loads((scene / "scene.json").read_text())
+    m["annotations"] = {"author": "someone", "notes": [1, 2]}
+    m["backends"]["nerf"]["colour_space"] = "srgb"
+    (scene / "scene.json").write_text(json.dumps(m))
+    s = Scene.load(scene)
+    s.set_metrics("nerf", {"test_psnr": 1.0})
+    back = json.loads((scene / "scene.json").read_text())
+    assert back["annotations"] == m["annotations"] and back["backends"]["nerf"]["colour_space"] == "srgb"
