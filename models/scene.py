@@ -261,7 +261,24 @@ class Scene:
         for name, entry in scene.backends.items():
             if not isinstance(entry, dict) or "weights" not in entry:
                 raise SceneError(f"{root / Scene.MANIFEST}: backend '{name}' entry has no 'weights' file")
+            scene.file_in_folder(entry["weights"], f"backends.{name}.weights")
+            if not isinstance(entry.get("config", {}), dict) or not isinstance(entry.get("metrics", {}), dict):
+                raise SceneError(f"{root / Scene.MANIFEST}: backends.{name}: config and metrics must be objects")
+        if scene.occupancy is not None:
+            if not isinstance(scene.occupancy, dict) or "weights" not in scene.occupancy:
+                raise SceneError(f"{root / Scene.MANIFEST}: occupancy: expected an object with a 'weights' file")
+            scene.file_in_folder(scene.occupancy["weights"], "occupancy.weights")
+        if len(scene.background) != 3 or len(scene.up) != 3 or not (scene.far > scene.near):
+            raise SceneError(f"{root / Scene.MANIFEST}: background and up need 3 numbers and far > near")
         return scene
+
+    def file_in_folder(self, name, field: str) -> Path:
+        """``self.root / name`` for a manifest's file entry, which must be a plain file name in
+        the scene folder (no folders, no absolute paths: a scene never reads outside itself)."""
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise SceneError(f"{self.root / self.MANIFEST}: {field}: expected a file name in the scene folder, "
+                             f"got {name!r}")
+        return self.root / name
 
     def to_json(self) -> dict:
         return {
@@ -308,7 +325,7 @@ class Scene:
         if entry is None:
             raise SceneError(f"{self.root}: no '{name}' model in this scene")
         try:
-            tensors = load_tensors(self.root / entry["weights"], device)
+            tensors = load_tensors(self.file_in_folder(entry["weights"], f"backends.{name}.weights"), device)
         except StorageError as e:
             raise SceneError(str(e)) from None
         # weights may be stored in half precision (exported scenes); modules run in float32
@@ -329,9 +346,11 @@ class Scene:
         if not self.occupancy:
             return None
         try:
-            t = load_tensors(self.root / self.occupancy["weights"], device)["occupied"]
+            t = load_tensors(self.file_in_folder(self.occupancy["weights"], "occupancy.weights"), device)["occupied"]
         except (StorageError, KeyError) as e:
             raise SceneError(f"{self.root}: occupancy grid unreadable ({e})") from None
+        if t.dim() != 3 or min(t.shape) < 1:
+            raise SceneError(f"{self.root}: occupancy grid must be a 3-D grid, got shape {tuple(t.shape)}")
         return t.bool()
 
     def export(self, out: Path, half: bool = True, backends: list[str] | None = None, force: bool = False) -> "Scene":

@@ -322,6 +322,25 @@ def test_backend_renders_in_chunks_reports_samples_and_aborts():
         b.render(req, should_abort=lambda: True)
 
 
+def test_weights_that_disagree_with_their_tables_are_refused_before_allocation():
+    # without the check the crafted table would make the backend allocate a million networks (~22 GB)
+    from models.backends.base import BackendUnavailable
+
+    f = random_field()
+    occ = (f.cell_to_net >= 0).repeat_interleave(4, 0).repeat_interleave(4, 1).repeat_interleave(4, 2)
+    good = {f"field.{k}": v for k, v in f.state_dict().items()}
+    good["ess.occupied"] = occ.to(torch.uint8)
+    config = {"field": f.config.to_dict(), "render": KiloNerfRenderConfig().to_dict()}
+    big = dict(good)
+    big["field.cell_to_net"] = good["field.cell_to_net"].clone()
+    big["field.cell_to_net"].view(-1)[0] = 10**6  # a crafted entry: a million networks
+    flat = dict(good, **{"ess.occupied": occ.reshape(-1).to(torch.uint8)})
+    wrong = dict(good, **{"field.b2": good["field.b2"][:, :-1]})
+    for state, match in ((big, "names networks"), (flat, "3-D grid"), (wrong, "field.b2: expected shape")):
+        with pytest.raises(BackendUnavailable, match=match):
+            KiloNerfBackend("cpu").load_state_dict(state, config)
+
+
 def test_a_float16_copy_of_the_weights_renders_like_the_original():
     # what ``main.py export`` stores: every float tensor as float16; the box comes from the manifest
     f = random_field()

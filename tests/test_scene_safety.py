@@ -69,3 +69,16 @@ def test_manifest_keys_of_newer_versions_survive_a_rewrite(tiny_teacher_scene, t
     s.set_metrics("nerf", {"test_psnr": 1.0})
     back = json.loads((scene / "scene.json").read_text())
     assert back["annotations"] == m["annotations"] and back["backends"]["nerf"]["colour_space"] == "srgb"
+
+
+@pytest.mark.parametrize("weights", ["../../elsewhere.safetensors", "/etc/passwd", "sub/nerf.safetensors", 5, None, ""])
+def test_manifest_file_entries_stay_inside_the_scene(tiny_teacher_scene, tmp_path, weights):
+    scene = copy_scene(tiny_teacher_scene, tmp_path / "scene")
+    m = json.loads((scene / "scene.json").read_text())
+    m["backends"]["nerf"]["weights"] = weights
+    (scene / "scene.json").write_text(json.dumps(m))
+    with pytest.raises(SceneError, match="expected a file name in the scene folder"):
+        Scene.load(scene)
+    if weights == "/etc/passwd":  # and the CLI says so in one line
+        out = _main("eval", str(scene), "--max-views", "1", "--quiet")
+        assert out.returncode == 2 and out.stderr.startswith("error:") and "Traceback" not in out.stderr, out.stderr

@@ -488,6 +488,31 @@ def marcher_disagreement(field: KiloNerfGrid, ess: EssGrid, config: KiloNerfRend
 ACCEL_CHOICES = ("auto", "fused", "fused-net", "torch")
 
 
+def check_kilonerf_tensors(state: dict[str, torch.Tensor], fcfg: KiloNerfFieldConfig) -> None:
+    """Refuse weights whose tables disagree with each other before anything is allocated from them:
+    ``cell_to_net`` must name networks 0..M-1 (or -1 for an empty cell) where M is the number of
+    networks the weight tensors hold, every layer must have that shape, and the grids must be 3-D."""
+    c2n = state.get("field.cell_to_net")
+    if c2n is None or c2n.dim() != 3 or c2n.is_floating_point():
+        raise ValueError("field.cell_to_net must be a 3-D integer grid")
+    shapes = fcfg.layer_shapes()
+    first = state.get(f"field.{next(iter(shapes))}")
+    if first is None:
+        raise ValueError(f"field.{next(iter(shapes))} missing")
+    m = int(first.shape[0])
+    lo, hi = int(c2n.min()), int(c2n.max())
+    if lo < -1 or hi >= m or hi < 0:
+        raise ValueError(f"field.cell_to_net names networks {lo}..{hi}, the weights hold {m}")
+    for i, (name, (fan_in, fan_out)) in enumerate(shapes.items(), start=1):
+        for key, shape in ((f"field.{name}", (m, fan_in, fan_out)), (f"field.b{i}", (m, fan_out))):
+            t = state.get(key)
+            if t is None or tuple(t.shape) != shape:
+                raise ValueError(f"{key}: expected shape {shape}, got {None if t is None else tuple(t.shape)}")
+    occ = state.get("ess.occupied")
+    if occ is None or occ.dim() != 3:
+        raise ValueError("ess.occupied must be a 3-D grid")
+
+
 class KiloNerfBackend(RendererBackend):
     """Thousands of tiny MLPs with ESS + ERT (Reiser et al. 2021).
 
@@ -552,6 +577,7 @@ class KiloNerfBackend(RendererBackend):
             # the tensor by ~1e-3, which would shift every cell's local frame (and sin(2^9 x) with it)
             aabb = (torch.tensor(config["aabb"], dtype=torch.float32, device=self.device) if "aabb" in config
                     else state["field.aabb"].to(self.device).float())
+            check_kilonerf_tensors(state, fcfg)  # before allocating anything they imply
             field = KiloNerfGrid(aabb, state["field.cell_to_net"].to(self.device), fcfg).to(self.device)
             field.load_state_dict({k[len("field."):]: v.to(self.device) for k, v in state.items()
                                    if k.startswith("field.")})
@@ -560,7 +586,7 @@ class KiloNerfBackend(RendererBackend):
             distance = state.get("ess.distance")
             ess = EssGrid(aabb, occupied, distance.to(self.device) if distance is not None else None,
                           rcfg.distance_cap, field.cell_to_net)
-        except (KeyError, RuntimeError, ValueError) as e:
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise BackendUnavailable(f"KiloNeRF weights unusable: {str(e).splitlines()[0]}") from None
         self.field, self.ess, self.render_config = field.eval(), ess, rcfg
         self.invalidate()
