@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -71,11 +72,19 @@ def run_viewer(scene_path: str | None, argv: list[str] | None = None, device: st
             app.quit()
 
         QTimer.singleShot(int(quit_after * 1000), finish)
+    code = 1
     try:
-        return app.exec()
+        code = app.exec()
+        return code
     finally:
-        window.shutdown()
+        clean = window.shutdown()
         sys.excepthook = previous_hook
+        if not clean:  # the render thread is inside a long, uninterruptible load: do not wait for it
+            print("note: the render thread was still busy when the window closed; exiting without waiting",
+                  file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
 
 
 def freeze_startup_heap() -> None:

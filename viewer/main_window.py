@@ -724,16 +724,22 @@ class MainWindow(QMainWindow):
         self.show_error(f"Unexpected error: {exc_type.__name__}: {exc}")
 
     # ----------------------------------------------------------------------------- closing
-    def shutdown(self) -> None:
-        """Stop a training job and the render thread (aborts the frame in flight at its next chunk)."""
+    SHUTDOWN_WAIT_MS = 5000
+    """How long closing waits for the render thread to finish what it is doing (a frame aborts at
+    its next chunk; loading a backend, e.g. building KiloNeRF's grids, cannot be interrupted)."""
+
+    def shutdown(self) -> bool:
+        """Stop a training job and the render thread (aborts the frame in flight at its next chunk).
+        Returns False if the render thread was still busy after ``SHUTDOWN_WAIT_MS``: the caller
+        then ends the process without waiting for it (closing never hangs)."""
         self.training.shutdown()
         self.comparator.shutdown()
         if not self.render_thread.isRunning():
-            return
+            return True
         self.worker.cancel_offline()
         self.worker.clear_backends()
         self.render_thread.quit()
-        self.render_thread.wait()
+        return self.render_thread.wait(self.SHUTDOWN_WAIT_MS)
 
     def closeEvent(self, event) -> None:
         if not self.training.confirm_close():  # a running job: ask, stop it, close when it ended
