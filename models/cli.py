@@ -287,6 +287,10 @@ def cmd_render(a) -> int:
     from models.cameras import Camera, look_at
     from models.scene import Scene
 
+    if Path(a.out).suffix.lower() not in ("", ".mp4", ".gif"):
+        raise ValueError(f"--out {a.out}: write FILE.mp4, FILE.gif or a folder (no extension) for PNG frames")
+    if a.views and not all(v.strip().lstrip("-").isdigit() for v in a.views.split(",")):
+        raise ValueError(f"--views {a.views}: expected camera indices such as 0,8")
     device = devices.resolve_device(a.device)
     scene = Scene.load(Path(a.scene))
     backend = load_backend(scene, a.backend, device)

@@ -55,6 +55,8 @@ def read_json(path: Path) -> dict:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise StorageError(f"{path}: malformed JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise StorageError(f"{path}: JSON nested too deeply to read") from None
     except (OSError, UnicodeDecodeError) as e:
         raise StorageError(f"{path}: unreadable ({e})") from None
 

@@ -237,3 +237,36 @@ def test_symlinked_real_images_subset(tmp_path, shared_data):
     b = load_blender(src, ("train",), max_images=2).splits["train"]
     assert torch.equal(a.images, b.images) and torch.equal(a.c2w, b.c2w)
     shutil.rmtree(root)
+
+
+# ------------------------------------------------------------------------ limits and escapes
+def test_frames_outside_the_dataset_folder_are_refused(tmp_path):
+    root = make_blender(tmp_path / "d")
+    outside = tmp_path / "secret.png"
+    Image.fromarray(np.zeros((4, 4, 4), dtype=np.uint8)).save(outside)
+    for path in ("../secret", str(outside)):
+        edit_json(root / "transforms_train.json", lambda m: m["frames"][0].update(file_path=path))
+        expect_error(root, "lies outside the dataset folder")
+
+
+def test_impossible_cameras_are_refused(tmp_path):
+    root = make_blender(tmp_path / "d")
+    edit_json(root / "transforms_train.json", lambda m: m.update(camera_angle_x=math.pi))
+    expect_error(root, "camera_angle_x must be below pi")
+    root = make_blender(tmp_path / "e")
+    edit_json(root / "transforms_train.json", lambda m: m["frames"][1].update(transform_matrix=np.zeros((4, 4)).tolist()))
+    expect_error(root, "frame 1", "singular rotation")
+
+
+def test_images_larger_than_the_limit_are_refused_from_their_header(tmp_path, monkeypatch):
+    root = make_blender(tmp_path / "d", size=(20, 10))
+    monkeypatch.setenv("NSV_MAX_IMAGE_PIXELS", "199")
+    expect_error(root, "20x10 pixels is more than this build reads", "NSV_MAX_IMAGE_PIXELS")
+    monkeypatch.setenv("NSV_MAX_IMAGE_PIXELS", "200")
+    assert load_blender(root).splits["train"].width == 20
+
+
+def test_json_nested_too_deeply_is_an_error(tmp_path):
+    root = make_blender(tmp_path / "d")
+    (root / "transforms_train.json").write_text("[" * 200_000 + "]" * 200_000)
+    expect_error(root, "nested too deeply")

@@ -201,3 +201,12 @@ def test_detect_non_dataset(tmp_path):
         assert str(e.value) == msg
     with pytest.raises(DatasetError, match="no such file"):
         load_dataset(tmp_path / "missing")
+
+
+def test_split_lists_that_hold_out_every_frame_are_an_error(tmp_path):
+    root = make_tj(tmp_path / "d", n=4)
+    meta = json.loads((root / "transforms.json").read_text())
+    meta["test_filenames"] = [fr["file_path"] for fr in meta["frames"]]
+    (root / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="leave no training frame"):
+        load_transforms_json(root)

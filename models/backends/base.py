@@ -124,9 +124,14 @@ class RendererBackend(abc.ABC):
         from models.scene import SceneError
 
         try:
-            return scene.load_model(self.name, self.device)
+            tensors, config = scene.load_model(self.name, self.device)
         except SceneError as e:
             raise BackendUnavailable(str(e)) from None
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise BackendUnavailable(f"{scene.root}: {self.name} weights hold NaN or inf values ({', '.join(bad[:3])}"
+                                     f"{', ...' if len(bad) > 3 else ''}); retrain or restore them")
+        return tensors, config
 
     @abc.abstractmethod
     def load(self, scene: "Scene") -> None:

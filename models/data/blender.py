@@ -44,6 +44,8 @@ def read_json_file(path: Path) -> dict:
             meta = json.load(f)
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}: malformed JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: JSON nested too deeply to read") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: unreadable ({e})") from None
     if not isinstance(meta, dict):
@@ -80,7 +82,21 @@ def parse_pose(value, where: str) -> np.ndarray:
         raise DatasetError(f"{where}: transform_matrix contains NaN or inf")
     if m.shape == (3, 4):
         m = np.concatenate([m, [[0.0, 0.0, 0.0, 1.0]]], axis=0)
+    s = np.linalg.svd(m[:3, :3], compute_uv=False)
+    if s[-1] < 1e-6 * max(s[0], 1e-12) or s[0] < 1e-9:
+        raise DatasetError(f"{where}: transform_matrix has a singular rotation (all zeros or degenerate axes)")
     return m
+
+
+def inside(root: Path, file: Path, where: str) -> Path:
+    """``file`` if its path lies inside the dataset folder ``root`` (a dataset never reads
+    elsewhere: no absolute paths or ``..`` out of the folder; links inside it are followed)."""
+    import os
+
+    r, f = os.path.normpath(os.path.abspath(root)), os.path.normpath(os.path.abspath(file))
+    if os.path.commonpath([r, f]) != r:
+        raise DatasetError(f"{where}: {file} lies outside the dataset folder {root}")
+    return Path(file)
 
 
 def number(meta: dict, key: str, path: Path, positive: bool = False) -> float | None:
@@ -205,7 +221,7 @@ def _load_split(
     poses = np.stack(
         [parse_pose(fr["transform_matrix"], f"{path}: frame {i} ({fr['file_path']})") for i, fr in enumerate(frames)]
     )
-    files = [find_image(base / fr["file_path"]) for fr in frames]
+    files = [inside(root, find_image(base / fr["file_path"]), f"{path}: frame {i}") for i, fr in enumerate(frames)]
     factor = 2 if half_res else 1
 
     def prepare(rgba: np.ndarray, p: Path) -> np.ndarray:
@@ -226,9 +242,13 @@ def _load_split(
     if fx is None:
         if angle is None:
             raise DatasetError(f"{path}: missing key 'camera_angle_x' (or 'fl_x')")
+        if angle >= math.pi:
+            raise DatasetError(f"{path}: camera_angle_x must be below pi (180 degrees), got {angle}")
         fx = 0.5 * full_w / math.tan(0.5 * angle)
     if fy is None:
         angle_y = number(meta, "camera_angle_y", path, positive=True)
+        if angle_y is not None and angle_y >= math.pi:
+            raise DatasetError(f"{path}: camera_angle_y must be below pi (180 degrees), got {angle_y}")
         fy = 0.5 * full_h / math.tan(0.5 * angle_y) if angle_y is not None else fx
     cx = number(meta, "cx", path)
     cy = number(meta, "cy", path)
@@ -258,7 +278,7 @@ def _load_depths(
         if fr.get("depth_path") is not None:
             if not isinstance(fr["depth_path"], str):
                 raise DatasetError(f"{path}: frame {fr['file_path']}: 'depth_path' must be a string")
-            p = base / fr["depth_path"]
+            p = inside(base, base / fr["depth_path"], f"{path}: frame {fr['file_path']}: depth_path")
             if not p.is_file():
                 raise DatasetError(f"{p}: depth file not found (named by {path.name})")
             candidates.append(p)

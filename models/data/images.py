@@ -47,21 +47,37 @@ def _as_float(img: Image.Image, path: Path) -> np.ndarray:
     return arr.astype(np.float32) / np.float32(255.0)
 
 
+def max_image_pixels() -> int:
+    """The largest image (width x height) a dataset may hold: 64 M pixels (8192 x 8192), or
+    ``NSV_MAX_IMAGE_PIXELS``. Checked from the header, before any pixel is decoded."""
+    try:
+        return max(1, int(os.environ.get("NSV_MAX_IMAGE_PIXELS", 1 << 26)))
+    except ValueError:
+        return 1 << 26
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode one image file to (H, W, 3|4) float32 in [0, 1].
 
     Raises:
-        DatasetError: one line naming the file when it is missing, unreadable or corrupt.
+        DatasetError: one line naming the file when it is missing, unreadable, corrupt or larger
+            than ``max_image_pixels()``.
     """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: image file not found")
+    limit = max_image_pixels()
     try:
         with Image.open(path) as img:
+            if img.width * img.height > limit:
+                raise DatasetError(f"{path}: {img.width}x{img.height} pixels is more than this build reads "
+                                   f"({limit} pixels; set NSV_MAX_IMAGE_PIXELS to allow more)")
             img.load()
             return _as_float(img, path)
     except DatasetError:
         raise
+    except Image.DecompressionBombError as e:
+        raise DatasetError(f"{path}: image too large to decode safely ({e})") from None
     except UnidentifiedImageError:
         raise DatasetError(f"{path}: not a readable image (unknown or corrupt format)") from None
     except (OSError, ValueError, SyntaxError) as e:  # truncated / corrupt data, bad chunks

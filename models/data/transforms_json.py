@@ -31,7 +31,15 @@ import numpy as np
 import torch
 
 from models.data import DatasetError, SceneData, Split
-from models.data.blender import check_background, frames_of, number, parse_bounds, parse_pose, read_json_file
+from models.data.blender import (
+    check_background,
+    frames_of,
+    inside,
+    number,
+    parse_bounds,
+    parse_pose,
+    read_json_file,
+)
 from models.data.images import find_image, image_size, read_images
 
 FILE_NAME = "transforms.json"
@@ -207,6 +215,8 @@ def _split_indices(meta: dict, frames: list[dict], holdout: int, path: Path) -> 
             out["val"] = out["test"]
         if "test" not in out and "val" in out:
             out["test"] = out["val"]
+        if not out["train"]:
+            raise DatasetError(f"{path}: the split lists leave no training frame (every frame is held out)")
         return out
     test = list(range(0, len(frames), holdout)) if len(frames) > 1 else []
     train = [i for i in range(len(frames)) if i % holdout != 0 or len(frames) == 1]
@@ -246,7 +256,7 @@ def load_transforms_json(
         frames = frames[:max_images]
     wheres = [f"{json_path}: frame {fr['file_path']}" for fr in frames]
     poses = np.stack([parse_pose(fr["transform_matrix"], w) for fr, w in zip(frames, wheres)])
-    files = [find_image(base / fr["file_path"]) for fr in frames]
+    files = [inside(base, find_image(base / fr["file_path"]), w) for fr, w in zip(frames, wheres)]
 
     stacked = read_images(files, workers=workers, channels=4)  # size mismatch -> DatasetError
     n, h, w = stacked.shape[:3]
