@@ -338,6 +338,58 @@ def cmd_render(a) -> int:
     return 0
 
 
+def doctor_checks(path: Path):
+    """(what, problem or None) for everything ``doctor`` checks in a scene or dataset folder."""
+    from models.backends.registry import create
+    from models.data import load_dataset
+    from models.scene import Scene
+    from models.training.engine import read_checkpoint
+    from models.training.jobs import dataset_for_scene
+
+    def attempt(what, fn):
+        try:
+            detail = fn()
+            return what + (f": {detail}" if detail else ""), None
+        except Exception as e:  # noqa: BLE001 - every failure is a finding
+            return what, (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+    if not path.exists():
+        yield str(path), "no such file or folder"
+        return
+    if not (path / "scene.json").is_file():
+        yield attempt(f"dataset {path}", lambda: (lambda d: f"{d.kind}, " + ", ".join(
+            f"{k} {len(v)} views of {v.width}x{v.height}" for k, v in d.splits.items()))(load_dataset(path)))
+        return
+    found = attempt(f"scene manifest {path / 'scene.json'}", lambda: None)
+    try:
+        scene = Scene.load(path)
+    except Exception as e:  # noqa: BLE001
+        yield found[0], str(e).strip().splitlines()[0]
+        return
+    yield found
+    for name in scene.backends:
+        yield attempt(f"{name} weights", lambda name=name: (create(name, "cpu").load(scene), "load on the CPU")[1])
+    if scene.occupancy:
+        yield attempt("occupancy grid", lambda: "x".join(map(str, scene.load_occupancy().shape)))
+    yield attempt(f"dataset {scene.dataset.get('path')}", lambda: (dataset_for_scene(scene), "matches the scene")[1])
+    for ckpt in sorted(scene.checkpoint_dir.glob("*.safetensors")) if scene.checkpoint_dir.is_dir() else []:
+        if ckpt.name == "r2l_pseudo.safetensors" or ckpt.name.startswith("r2l_pseudo."):
+            continue
+        yield attempt(f"checkpoint {ckpt.name}", lambda ckpt=ckpt: f"step {read_checkpoint(ckpt)[0]}")
+
+
+def cmd_doctor(a) -> int:
+    problems = 0
+    for what, problem in doctor_checks(Path(a.path)):
+        if problem is None:
+            print(f"ok       {what}")
+        else:
+            problems += 1
+            print(f"problem  {what}: {problem}")
+    print(f"{problems} problem{'s' if problems != 1 else ''} found in {a.path}")
+    return 2 if problems else 0
+
+
 def colormap(values: torch.Tensor, acc: torch.Tensor | None, kind: str) -> np.ndarray:
     """(H, W) -> (H, W, 3) uint8: depth with turbo over the opaque pixels' range, opacity with viridis."""
     import matplotlib
@@ -566,6 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
     p.add_argument("--force", action="store_true", help="replace a scene already at --out")
 
+    p = sub.add_parser("doctor", help="check a scene or dataset folder and list everything wrong with it")
+    p.add_argument("path")
+
     p = sub.add_parser("bench", help="quality and speed of every backend in one run (tables + plot)")
     p.add_argument("scene")
     p.add_argument("--backends", default="all", help="all | comma list")
@@ -585,6 +640,7 @@ COMMANDS = {
     "make-scene": cmd_make_scene,
     "train": cmd_train,
     "distill": cmd_distill,
+    "doctor": cmd_doctor,
     "eval": cmd_eval,
     "render": cmd_render,
     "bench": cmd_bench,
@@ -604,3 +660,26 @@ def run(argv: list[str], parser: argparse.ArgumentParser | None = None) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - a bug: one line on the terminal, the traceback in a log
+        log = crash_log(e)
+        print(f"error: unexpected {type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+              f" (a bug; the traceback is in {log})", file=sys.stderr)
+        return 1
+
+
+def crash_log(e: BaseException) -> str:
+    """Write the traceback of ``e`` to a log file (``$NSV_LOG_DIR``, else the temp folder); its path."""
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    folder = Path(os.environ.get("NSV_LOG_DIR") or tempfile.gettempdir())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"nsv-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text(f"{' '.join(sys.argv)}\n\n" + "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+        return str(path)
+    except OSError:
+        traceback.print_exception(type(e), e, e.__traceback__)
+        return "(no log could be written: printed above)"

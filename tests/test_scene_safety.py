@@ -82,3 +82,29 @@ def test_manifest_file_entries_stay_inside_the_scene(tiny_teacher_scene, tmp_pat
     if weights == "/etc/passwd":  # and the CLI says so in one line
         out = _main("eval", str(scene), "--max-views", "1", "--quiet")
         assert out.returncode == 2 and out.stderr.startswith("error:") and "Traceback" not in out.stderr, out.stderr
+
+
+def test_doctor_lists_every_problem_of_a_scene(tiny_teacher_scene, tmp_path):
+    scene = copy_scene(tiny_teacher_scene, tmp_path / "scene")
+    out = _main("doctor", str(scene))
+    assert out.returncode == 0 and "0 problems found" in out.stdout, out.stdout + out.stderr
+    (scene / "nerf.safetensors").write_bytes(b"not weights")
+    (scene / "checkpoints" / "teacher.safetensors").write_bytes(b"")
+    out = _main("doctor", str(scene))
+    assert out.returncode == 2 and "2 problems found" in out.stdout, out.stdout
+    assert "problem  nerf weights" in out.stdout and "problem  checkpoint teacher.safetensors" in out.stdout
+    out = _main("doctor", str(tmp_path / "nothing"))
+    assert out.returncode == 2 and "no such file or folder" in out.stdout
+
+
+def test_an_unexpected_error_is_one_line_and_a_log(tmp_path, monkeypatch):
+    from models import cli
+
+    def broken(a):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "doctor", broken)
+    monkeypatch.setenv("NSV_LOG_DIR", str(tmp_path))
+    assert cli.run(["doctor", "x"]) == 1
+    logs = list(tmp_path.glob("nsv-crash-*.log"))
+    assert len(logs) == 1 and "ZeroDivisionError: a bug" in logs[0].read_text() and "Traceback" in logs[0].read_text()
