@@ -39,6 +39,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {args.scene}: {what} (commands: {', '.join(sorted(parser._subparsers._group_actions[0].choices))})",  # noqa: SLF001
                       file=sys.stderr)
                 return 2
+        import os
+
+        if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
+                and not os.environ.get("QT_QPA_PLATFORM")):
+            print("error: no display to open the viewer on (DISPLAY is not set); `bash scripts/run` starts a "
+                  "virtual X server (Xvfb) for it", file=sys.stderr)
+            return 2
         try:
             from viewer.app import run_viewer
         except ImportError as e:  # viewer dependencies missing

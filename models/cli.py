@@ -142,6 +142,9 @@ def cmd_train(a) -> int:
     from models.data import load_dataset
     from models.training.jobs import StageSpec, open_or_create_scene, run_pipeline
 
+    from models.training.jobs import stage_config
+
+    stage_config("teacher", a.preset)  # an unknown preset is an error before anything starts
     device = devices.resolve_device(a.device)
     opts = dataset_options(a)
     data = load_dataset(a.data, **opts)

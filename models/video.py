@@ -33,6 +33,9 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
                                     macro_block_size=1, pixelformat="yuv420p") as wr:
                 for f in frames:
                     wr.append_data(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a normal file's mode, not mkstemp's private 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

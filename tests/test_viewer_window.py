@@ -273,3 +273,14 @@ def test_recent_scenes_and_video_dialog(qtbot, window, tiny_scene):  # noqa: F81
     assert not dlg.source.model().item(1).isEnabled()  # fewer than two keyframes: no path
     s = dlg.settings()
     assert (s.path, s.source, s.frames, s.width, s.height) == ("out/clip.mp4", "orbit", 10, 64, 48)
+
+
+def test_a_scene_opens_on_its_fastest_backend():
+    from viewer.main_window import opening_backend
+
+    assert opening_backend(None, None, ["nerf", "kilonerf", "r2l"]) == "kilonerf"  # a CLI-trained scene
+    assert opening_backend(None, None, ["nerf", "r2l"]) == "r2l"
+    assert opening_backend(None, None, ["nerf"]) == "nerf"
+    assert opening_backend(None, "r2l", ["nerf", "kilonerf", "r2l"]) == "r2l"  # the scene's suggestion
+    assert opening_backend("nerf", "r2l", ["nerf", "kilonerf"]) == "nerf"  # the backend being viewed stays
+    assert opening_backend("nerf", None, []) is None

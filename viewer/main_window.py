@@ -45,6 +45,21 @@ MAX_RECENT = 8
 DEMO_SCENE = Path(__file__).resolve().parent.parent / "assets" / "demo_scene"
 
 
+FASTEST_FIRST = ("kilonerf", "r2l", "nerf")
+"""Backends by frame time (docs/benchmarks.md): the one a scene opens on is the first it has."""
+
+
+def opening_backend(current: str | None, suggested: str | None, available: list[str]) -> str | None:
+    """The backend a newly opened scene shows: the current one if the scene has it, else the
+    scene's own suggestion, else its fastest (``FASTEST_FIRST``), else None."""
+    if current in available:
+        return current
+    if suggested in available:
+        return suggested
+    fastest = [n for n in FASTEST_FIRST if n in available] + [n for n in available if n not in FASTEST_FIRST]
+    return fastest[0] if fastest else None
+
+
 class MainWindow(QMainWindow):
     sceneOpened = pyqtSignal(str)
     """Path of a scene that opened."""
@@ -296,10 +311,9 @@ class MainWindow(QMainWindow):
                 self.backend_selector.set_note(name, "loading…")
         self.banner.hide()
         # keep the current backend across scenes; else the scene's suggestion (the demo names the
-        # backend that is interactive on a CPU), else the first available one
-        suggested = scene.extra.get("default_backend")
-        preferred = (self.backend if self.backend in available
-                     else suggested if suggested in available else (available[0] if available else None))
+        # backend that is interactive on a CPU), else the fastest available one (KiloNeRF renders
+        # a frame fastest on GPUs and CPUs alike, the NeRF teacher slowest)
+        preferred = opening_backend(self.backend, scene.extra.get("default_backend"), available)
         self.backend = preferred
         self.compare_backend = None
         self.backend_selector.set_current(preferred)

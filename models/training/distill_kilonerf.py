@@ -139,7 +139,7 @@ PRESETS: dict[str, KiloNerfConfig] = {
         bounds_resolution=24,
         distill_batch=64, distill_pool=1024, distill_refresh=16, distill_lr=5e-3, distill_lr_final=1e-3,
         render_step_fraction=1.0 / 150.0, finetune_rays=256, finetune_lr=2e-3, finetune_lr_final=5e-4,
-        validate_every=0, validation_size=48, validation_views=2, checkpoint_every_s=10.0, snapshot_every_s=1.0,
+        validate_every=750, validation_size=48, validation_views=2, checkpoint_every_s=10.0, snapshot_every_s=1.0,
     ),
     # a few minutes on a GPU; a rough model
     "quick": KiloNerfConfig(
