@@ -162,6 +162,8 @@ def cmd_train(a) -> int:
         overrides["sparse"] = TeacherConfig.sparse_settings(a.views, a.sparse_reg)
     if a.time_budget is not None:
         overrides["time_budget_s"] = a.time_budget
+    if a.checkpoint_every is not None:
+        overrides["checkpoint_every_s"] = a.checkpoint_every
     if getattr(a, "cuda_graph", False):
         overrides["cuda_graph"] = True
     if getattr(a, "samples_per_step", None):
@@ -183,6 +185,8 @@ def distill_overrides(a) -> dict:
     overrides = {"steps": a.steps}
     if a.time_budget is not None:
         overrides["time_budget_s"] = a.time_budget
+    if a.checkpoint_every is not None:
+        overrides["checkpoint_every_s"] = a.checkpoint_every
     r2l_only = {"--variant": a.variant, "--pseudo": a.pseudo, "--teacher": a.teacher, "--batch-rays": a.batch_rays}
     if a.backend != "r2l":
         used = [k for k, v in r2l_only.items() if v is not None]
@@ -531,6 +535,8 @@ def add_data_mismatch(p: argparse.ArgumentParser) -> None:
 def add_events(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", default=None, metavar="FILE",
                    help="append the job's events (validation PSNR, losses, speed) to FILE as JSON lines")
+    p.add_argument("--checkpoint-every", type=positive_seconds, default=None, metavar="S",
+                   help="seconds between checkpoints (default: the preset's; a killed job loses at most this)")
 
 
 def build_parser() -> argparse.ArgumentParser:
