@@ -427,6 +427,8 @@ def cmd_bench(a) -> int:
     names = backends_arg(scene, a.backends)
     if not names:
         raise ValueError(f"{scene.root}: no trained backends to benchmark")
+    if a.out and Path(a.out).exists() and not Path(a.out).is_dir():
+        raise ValueError(f"--out {a.out}: is a file; bench writes a folder of tables and a plot")
     report = run_bench(scene, data, names, device, a.size, Path(a.out) if a.out else None, a.views, a.timing_views,
                        a.repeats, a.precision, on_progress=lambda m: None if a.quiet else print(m, file=sys.stderr))
     print(markdown_table(report))

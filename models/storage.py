@@ -18,6 +18,10 @@ class StorageError(Exception):
 
 def _atomic_replace(path: Path, write) -> None:
     path = Path(path)
+    if path.is_dir():
+        raise StorageError(f"{path}: is a folder; name a file to write")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise StorageError(f"{path.parent}: is a file, not a folder to write {path.name} into")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

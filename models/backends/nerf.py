@@ -164,11 +164,13 @@ class NerfBackend(RendererBackend):
         self.load_state_dict(tensors, config)
 
     def load_state_dict(self, state, config=None) -> None:
-        cfg = NerfMLPConfig.from_dict(config["mlp"]) if config and "mlp" in config else self.config
-        if cfg != self.config:
-            self.config = cfg
-            self.coarse = NerfMLP(cfg).to(self.device).eval()
-            self.fine = NerfMLP(cfg).to(self.device).eval()
+        try:
+            cfg = NerfMLPConfig.from_dict(config["mlp"]) if config and "mlp" in config else self.config
+            if cfg != self.config:
+                coarse, fine = NerfMLP(cfg).to(self.device).eval(), NerfMLP(cfg).to(self.device).eval()
+                self.config, self.coarse, self.fine = cfg, coarse, fine
+        except (TypeError, ValueError, AttributeError) as e:
+            raise BackendUnavailable(f"NeRF network settings in the manifest are invalid ({e})") from None
         if "occupancy.occupied" in state and self.aabb is not None:
             self.grid = OccupancyGrid.from_tensor(self.aabb, state["occupancy.occupied"].to(self.device))
         coarse = {k[len("coarse."):]: v for k, v in state.items() if k.startswith("coarse.")}

@@ -104,12 +104,15 @@ class R2LBackend(RendererBackend):
 
     def load_state_dict(self, state, config=None) -> None:
         config = config or {}
-        cfg = R2LMLPConfig.from_dict(config["mlp"]) if "mlp" in config else self.config
-        if cfg != self.config or self.net.config != cfg:
-            self.config = cfg
-            self.net = R2LMLP(cfg).to(self.device).eval()
-        if "near" in config and "far" in config:
-            self.near, self.far = float(config["near"]), float(config["far"])
+        try:
+            cfg = R2LMLPConfig.from_dict(config["mlp"]) if "mlp" in config else self.config
+            if cfg != self.config or self.net.config != cfg:
+                net = R2LMLP(cfg).to(self.device).eval()
+                self.config, self.net = cfg, net
+            if "near" in config and "far" in config:
+                self.near, self.far = float(config["near"]), float(config["far"])
+        except (TypeError, ValueError, AttributeError) as e:
+            raise BackendUnavailable(f"R2L network settings in the manifest are invalid ({e})") from None
         try:
             self.net.load_state_dict({k: v.to(self.device, torch.float32) for k, v in state.items()})
         except RuntimeError as e:
