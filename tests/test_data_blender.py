@@ -270,3 +270,11 @@ def test_json_nested_too_deeply_is_an_error(tmp_path):
     root = make_blender(tmp_path / "d")
     (root / "transforms_train.json").write_text("[" * 200_000 + "]" * 200_000)
     expect_error(root, "nested too deeply")
+
+
+def test_datasets_larger_than_the_memory_limit_are_refused_before_decoding(tmp_path, monkeypatch):
+    root = make_blender(tmp_path / "d", n=3, size=(8, 8))
+    monkeypatch.setenv("NSV_MAX_DATASET_BYTES", str(3 * 8 * 8 * 4 * 4 - 1))  # one byte short of 3 RGBA images
+    expect_error(root, "3 images of 8x8", "NSV_MAX_DATASET_BYTES")
+    monkeypatch.setenv("NSV_MAX_DATASET_BYTES", str(3 * 8 * 8 * 4 * 4))
+    assert len(load_blender(root).splits["train"]) == 3

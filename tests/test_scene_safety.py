@@ -108,3 +108,29 @@ def test_an_unexpected_error_is_one_line_and_a_log(tmp_path, monkeypatch):
     assert cli.run(["doctor", "x"]) == 1
     logs = list(tmp_path.glob("nsv-crash-*.log"))
     assert len(logs) == 1 and "ZeroDivisionError: a bug" in logs[0].read_text() and "Traceback" in logs[0].read_text()
+
+
+@pytest.mark.parametrize("backend, edit", [
+    ("nerf", lambda c: c["mlp"].update(width=1_000_000)),
+    ("r2l", lambda c: c["mlp"].update(width=1_000_000, depth=1000)),
+])
+def test_a_manifest_naming_a_huge_network_is_refused_before_allocating(distilled_r2l_scene, tmp_path, backend, edit):
+    # built as the manifest says, these networks would need terabytes: the check compares shapes
+    # on the meta device first
+    from models.backends.base import BackendUnavailable
+    from models.backends.registry import create
+
+    scene = copy_scene(distilled_r2l_scene, tmp_path / "scene")
+    m = json.loads((scene / "scene.json").read_text())
+    edit(m["backends"][backend]["config"])
+    (scene / "scene.json").write_text(json.dumps(m))
+    with pytest.raises(BackendUnavailable, match="do not match the manifest's network"):
+        create(backend, "cpu").load(Scene.load(scene))
+
+
+@pytest.fixture(scope="module")
+def distilled_r2l_scene(tiny_teacher_scene, tmp_path_factory):
+    scene = copy_scene(tiny_teacher_scene, tmp_path_factory.mktemp("r2l_small") / "scene")
+    out = _main("distill", str(scene), "--backend", "r2l", "--preset", "tiny", "--steps", "2", "--quiet")
+    assert out.returncode == 0, out.stderr
+    return scene

@@ -280,6 +280,24 @@ class RendererBackend(abc.ABC):
         return out
 
 
+def check_shapes(make_module, state: dict[str, torch.Tensor], what: str, prefix: str = "") -> None:
+    """Compare the tensors a module built from the manifest's settings would hold with the
+    weights file, before anything is allocated: the module is built on the meta device (no
+    memory), so a manifest naming a huge network cannot exhaust memory. Raises BackendUnavailable."""
+    try:
+        with torch.device("meta"):
+            probe = make_module()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise BackendUnavailable(f"{what} network settings in the manifest are invalid ({e})") from None
+    for k, v in probe.state_dict().items():
+        t = state.get(prefix + k)
+        if t is None:
+            raise BackendUnavailable(f"{what} weights lack {prefix + k} that the manifest's network needs")
+        if tuple(t.shape) != tuple(v.shape):
+            raise BackendUnavailable(f"{what} weights do not match the manifest's network: {prefix + k} is "
+                                     f"{tuple(t.shape)}, the network needs {tuple(v.shape)}")
+
+
 def linear_flops(module: torch.nn.Module) -> float:
     """FLOPs (2 per multiply-add) of all nn.Linear layers of ``module`` for one input vector."""
     return float(sum(2 * m.in_features * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear)))

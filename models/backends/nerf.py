@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from models.backends.base import BackendUnavailable, RendererBackend
+from models.backends.base import BackendUnavailable, RendererBackend, check_shapes
 from models.cameras import ray_aabb
 from models.fields.nerf_mlp import NerfMLP, NerfMLPConfig
 from models.occupancy import OccupancyGrid, OccupiedSegments
@@ -166,6 +166,7 @@ class NerfBackend(RendererBackend):
     def load_state_dict(self, state, config=None) -> None:
         try:
             cfg = NerfMLPConfig.from_dict(config["mlp"]) if config and "mlp" in config else self.config
+            check_shapes(lambda: NerfMLP(cfg), state, "NeRF", "fine.")
             if cfg != self.config:
                 coarse, fine = NerfMLP(cfg).to(self.device).eval(), NerfMLP(cfg).to(self.device).eval()
                 self.config, self.coarse, self.fine = cfg, coarse, fine

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from models.backends.base import BackendUnavailable, RendererBackend
+from models.backends.base import BackendUnavailable, RendererBackend, check_shapes
 from models.fields.r2l_mlp import R2LMLP, R2LMLPConfig
 from models.triton_support import bind_triton, can_run_kernels, cdiv
 
@@ -106,6 +106,7 @@ class R2LBackend(RendererBackend):
         config = config or {}
         try:
             cfg = R2LMLPConfig.from_dict(config["mlp"]) if "mlp" in config else self.config
+            check_shapes(lambda: R2LMLP(cfg), state, "R2L")
             if cfg != self.config or self.net.config != cfg:
                 net = R2LMLP(cfg).to(self.device).eval()
                 self.config, self.net = cfg, net

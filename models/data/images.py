@@ -56,6 +56,17 @@ def max_image_pixels() -> int:
         return 1 << 26
 
 
+def max_dataset_bytes() -> int:
+    """The most memory a split's decoded images may take: three quarters of the machine's memory,
+    or ``NSV_MAX_DATASET_BYTES``. Checked before the images are decoded (from the first one)."""
+    try:
+        if os.environ.get("NSV_MAX_DATASET_BYTES"):
+            return max(1, int(os.environ["NSV_MAX_DATASET_BYTES"]))
+        return int(0.75 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 35
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode one image file to (H, W, 3|4) float32 in [0, 1].
 
@@ -150,6 +161,11 @@ def read_images(
 
     first_raw = decode(paths[0])
     first = prepare(first_raw, paths[0]) if prepare is not None else first_raw
+    need, limit = len(paths) * first.size * 4, max_dataset_bytes()
+    if need > limit:
+        raise DatasetError(f"{paths[0].parent}: {len(paths)} images of {_describe(first)} need {need / 2**30:.1f} GiB "
+                           f"of memory, more than this machine allows ({limit / 2**30:.1f} GiB; set "
+                           "NSV_MAX_DATASET_BYTES to allow more, or load fewer or smaller images)")
     out = np.empty((len(paths),) + first.shape, dtype=np.float32)
     out[0] = first
 
