@@ -141,7 +141,7 @@ def test_bad_shape_and_nan(tmp_path, shared_data):
     np.save(root / "poses_bounds.npy", arr)
     expect_error(root, "poses_bounds.npy", "row 1", "NaN")
     (root / "poses_bounds.npy").write_bytes(b"junk")
-    expect_error(root, "poses_bounds.npy", "unreadable")
+    expect_error(root, "poses_bounds.npy", "not a NumPy .npy array file")
 
 
 def test_missing_folder_and_corrupt_image(tmp_path, shared_data):
@@ -152,3 +152,14 @@ def test_missing_folder_and_corrupt_image(tmp_path, shared_data):
     expect_error(root, "image001.png")
     (tmp_path / "empty").mkdir()
     expect_error(tmp_path / "empty", "poses_bounds.npy", "not found")
+
+
+def test_singular_poses_and_object_arrays_are_named(tmp_path, shared_data):
+    root = small_llff(tmp_path, shared_data)
+    arr = np.load(root / "poses_bounds.npy")
+    bad = arr.copy()
+    bad[2, :15] = 0.0
+    np.save(root / "poses_bounds.npy", bad)
+    expect_error(root, "poses_bounds.npy", "row 2", "singular rotation")
+    np.save(root / "poses_bounds.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    expect_error(root, "poses_bounds.npy", "Python objects, which are never loaded")

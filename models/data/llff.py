@@ -76,10 +76,16 @@ def read_poses_bounds(path: Path) -> np.ndarray:
     """(N, 17) float64 array from ``poses_bounds.npy``, validated."""
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        raise DatasetError(f"{path}: not a NumPy .npy array file")
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise DatasetError(f"{path}: unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        what = "holds Python objects, which are never loaded" if "pickle" in str(e) else (
+            str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise DatasetError(f"{path}: unreadable ({what})") from None
     if arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] < 1:
         raise DatasetError(f"{path}: expected an (N, 17) array of 3x5 poses + 2 bounds, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number):
@@ -91,6 +97,14 @@ def read_poses_bounds(path: Path) -> np.ndarray:
     bds = arr[:, 15:]
     if (bds <= 0).any() or (bds[:, 1] <= bds[:, 0]).any():
         raise DatasetError(f"{path}: near/far bounds must be positive with near < far")
+    rot = arr[:, :15].reshape(-1, 3, 5)[:, :, :3]
+    sv = np.linalg.svd(rot, compute_uv=False)  # (N, 3)
+    singular = (sv[:, -1] < 1e-6 * np.maximum(sv[:, 0], 1e-12)) | (sv[:, 0] < 1e-9)
+    if singular.any():
+        raise DatasetError(f"{path}: row {int(np.argmax(singular))} has a singular rotation (all zeros or degenerate axes)")
+    hwf = arr[:, :15].reshape(-1, 3, 5)[:, :, 4]
+    if (hwf <= 0).any():
+        raise DatasetError(f"{path}: image height, width and focal (the 5th column) must be positive")
     return arr
 
 

@@ -221,7 +221,12 @@ def read_checkpoint(path: Path) -> tuple[int, dict[str, torch.Tensor]] | None:
         tensors = load_tensors(path)
     except (StorageError, Exception) as e:  # noqa: BLE001 - any unreadable file is one error
         raise TrainingError(f"{path}: checkpoint unreadable ({e}); delete it to start over") from None
-    return int(meta.get("step", 0)), tensors
+    try:
+        step = int(meta.get("step", 0))
+    except (TypeError, ValueError):
+        raise TrainingError(f"{path}: checkpoint records step {meta.get('step')!r}, not a number; "
+                            "delete it to start over") from None
+    return step, tensors
 
 
 # --------------------------------------------------------------------------------------- loop
