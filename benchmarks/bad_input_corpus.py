@@ -226,7 +226,10 @@ def outputs(c: Corpus, scene: Path) -> None:
              ("export --out a file", ["export", scene, "--out", afile]),
              ("render --out under a file", ["render", scene, "--out", afile / "frames", "--frames", "1"]),
              ("bench --out a file", ["bench", scene, "--out", afile, "--views", "1"]),
-             ("train --out a file", ["train", c.work / "data", "--out", afile, "--preset", "tiny"])]
+             ("train --out a file", ["train", c.work / "data", "--out", afile, "--preset", "tiny"]),
+             ("train --out /dev/null", ["train", c.work / "data", "--out", "/dev/null", "--preset", "tiny"]),
+             ("eval --json on a full disk (/dev/full)", ["eval", scene, "--max-views", "1", "--json", "/dev/full"]),
+             ("export --out where no folder can be made", ["export", scene, "--out", "/proc/nsv-corpus"])]
     if os.geteuid() != 0:  # root writes into read-only folders: these cases need an ordinary user
         ro = c.work / "readonly"
         ro.mkdir(exist_ok=True)
@@ -236,6 +239,8 @@ def outputs(c: Corpus, scene: Path) -> None:
                   ("render into a read-only folder", ["render", scene, "--out", ro / "frames", "--frames", "1"])]
     for name, args in cases:
         c.case(cls, name, args, watch=[scene, afile])
+    if not Path("/dev/full").is_char_device() or not Path("/dev/null").is_char_device():
+        raise SystemExit("a case replaced /dev/full or /dev/null: stop here and restore it")
     if os.geteuid() != 0:
         os.chmod(c.work / "readonly", 0o755)
 

@@ -382,11 +382,17 @@ class Scene:
             raise SceneError(f"{self.root}: no trained backend {', '.join(unknown)} to export "
                              f"(the scene has {', '.join(self.backends) or 'none'})")
         parent = out.parent
-        parent.mkdir(parents=True, exist_ok=True)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SceneError(f"{out}: cannot write a scene there ({e.strerror or e})") from None
         remove_stale_work_folders(parent, out.name)
         tmp = parent / f".{out.name}.export-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        try:
+            tmp.mkdir()
+        except OSError as e:
+            raise SceneError(f"{out}: cannot write a scene there ({e.strerror or e})") from None
         try:
             copy = Scene(**{**self.__dict__, "root": tmp, "backends": {}})
             for name, entry in self.backends.items():

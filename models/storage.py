@@ -20,6 +20,12 @@ def _atomic_replace(path: Path, write) -> None:
     path = Path(path)
     if path.is_dir():
         raise StorageError(f"{path}: is a folder; name a file to write")
+    if path.exists() and not path.is_file():  # a device or a pipe (/dev/null, /dev/stdout): write into it
+        try:
+            write(str(path))  # never replace the node itself
+        except OSError as e:
+            raise StorageError(f"{path}: cannot write ({e.strerror or e})") from None
+        return
     if path.parent.exists() and not path.parent.is_dir():
         raise StorageError(f"{path.parent}: is a file, not a folder to write {path.name} into")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +39,10 @@ def _atomic_replace(path: Path, write) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, a read-only folder: the old file stays, the temporary one goes
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise StorageError(f"{path}: cannot write ({e.strerror or e})") from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -19,6 +19,8 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
     suffix = path.suffix.lower()
     if suffix not in (".mp4", ".gif"):
         raise ValueError(f"{path}: video must end in .mp4 or .gif")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path}: not a regular file (a video is written as a file)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
     os.close(fd)

@@ -134,3 +134,13 @@ def distilled_r2l_scene(tiny_teacher_scene, tmp_path_factory):
     out = _main("distill", str(scene), "--backend", "r2l", "--preset", "tiny", "--steps", "2", "--quiet")
     assert out.returncode == 0, out.stderr
     return scene
+
+
+@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="needs /dev/full")
+def test_writing_to_devices_never_replaces_them():
+    from models.storage import StorageError, write_json
+
+    write_json(Path("/dev/null"), {"a": 1})  # written into, as a shell would
+    with pytest.raises(StorageError, match="/dev/full: cannot write"):
+        write_json(Path("/dev/full"), {"a": 1})  # a full disk: one line naming the file
+    assert Path("/dev/null").is_char_device() and Path("/dev/full").is_char_device()
