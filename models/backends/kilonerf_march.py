@@ -1,7 +1,7 @@
 """KiloNeRF's marching loop in Triton: a pass is three kernels and a sort instead of ~240 torch ops.
 
 On an H100 the torch marching loop (``render_passes`` with ``march="torch"``) is bound by the CPU
-dispatching its small ops, not by the GPU: ``scripts/kilonerf_op_count.py`` counts ~238 torch ops
+dispatching its small ops, not by the GPU: ``benchmarks/kilonerf_op_count.py`` counts ~238 torch ops
 per pass with the fused network kernel (27 per distance-field jump, ~33 for the window, the
 sample gathers, ``composite_packed``, the ray compaction), and a frame with 6.7 ms of GPU work
 took ~20 ms. ``TritonMarcher`` does the same pass with:

@@ -1,6 +1,6 @@
 """Time the NeRF teacher's training step: eager vs the CUDA-graph step, at two sample budgets.
 
-    python scripts/teacher_step_bench.py DATASET [--steps 300] [--warmup 400] [--device cuda] [--preset standard]
+    python benchmarks/teacher_step_bench.py DATASET [--steps 300] [--warmup 400] [--device cuda] [--preset standard]
         [--samples 65536,262144]
 
 For each variant a fresh job trains ``warmup`` steps (past the occupancy grid's warm-up, so

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Build .viewerkit/: everything a bare GPU machine (no network, no X11/GL userspace, a Python with
-# torch/numpy/safetensors) lacks to run the real viewer under Xvfb, for scripts/gpu_viewer.sh.
+# torch/numpy/safetensors) lacks to run the real viewer under Xvfb, for benchmarks/gpu_viewer.sh.
 #
-# usage: bash scripts/make_viewerkit.sh            (on Debian 12 amd64, as root, with network: apt
+# usage: bash benchmarks/make_viewerkit.sh            (on Debian 12 amd64, as root, with network: apt
 #                                                   and pip; ~5 min on 2 cores the first time because
 #                                                   it builds Mesa, ~1.5 min after that)
-# Writes (gitignored; /.viewerkit/ is added to .git/info/exclude):
+# Writes (ignored by the repository's .gitignore):
 #   .viewerkit/site.tar.xz     Python packages, unpacked to one folder put first on PYTHONPATH:
 #                              PyQt6 trimmed to QtCore/Gui/Widgets/OpenGL/OpenGLWidgets/Test/Svg + sip
 #                              for cp311 and cp312 + uic, the Qt6 libs they need (ICU included), the xcb
@@ -30,7 +30,6 @@ WORK=${WORK:-/tmp/viewerkit-build}
 KIT=$REPO/.viewerkit
 ARCH=x86_64-linux-gnu
 [ "$(dpkg --print-architecture)" = amd64 ] || { echo "needs a Debian 12 amd64 machine" >&2; exit 1; }
-grep -qx '/.viewerkit/' .git/info/exclude 2>/dev/null || echo '/.viewerkit/' >> .git/info/exclude
 mkdir -p "$WORK"
 
 # ---------------------------------------------------------------- Mesa without LLVM (cached)
@@ -167,7 +166,7 @@ rm -rf "$KIT"; mkdir -p "$KIT"
 tar -C "$SITE" --owner=0 --group=0 -cf - . | xz -9e -T0 > "$KIT/site.tar.xz"
 tar -C "$SYS" --owner=0 --group=0 -cf - . | xz -9e -T0 > "$KIT/sysroot.tar.xz"
 {
-  echo "viewerkit built $(date -u +%FT%TZ) on $(. /etc/os-release; echo $PRETTY_NAME) by scripts/make_viewerkit.sh"
+  echo "viewerkit built $(date -u +%FT%TZ) on $(. /etc/os-release; echo $PRETTY_NAME) by benchmarks/make_viewerkit.sh"
   echo "PyQt6 / Qt: $PYQT_VER (from $QSRC), PyQt6-sip $SIP_VER (local + cp312 wheel)"
   echo "wheels: $(cd "$WHL" && ls | tr '\n' ' ')"
   echo "Mesa: 22.3.6-1+deb12u2 source, gallium swrast (softpipe), no LLVM, glvnd"

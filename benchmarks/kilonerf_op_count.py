@@ -5,11 +5,11 @@ docs/benchmarks.md), so the number of ops dispatched per pass is the figure to p
 counts every op dispatched from ``models/`` while rendering a small frame of a random grid
 (the test suite's ``random_field``), grouped by file and line.
 
-    .venv/bin/python scripts/kilonerf_op_count.py                 # torch network path
+    .venv/bin/python benchmarks/kilonerf_op_count.py                 # torch network path
     TRITON_INTERPRET=1 PYTHONPATH=/path/to/triton \\
-      .venv/bin/python scripts/kilonerf_op_count.py --fused       # the fused network kernel
+      .venv/bin/python benchmarks/kilonerf_op_count.py --fused       # the fused network kernel
     TRITON_INTERPRET=1 PYTHONPATH=/path/to/triton \
-      .venv/bin/python scripts/kilonerf_op_count.py --march       # + the Triton marcher
+      .venv/bin/python benchmarks/kilonerf_op_count.py --march       # + the Triton marcher
 
 Ops inside the Triton interpreter are not counted (on a GPU a kernel is one launch); each Triton
 launch is counted as one op (``triton:<kernel>``).

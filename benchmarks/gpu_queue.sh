@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Every GPU acceptance run of the project, back to back, as one detached queue on the device
+# Every GPU measurement of docs/benchmarks.md (teacher, KiloNeRF, R2L, bench, fern, demo), back to back, as one detached queue on the device
 # machine, so that the GPU never idles between 10-minute device commands and each timed job runs
 # alone. Usage (device machine, repo root):
 #
-#   bash scripts/gpu_queue.sh start WORK     # starts the queue (setsid) unless it is running/done
-#   bash scripts/gpu_queue.sh wait WORK OUT [SECONDS] [STAGE]
+#   bash benchmarks/gpu_queue.sh start WORK     # starts the queue (setsid) unless it is running/done
+#   bash benchmarks/gpu_queue.sh wait WORK OUT [SECONDS] [STAGE]
 #        waits until STAGE is done (default: all) or SECONDS pass (default 560), then packs the
 #        results of every finished stage into OUT (one tar per stage, weights split < 15 MB)
 #
@@ -12,7 +12,7 @@
 #   teacher   lego 400x400, `train --preset standard` (time budget in the preset), alone
 #   teval     the teacher on the 25 test views (fp16 and fp32 renders)
 #   kilonerf  `distill --backend kilonerf --preset standard` into the same scene, alone
-#   r2l       `distill --backend r2l --preset standard` (scripts/gpu_r2l.sh: PSNR-vs-steps curve), alone
+#   r2l       `distill --backend r2l --preset standard` (benchmarks/gpu_r2l.sh: PSNR-vs-steps curve), alone
 #   bench     `bench --backends all --size 800` in fp16 and in fp32 (quality on the 25 test views at
 #             400x400, timings at 800x800), R2L execution paths, KiloNeRF frame profile
 #   side      fern 3 views plain and --sparse-reg side by side (360 s budget each), and the demo
@@ -20,7 +20,7 @@
 #             test-view evaluation, depth and colour renders of the test views, demo evaluation
 # STAGES="side" (a space-separated list) runs only those stages; TRAIN_ARGS adds flags to the
 # lego teacher's `train` (e.g. "--cuda-graph").
-# Dry run on a CPU: DEVICE=cpu PRESET=tiny LEGO=... FERN=... bash scripts/gpu_queue.sh start /tmp/q
+# Dry run on a CPU: DEVICE=cpu PRESET=tiny LEGO=... FERN=... bash benchmarks/gpu_queue.sh start /tmp/q
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CMD=${1:?start|wait}; W=${2:?work dir}
@@ -81,7 +81,7 @@ run_kilonerf() {
 
 run_r2l() {
   # gpu_r2l.sh works in OUT/scene = $S (already there, so not copied)
-  PHASE=distill DEVICE=$DEVICE bash scripts/gpu_r2l.sh "$S" "$W/run" "$LEGO" "$PRESET" > "$W/run/r2l_distill.out" 2>&1
+  PHASE=distill DEVICE=$DEVICE bash benchmarks/gpu_r2l.sh "$S" "$W/run" "$LEGO" "$PRESET" > "$W/run/r2l_distill.out" 2>&1
   $PY main.py export "$S" --out "$W/export/r2l" --backends r2l > /dev/null
 }
 
@@ -93,7 +93,7 @@ run_bench() {
   # R2L execution paths at 800x800 and the teacher-vs-R2L summary (no distillation: PHASE=eval
   # minus its bench, which bench_fp16 above already made)
   if [ "$DEVICE" = cuda ]; then
-    STAGE=bench PYTHON=$PY DEVICE=$DEVICE BIG=$BIG bash scripts/gpu_kilonerf.sh "$S" "$W/run" "$LEGO" \
+    STAGE=bench PYTHON=$PY DEVICE=$DEVICE BIG=$BIG bash benchmarks/gpu_kilonerf.sh "$S" "$W/run" "$LEGO" \
       > "$W/run/kilonerf_bench.out" 2>&1
   fi
 }
@@ -161,7 +161,7 @@ case "$CMD" in
       # the queue runs from its own copy of the repository: later device calls re-send the working
       # tree, which must not change the code under running jobs
       rm -rf "$W/repo" && mkdir -p "$W/repo" && cp -a . "$W/repo/" && rm -rf "$W/repo/.git"
-      ( cd "$W/repo" && setsid bash scripts/gpu_queue.sh _queue "$W" > "$W/queue.out" 2>&1 < /dev/null & )
+      ( cd "$W/repo" && setsid bash benchmarks/gpu_queue.sh _queue "$W" > "$W/queue.out" 2>&1 < /dev/null & )
       # setsid forks when it leads its process group, so $! is not the queue: look it up
       sleep 1
       pgrep -f "[_]queue $W\$" | head -n 1 > "$W/queue.pid"

@@ -1,6 +1,6 @@
 """Teacher recipe ablation: several configs trained side by side (same GPU), validation PSNR vs step.
 
-Usage: python scripts/teacher_ablation.py DATA OUT_DIR SECONDS NAME=key:value,key:value ...
+Usage: python benchmarks/teacher_ablation.py DATA OUT_DIR SECONDS NAME=key:value,key:value ...
 Each variant is the `standard` preset with overrides; all run concurrently in threads-free
 subprocesses so they share the device. Prints a table of validation PSNR per step.
 """

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# GPU run for issue 2's acceptance: NeRF teacher on lego 400x400 (standard preset, time-bounded),
+# The NeRF teacher on a GPU: NeRF teacher on lego 400x400 (standard preset, time-bounded),
 # then quality (25 shared test views, fp16 and fp32) and NeRF render time at 800x800.
-# Usage (device machine, repo root): bash scripts/gpu_teacher.sh DATA_DIR OUT_DIR [PRESET]
+# Usage (device machine, repo root): bash benchmarks/gpu_teacher.sh DATA_DIR OUT_DIR [PRESET]
 # Leaves OUT_DIR/scene (the scene folder), OUT_DIR/scene.tar (it without checkpoints), logs and
 # OUT_DIR/bench_nerf_{fp16,fp32}/bench.{md,json}.
 set -uo pipefail

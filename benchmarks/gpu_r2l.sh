@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# GPU run for issue 5's acceptance: R2L distilled from a NeRF teacher with the `standard` preset
+# R2L on a GPU (the previous recipe, a fixed pool of teacher images): R2L distilled from a NeRF teacher with the `standard` preset
 # (W256D88; teacher-rendered pseudo data + training + fine-tuning on real images, time-bounded to
 # fit 9 minutes on an H100 with startup), its PSNR-vs-steps curve, test-split quality of teacher
 # and R2L (R2L in fp16 and fp32), and 800x800 render times: NeRF teacher and W256D88 in fp16
 # (fused Triton kernel, plain PyTorch, torch.compile).
 #
 # Usage (device machine, repo root):
-#   bash scripts/gpu_r2l.sh TEACHER_SCENE OUT_DIR [DATA_DIR] [PRESET]
+#   bash benchmarks/gpu_r2l.sh TEACHER_SCENE OUT_DIR [DATA_DIR] [PRESET]
 #     TEACHER_SCENE  scene folder holding a trained NeRF teacher (copied to OUT_DIR/scene, not modified)
 #     DATA_DIR       the dataset (default: the path recorded in the scene's scene.json)
 #     PRESET         tiny | quick | standard (default) | paper

@@ -2,9 +2,9 @@
 # The real viewer's frame rate on a bare GPU machine: Xvfb + GLX from .viewerkit/, then
 # `python -m viewer.bench_viewer SCENE --size 800 --seconds 6 [extra args]`.
 #
-# usage: bash scripts/gpu_viewer.sh SCENE OUTDIR [extra viewer.bench_viewer args]
-#   e.g. bash scripts/gpu_viewer.sh assets/demo_scene "$OUT" --null-backend
-# Needs .viewerkit/ (scripts/make_viewerkit.sh builds it; carry it to the GPU machine) and a Python
+# usage: bash benchmarks/gpu_viewer.sh SCENE OUTDIR [extra viewer.bench_viewer args]
+#   e.g. bash benchmarks/gpu_viewer.sh assets/demo_scene "$OUT" --null-backend
+# Needs .viewerkit/ (benchmarks/make_viewerkit.sh builds it; carry it to the GPU machine) and a Python
 # with torch, numpy and safetensors. Nothing is installed into / except, when the machine has no
 # /usr/bin/xkbcomp, a symlink to the kit's (Xvfb runs xkbcomp by that absolute path); it is removed
 # at the end.
@@ -23,7 +23,7 @@
 # Softpipe draws an 800x800 frame in ~95 ms on a CPU: enough for the GL probe, too slow for the bench
 # to paint frames while dragging (it reports "no frame painted"): the mesa path is for diagnosis.
 # llvmpipe add-on: when .viewerkit-llvm/llvmpipe.tar.xz (env LLVM_KIT: its folder;
-#   scripts/make_viewerkit_llvm.sh builds it) is there, or was unpacked to $VK/llvm by an earlier call,
+#   benchmarks/make_viewerkit_llvm.sh builds it) is there, or was unpacked to $VK/llvm by an earlier call,
 #   its swrast_dri.so (the kit's Mesa rebuilt with llvmpipe, LLVM linked in statically) is the Mesa
 #   driver (DRI_DIR) for Xvfb and the client, with GALLIUM_DRIVER=llvmpipe and LP_NUM_THREADS = the
 #   number of cores (unless set). LLVM=0: ignore it.
@@ -74,10 +74,10 @@ if [ -f "$KITDIR/site.tar.xz" ] && [ -f "$KITDIR/sysroot.tar.xz" ]; then
 elif kit_complete; then
   log "no kit tarballs in $KITDIR: using the kit unpacked earlier in $VK"
 else
-  log "missing $KITDIR/site.tar.xz or sysroot.tar.xz and no complete kit in $VK: build it with scripts/make_viewerkit.sh and carry .viewerkit"
+  log "missing $KITDIR/site.tar.xz or sysroot.tar.xz and no complete kit in $VK: build it with benchmarks/make_viewerkit.sh and carry .viewerkit"
   exit 3
 fi
-# the llvmpipe add-on (scripts/make_viewerkit_llvm.sh), unpacked to $VK/llvm
+# the llvmpipe add-on (benchmarks/make_viewerkit_llvm.sh), unpacked to $VK/llvm
 LLVM_KIT=${LLVM_KIT:-$REPO/.viewerkit-llvm}
 LLVM_DIR=""
 if [ "${LLVM:-1}" != 0 ]; then

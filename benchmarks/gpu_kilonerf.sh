@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # KiloNeRF on a GPU: distil the `standard` preset from a lego teacher, evaluate, time 800x800.
 #
-# usage: bash scripts/gpu_kilonerf.sh TEACHER_SCENE OUT_DIR [DATASET_DIR]
+# usage: bash benchmarks/gpu_kilonerf.sh TEACHER_SCENE OUT_DIR [DATASET_DIR]
 #   TEACHER_SCENE  scene folder holding a trained NeRF teacher (nerf.safetensors); it is copied to
 #                  OUT_DIR/scene (without its checkpoints) and never modified
 #   OUT_DIR        where the copy, logs and JSON reports go
@@ -14,7 +14,7 @@
 #            sweep of renderer settings (ms, samples/ray, passes, PSNR change vs the default),
 #            including torch marching (fused network kernel) and the torch path throughout next to
 #            the default (Triton marcher + fused network kernel)
-# Dry run on a CPU with a small scene: DEVICE=cpu PRESET=tiny SMALL=32 BIG=48 bash scripts/gpu_kilonerf.sh ...
+# Dry run on a CPU with a small scene: DEVICE=cpu PRESET=tiny SMALL=32 BIG=48 bash benchmarks/gpu_kilonerf.sh ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then

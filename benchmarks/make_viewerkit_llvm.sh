@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build .viewerkit-llvm/: an llvmpipe add-on to .viewerkit (carried separately: a device call carries
-# at most 64 MiB, and the kit plus the repo already take most of that). scripts/gpu_viewer.sh uses it
+# at most 64 MiB, and the kit plus the repo already take most of that). benchmarks/gpu_viewer.sh uses it
 # as the Mesa driver (DRI_DIR) when it is there or was unpacked to $VK/llvm by an earlier call.
 #
-# usage: bash scripts/make_viewerkit_llvm.sh   (Debian 12 amd64, as root, with network: apt; after
-#                                               scripts/make_viewerkit.sh; ~15 min on 2 cores)
+# usage: bash benchmarks/make_viewerkit_llvm.sh   (Debian 12 amd64, as root, with network: apt; after
+#                                               benchmarks/make_viewerkit.sh; ~15 min on 2 cores)
 # What it is: the kit's own Mesa (Debian's 22.3.6-1+deb12u2 source, same meson options: glvnd,
 # shared glapi, gallium swrast only, no EGL/GBM/GLES) rebuilt with -Dllvm=enabled -Dshared-llvm=disabled,
 # so swrast_dri.so holds llvmpipe (and softpipe) with the LLVM components it uses linked in
@@ -13,7 +13,7 @@
 # libz3, libxml2 + ICU, libsensors, libdrm_*, libelf: far over the size limit once compressed.
 # The add-on's swrast_dri.so talks to the kit's libGLX_mesa.so.0 / libglapi.so.0 (same source and
 # options; this script checks that the rebuilt ones export the same symbols) and to Xvfb's GLX.
-# Writes (gitignored; /.viewerkit-llvm/ is added to .git/info/exclude):
+# Writes (ignored by the repository's .gitignore):
 #   .viewerkit-llvm/llvmpipe.tar.xz   dri/swrast_dri.so, VERSION, lib/ (shared libraries it needs
 #                                     beyond the kit and glibc: none expected)
 #   .viewerkit-llvm/MANIFEST.txt
@@ -29,7 +29,6 @@ ARCH=x86_64-linux-gnu
 MESA_VER=22.3.6-1+deb12u2
 [ "$(dpkg --print-architecture)" = amd64 ] || { echo "needs a Debian 12 amd64 machine" >&2; exit 1; }
 [ -d "$REPO/.viewerkit" ] || echo "note: no .viewerkit/ here (the add-on only works with it)" >&2
-grep -qx '/.viewerkit-llvm/' .git/info/exclude 2>/dev/null || echo '/.viewerkit-llvm/' >> .git/info/exclude
 mkdir -p "$WORK"
 
 # ---------------------------------------------------------------- Mesa source (as make_viewerkit.sh)
@@ -105,7 +104,7 @@ echo "Mesa $MESA_VER (Debian source) gallium swrast: llvmpipe + softpipe, LLVM $
 rm -rf "$OUTK"; mkdir -p "$OUTK"
 tar -C "$STAGE" --owner=0 --group=0 -cf - . | xz -9e -T1 > "$OUTK/llvmpipe.tar.xz"
 {
-  echo "viewerkit-llvm built $(date -u +%FT%TZ) on $(. /etc/os-release; echo $PRETTY_NAME) by scripts/make_viewerkit_llvm.sh"
+  echo "viewerkit-llvm built $(date -u +%FT%TZ) on $(. /etc/os-release; echo $PRETTY_NAME) by benchmarks/make_viewerkit_llvm.sh"
   cat "$STAGE/VERSION"
   echo "swrast_dri.so: $(stat -c %s "$STAGE/dri/swrast_dri.so") bytes; NEEDED: $(readelf -d "$STAGE/dri/swrast_dri.so" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')"
   echo "extra libraries carried: ${EXTRA:- none}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call that runs several GPU jobs side by side (they share the GPU; each is
-# time-bounded). Usage: bash scripts/gpu_batch.sh PART WORK_DIR OUT_DIR
+# time-bounded). Usage: bash benchmarks/gpu_batch.sh PART WORK_DIR OUT_DIR
 #   PART a: KiloNeRF + R2L distillation from the lego teacher, fern 3-view plain vs RegNeRF
 #   PART b: evaluations/benchmarks of part a (run alone for clean timings) + fern eval/depth
 # Logs and small results are packed into OUT_DIR/results_<part>.tar.
@@ -23,9 +23,9 @@ wait_for_jobs() {  # wait until every job listed in $W/pids has exited, at most 
 if [ "$PART" = a ]; then
   : > "$W/pids"
   # setsid: the jobs survive the end of this device call; part b waits for them
-  setsid bash -c "STAGE=distill bash scripts/gpu_kilonerf.sh $D/lego_teacher $W/kilo $D/lego400 > $W/kilo.out 2>&1" &
+  setsid bash -c "STAGE=distill bash benchmarks/gpu_kilonerf.sh $D/lego_teacher $W/kilo $D/lego400 > $W/kilo.out 2>&1" &
   echo $! >> "$W/pids"
-  setsid bash -c "PHASE=distill bash scripts/gpu_r2l.sh $D/lego_teacher $W/r2l $D/lego400 standard > $W/r2l.out 2>&1" &
+  setsid bash -c "PHASE=distill bash benchmarks/gpu_r2l.sh $D/lego_teacher $W/r2l $D/lego400 standard > $W/r2l.out 2>&1" &
   echo $! >> "$W/pids"
   for v in plain reg; do
     flag=""; [ $v = reg ] && flag="--sparse-reg"
@@ -42,9 +42,9 @@ if [ "$PART" = b ]; then
   python3 main.py export "$W/kilo/scene" --out "$W/export/kilonerf" --backends kilonerf
   python3 main.py export "$W/r2l/scene" --out "$W/export/r2l" --backends r2l
   tar -C "$W/export" -cf - . | split -b 15m - "$OUT/models.tar.part-"
-  STAGE=eval bash scripts/gpu_kilonerf.sh $D/lego_teacher "$W/kilo" $D/lego400 > "$W/kilo_eval.out" 2>&1
-  STAGE=bench bash scripts/gpu_kilonerf.sh $D/lego_teacher "$W/kilo" $D/lego400 > "$W/kilo_bench.out" 2>&1
-  PHASE=eval bash scripts/gpu_r2l.sh $D/lego_teacher "$W/r2l" $D/lego400 standard > "$W/r2l_eval.out" 2>&1
+  STAGE=eval bash benchmarks/gpu_kilonerf.sh $D/lego_teacher "$W/kilo" $D/lego400 > "$W/kilo_eval.out" 2>&1
+  STAGE=bench bash benchmarks/gpu_kilonerf.sh $D/lego_teacher "$W/kilo" $D/lego400 > "$W/kilo_bench.out" 2>&1
+  PHASE=eval bash benchmarks/gpu_r2l.sh $D/lego_teacher "$W/r2l" $D/lego400 standard > "$W/r2l_eval.out" 2>&1
   for v in plain reg; do
     python3 main.py eval "$W/fern_$v" --split test --json "$W/fern_${v}_eval.json" --quiet > "$W/fern_${v}_eval.txt" 2>&1
     python3 main.py render "$W/fern_$v" --path test --views 0,1,2 --output depth --out "$W/fern_${v}_depth" --quiet

@@ -1,6 +1,6 @@
 """Profile the NeRF teacher's training step on a GPU (torch.profiler, kernels sorted by GPU time).
 
-    python scripts/teacher_step_profile.py DATASET [--warmup 300] [--steps 10] [--graph 0|1] [--samples N]
+    python benchmarks/teacher_step_profile.py DATASET [--warmup 300] [--steps 10] [--graph 0|1] [--samples N]
 """
 
 from __future__ import annotations
