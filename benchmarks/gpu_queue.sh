@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Every GPU measurement of docs/benchmarks.md (teacher, KiloNeRF, R2L, bench, fern, demo), back to back, as one detached queue on the device
-# machine, so that the GPU never idles between 10-minute device commands and each timed job runs
-# alone. Usage (device machine, repo root):
+# The GPU measurements of docs/benchmarks.md (teacher, KiloNeRF, R2L, bench, fern, demo), back to
+# back, as one detached queue on a GPU machine, so that the GPU never idles between commands and
+# each timed job runs alone. Usage (device machine, repo root):
 #
 #   bash benchmarks/gpu_queue.sh start WORK     # starts the queue (setsid) unless it is running/done
 #   bash benchmarks/gpu_queue.sh wait WORK OUT [SECONDS] [STAGE]

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# R2L on a GPU (the previous recipe, a fixed pool of teacher images): R2L distilled from a NeRF teacher with the `standard` preset
-# (W256D88; teacher-rendered pseudo data + training + fine-tuning on real images, time-bounded to
-# fit 9 minutes on an H100 with startup), its PSNR-vs-steps curve, test-split quality of teacher
-# and R2L (R2L in fp16 and fp32), and 800x800 render times: NeRF teacher and W256D88 in fp16
-# (fused Triton kernel, plain PyTorch, torch.compile).
+# R2L on a GPU: R2L distilled from a NeRF teacher with a preset (default `standard`), its
+# PSNR-vs-steps curve, test-split quality of teacher and R2L (R2L in fp16 and fp32), and 800x800
+# render times of the teacher and the student in fp16 (fused Triton kernel, plain PyTorch,
+# torch.compile). benchmarks/r2l_queue.sh is the newer, whole-pipeline version of this run.
 #
 # Usage (device machine, repo root):
 #   bash benchmarks/gpu_r2l.sh TEACHER_SCENE OUT_DIR [DATA_DIR] [PRESET]
