@@ -1,4 +1,4 @@
-"""Issue 9: the README's run command opens the bundled demo scene and shows a real frame.
+"""The README's run command opens the bundled demo scene and shows a real frame.
 
 Launches the real entry point (`python main.py`, no arguments) in a subprocess on the Xvfb
 display that pytest-xvfb started, lets it run for a few seconds, saves what the GL canvas shows

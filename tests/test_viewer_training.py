@@ -1,4 +1,4 @@
-"""Training from the viewer (issue 6), on the real window under Xvfb: the dialog's checks, a tiny
+"""Training from the viewer, on the real window under Xvfb: the dialog's checks, a tiny
 teacher job run from the dialog to a selectable backend (with progress signals, live preview and
 the event-loop stall measured), pause / resume / cancel within one step, resuming a killed job
 from its checkpoint, failures as error dialogs, and closing the window during a job."""
@@ -270,7 +270,7 @@ def test_tiny_teacher_from_dialog_to_selectable_backend(qtbot, window, tmp_path,
     assert "trained: nerf" in again.output_info.text() and not again.resume_button.isEnabled()
     again.close()
 
-    # the event loop never stalled (issue 6: the longest stall during training stays under 100 ms)
+    # the event loop never stalled (the longest stall during training stays under 100 ms)
     print(f"\nlongest event-loop stall during training: {meter.worst_ms:.1f} ms over {len(meter.gaps)} ticks")
     # Measured on this 2-core machine, 2026-11-22 (docs/viewer.md, "Responsiveness during training"):
     # 20-33 ms idle, 37-44 ms with one competing busy process. Before: 60-95 ms idle and 225 ms

@@ -1,7 +1,7 @@
 """Comparator logic without Qt: which reference a view is measured against, the quality tasks
 the render worker runs, ground-truth loading and the heatmap colours.
 
-Quality of a compared view (issue 7):
+Quality of a compared view:
 
 - At a dataset view (snapped with [ ]) whose split the dataset has, both backends render the
   dataset camera exactly as ``models.evaluation.evaluate`` does (native size, the camera's own

@@ -1,4 +1,4 @@
-"""The comparator: two backends on one camera, with their speed and quality (issue 7).
+"""The comparator: two backends on one camera, with their speed and quality.
 
 ``Comparator`` is attached to the main window (``MainWindow.comparator``). Compare mode (key C)
 makes every view job name two backends, A (the window's backend, keys 1/2/3, left) and B (right):
