@@ -183,7 +183,9 @@ def test_event_loop_serves_events_during_slow_renders(qtbot, window):
     window.worker.dynamic = True
     worst_ms = max(gaps[1:]) * 1000
     print(f"\nlongest event-loop stall during slow renders: {worst_ms:.1f} ms over {len(gaps)} ticks")
-    assert worst_ms < 100.0
+    # rendering stays off the GUI thread: a frame rendered on it would block the loop for all of its
+    # 12 x 40 ms; shorter stalls are a speed figure (printed), not asserted (a busy machine lengthens them)
+    assert worst_ms < 400.0
     assert len(gaps) > 100
     assert len(window.frames) >= rendered  # (frames are aborted by each new view; none needed)
 
