@@ -63,23 +63,6 @@ class Recorder:
         return [e for e in self.events if e.kind == kind]
 
 
-@pytest.fixture
-def step_counter(monkeypatch):
-    """Counts TeacherJob.train_step calls (read from the GUI thread to check 'within one step')."""
-    from models.training.teacher import TeacherJob
-
-    calls = {"n": 0}
-    original = TeacherJob.train_step
-
-    def counted(self, step):
-        out = original(self, step)
-        calls["n"] += 1
-        return out
-
-    monkeypatch.setattr(TeacherJob, "train_step", counted)
-    return calls
-
-
 class StallMeter:
     """A 5 ms QTimer on the GUI thread; the longest gap between ticks beyond 5 ms is a stall."""
 
@@ -329,7 +312,7 @@ def _spy(fn, calls):
 
 
 # ------------------------------------------------------------------- pause / resume / cancel
-def test_pause_resume_cancel_within_one_step(qtbot, window, tmp_path, procedural_dataset, step_counter):
+def test_pause_resume_cancel_within_one_step(qtbot, window, tmp_path, procedural_dataset):
     ctrl = window.training
     dlg = ctrl.new_training()
     out = tmp_path / "scene"
@@ -339,35 +322,35 @@ def test_pause_resume_cancel_within_one_step(qtbot, window, tmp_path, procedural
     dlg.start_button.click()
     s = ctrl.session
     panel = ctrl.panel
-    qtbot.waitUntil(lambda: bool(rec.kinds("checkpoint")) and step_counter["n"] > 10, timeout=30_000)
+    qtbot.waitUntil(lambda: bool(rec.kinds("checkpoint")) and s.control.step > 10, timeout=30_000)
 
     panel.share.setValue(50)  # the trainer-share control reaches the engine
     assert s.control.train_fraction == pytest.approx(0.5)
     panel.share.setValue(100)
 
-    at_click = step_counter["n"]
+    at_click = s.control.step
     panel.pause_button.click()
     qtbot.waitUntil(lambda: bool(rec.kinds("paused")), timeout=5_000)
-    assert step_counter["n"] - at_click <= 1
-    paused_at = step_counter["n"]
+    assert s.control.step - at_click <= 1
+    paused_at = s.control.step
     qtbot.wait(600)
-    assert step_counter["n"] == paused_at  # nothing runs while paused
+    assert s.control.step == paused_at  # nothing runs while paused
     assert panel.pause_button.text() == "Resume" and panel.rows["teacher"].state == "paused"
 
     panel.pause_button.click()
     qtbot.waitUntil(lambda: bool(rec.kinds("resumed")), timeout=5_000)
-    qtbot.waitUntil(lambda: step_counter["n"] > paused_at + 5, timeout=10_000)
+    qtbot.waitUntil(lambda: s.control.step > paused_at + 5, timeout=10_000)
     qtbot.waitUntil(lambda: len(rec.kinds("checkpoint")) >= 2, timeout=10_000)
 
-    at_click = step_counter["n"]
+    at_click = s.control.step
     panel.cancel_button.click()
     qtbot.waitUntil(lambda: s.outcome is not None, timeout=10_000)
     assert s.outcome == "cancelled"
-    assert step_counter["n"] - at_click <= 1
+    assert s.control.step - at_click <= 1
     assert rec.kinds("cancelled")
     ckpt = read_checkpoint(checkpoint_path(out, "teacher"))
     # cancelling writes a checkpoint at the step it stopped at, not just the last periodic one
-    assert ckpt is not None and at_click <= ckpt[0] <= step_counter["n"]
+    assert ckpt is not None and at_click <= ckpt[0] <= s.control.step
     assert "progress saved in a checkpoint" in panel.log.toPlainText()
     qtbot.waitUntil(lambda: not s.train_thread.isRunning(), timeout=5_000)
     assert not panel.cancel_button.isEnabled()
@@ -447,12 +430,31 @@ def test_failure_becomes_error_dialog_with_log(qtbot, window, tmp_path, procedur
     ctrl.error_box.close()
 
 
-def test_closing_asks_then_stops_the_job(qtbot, window, tmp_path, procedural_dataset, step_counter):
+def test_a_killed_training_process_becomes_an_error_dialog(qtbot, window, tmp_path, procedural_dataset):
+    import signal
+
     ctrl = window.training
     req = TrainRequest(dataset=str(procedural_dataset), output=str(tmp_path / "scene"), stages=["teacher"],
                        preset="tiny", steps={"teacher": 5000}, device="cpu", checkpoint_every_s=0.3)
     s = ctrl.start(req)
-    qtbot.waitUntil(lambda: step_counter["n"] > 5, timeout=30_000)
+    qtbot.waitUntil(lambda: s.control.step > 5, timeout=60_000)
+    assert s.pid is not None and s.pid != os.getpid()  # the job trains in a child process
+    os.kill(s.pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: s.outcome is not None, timeout=30_000)
+    assert s.outcome == "failed"
+    qtbot.waitUntil(lambda: ctrl.error_box is not None and ctrl.error_box.isVisible(), timeout=5_000)
+    assert "was killed by signal 9" in ctrl.error_box.text()
+    assert "end of its log" in ctrl.error_box.detailedText()
+    ctrl.error_box.close()
+    assert read_checkpoint(checkpoint_path(tmp_path / "scene", "teacher"))[0] > 0  # the last checkpoint is kept
+
+
+def test_closing_asks_then_stops_the_job(qtbot, window, tmp_path, procedural_dataset):
+    ctrl = window.training
+    req = TrainRequest(dataset=str(procedural_dataset), output=str(tmp_path / "scene"), stages=["teacher"],
+                       preset="tiny", steps={"teacher": 5000}, device="cpu", checkpoint_every_s=0.3)
+    s = ctrl.start(req)
+    qtbot.waitUntil(lambda: s.control.step > 5, timeout=30_000)
     asked = []
     ctrl.ask_stop = lambda: asked.append(1) or False
     window.close()

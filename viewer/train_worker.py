@@ -1,14 +1,20 @@
-"""Training from the viewer: the shared engine (``models.training``) on its own QThread.
+"""Training from the viewer: the shared engine (``models.training``) in a child process.
 
 - ``TrainRequest``: what the training dialog asks for (JSON-friendly; saved next to the
   checkpoints as ``checkpoints/training_job.json`` so "Resume" can continue the same job).
 - ``run_training(request, on_event, control, on_scene)``: plain Python, no Qt. Loads the dataset,
   opens or creates the scene folder and calls ``models.training.jobs.run_pipeline``, exactly as
   ``main.py train`` / ``distill`` do (``models/cli.py``); the GUI is a front-end on that engine.
-- ``TrainWorker``: a QObject moved to a QThread; turns engine events into Qt signals (the engine
-  already throttles step events to ~10 Hz) and every exception into ``failed(message, details)``.
-- ``TrainingSession``: the GUI thread's handle: owns the thread, the ``JobControl``
-  (pause / resume / cancel / train_fraction, all checked by the engine between steps) and a log.
+- ``train_in_child``: the child process's entry (``torch.multiprocessing``, spawn): runs
+  ``run_training`` and puts every engine event on a queue (weight snapshots travel as tensors in
+  shared memory); its output goes to a log file.
+- ``TrainWorker``: a QObject on a QThread of the GUI process that starts the child, turns what
+  arrives on the queue into Qt signals (the engine already throttles step events to ~10 Hz), and
+  turns a child that dies without a word (killed, crashed) into ``failed(message, log)``. No
+  training step ever holds the GUI process's interpreter.
+- ``TrainingSession``: the GUI thread's handle: owns the thread, the ``JobControl`` (pause /
+  resume / cancel / train_fraction / step, in shared memory, checked by the engine between
+  steps) and a log.
 - ``PreviewScene``: a scene whose weights for one backend are a training snapshot, so the render
   worker can create a live-preview backend with its ordinary ``load_backend`` path.
 """
@@ -17,6 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import queue as queue_module
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -195,8 +204,46 @@ def final_snapshot(scene, ev: TrainEvent) -> TrainEvent:
                       snapshot={"backend": backend, "state": state, "config": config, "final": True})
 
 
+def train_in_child(request_json: dict, events, control: JobControl, log_path: str, received) -> None:
+    """The training child process: ``run_training`` with every event put on ``events``.
+
+    Messages: ("scene", path), ("event", TrainEvent), then one of ("finished", results),
+    ("cancelled", message), ("failed", message, details). stdout and stderr go to ``log_path``.
+    Tensors travel in shared memory that this process serves, so it waits for ``received`` (the
+    parent has taken the last message) before it ends.
+    """
+    log = open(log_path, "a", buffering=1, encoding="utf-8")
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # leave a core to the GUI process
+    request = TrainRequest.from_json(request_json)
+    try:
+        results = run_training(request, lambda ev: events.put(("event", ev)), control,
+                               lambda path: events.put(("scene", path)))
+    except JobCancelled:
+        events.put(("cancelled", "cancelled; progress saved in a checkpoint (Train → New training… → Resume)"))
+    except BaseException as e:  # noqa: BLE001 - every failure reaches the GUI, never a silent death
+        events.put(("failed", _one_line(e), traceback.format_exc()))
+    else:
+        events.put(("finished", results))
+    finally:
+        received.wait(120)  # the parent has unpickled everything (shared tensors included)
+        events.close()
+        events.join_thread()
+
+
+def _log_tail(path: str, lines: int = 40) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
 class TrainWorker(QObject):
-    """Runs one ``TrainRequest`` on the thread it was moved to; reports through signals."""
+    """Runs one ``TrainRequest`` in a child process; reports through signals (from its QThread)."""
 
     trainEvent = pyqtSignal(object)
     """TrainEvent (step events at most ~10 Hz; snapshot events carry CPU tensors)."""
@@ -206,32 +253,82 @@ class TrainWorker(QObject):
     """{stage: metrics} when every stage finished."""
     cancelled = pyqtSignal(str)
     failed = pyqtSignal(str, str)
-    """One-line message, details (traceback)."""
+    """One-line message, details (traceback, or the end of the child's log)."""
 
-    def __init__(self, request: TrainRequest, control: JobControl):
+    STOP_GRACE_S = 20.0
+    """After a cancel, how long the child may take to write its checkpoint before it is killed."""
+
+    def __init__(self, request: TrainRequest, control: JobControl, context):
         super().__init__()
         self.request = request
         self.control = control
+        self.context = context
+        self.process = None
+        fd, self.log_path = tempfile.mkstemp(prefix="nsv-training-", suffix=".log")
+        os.close(fd)
 
     @pyqtSlot()
     def run(self) -> None:
-        # The thread keeps normal priority on purpose. It used to run niced (+10) so the GUI would
-        # win the cores, but the trainer holds the GIL between torch ops: a niced GIL holder that
-        # other processes keep off the CPU makes the GUI thread wait for the GIL (a priority
-        # inversion). Measured on the 2-core machine with one competing busy process: longest GUI
-        # stall 100-110 ms and a 3x slower job niced, 37-44 ms not niced. The GUI thread sleeps
-        # most of the time, so the scheduler already runs it first when it wakes.
+        events = self.context.Queue()
+        self.received = self.context.Event()
+        self.process = self.context.Process(target=train_in_child, name="nsv-training",
+                                            args=(self.request.to_json(), events, self.control, self.log_path,
+                                                  self.received),
+                                            daemon=True)  # ends with the viewer, whatever happens
         try:
-            results = run_training(self.request, self.trainEvent.emit, self.control, self.sceneReady.emit)
-        except JobCancelled:
-            self.cancelled.emit("cancelled; progress saved in a checkpoint (Train → New training… → Resume)")
-        except BaseException as e:  # noqa: BLE001 - every failure reaches the GUI, never a silent death
+            self.process.start()
+            self._relay(events)
+            self.received.set()
+        except BaseException as e:  # noqa: BLE001
             self.failed.emit(_one_line(e), traceback.format_exc())
-        else:
-            self.finished.emit(results)
         finally:
+            self._reap()
             # end the thread from inside: the GUI thread may be blocked in stop() -> wait()
             QThread.currentThread().quit()
+
+    def _relay(self, events) -> None:
+        cancel_at = None
+        while True:
+            try:
+                msg = events.get(timeout=0.2)
+            except queue_module.Empty:
+                if not self.process.is_alive():
+                    try:  # the last messages may still be in the pipe
+                        msg = events.get(timeout=1.0)
+                    except queue_module.Empty:
+                        code = self.process.exitcode
+                        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited ({code})"
+                        self.failed.emit(f"the training process {how} before the job ended",
+                                         f"end of its log ({self.log_path}):\n{_log_tail(self.log_path)}")
+                        return
+                else:
+                    if self.control.cancelled:
+                        cancel_at = cancel_at or time.monotonic()
+                        if time.monotonic() - cancel_at > self.STOP_GRACE_S:
+                            self.process.kill()
+                    continue
+            kind = msg[0]
+            if kind == "event":
+                self.trainEvent.emit(msg[1])
+            elif kind == "scene":
+                self.sceneReady.emit(msg[1])
+            elif kind == "finished":
+                self.finished.emit(msg[1])
+                return
+            elif kind == "cancelled":
+                self.cancelled.emit(msg[1])
+                return
+            elif kind == "failed":
+                self.failed.emit(msg[1], msg[2])
+                return
+
+    def _reap(self) -> None:
+        if self.process is None or self.process.pid is None:
+            return
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -259,14 +356,17 @@ class TrainingSession(QObject):
     def __init__(self, request: TrainRequest, parent: QObject | None = None):
         super().__init__(parent)
         self.request = request
-        self.control = JobControl()
         self.outcome: str | None = None
         """None while running, then "finished", "cancelled" or "failed"."""
         self.log: list[str] = []
         self.started_at = time.time()
+        import torch.multiprocessing as mp
+
+        context = mp.get_context("spawn")  # a fresh interpreter: no Qt state, no CUDA context copied
+        self.control = JobControl(context)
         self.train_thread = QThread(self)
         self.train_thread.setObjectName("train")
-        self.worker = TrainWorker(request, self.control)
+        self.worker = TrainWorker(request, self.control, context)
         self.worker.moveToThread(self.train_thread)
         self.train_thread.started.connect(self.worker.run)
         self.worker.trainEvent.connect(self._on_event)
@@ -299,8 +399,14 @@ class TrainingSession(QObject):
         """Share of wall time the trainer may use; the engine sleeps the rest after each step."""
         self.control.train_fraction = float(min(max(fraction, 0.05), 1.0))
 
+    @property
+    def pid(self) -> int | None:
+        """The training child process, once started."""
+        return self.worker.process.pid if self.worker.process is not None else None
+
     def stop(self, timeout_ms: int = 60_000) -> bool:
-        """Cancel and wait for the thread (takes effect at the next step); True if it ended."""
+        """Cancel and wait for the job to end (the child stops at its next step, writes a checkpoint
+        and exits; it is killed if it has not after ``TrainWorker.STOP_GRACE_S``); True if it ended."""
         self.control.cancel()
         return self.train_thread.wait(timeout_ms) if self.train_thread.isRunning() else True
 

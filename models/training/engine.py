@@ -59,15 +59,46 @@ class TrainEvent:
 EventCallback = Callable[[TrainEvent], None]
 
 
-class JobControl:
-    """Thread-safe pause / resume / cancel flags and the trainer's share of the device."""
+class _Box:
+    """A plain ``.value`` holder (what ``multiprocessing.Value`` is across processes)."""
 
-    def __init__(self):
-        self._run = threading.Event()
+    def __init__(self, value):
+        self.value = value
+
+
+class JobControl:
+    """Pause / resume / cancel flags, the trainer's share of the device, and the job's step count.
+
+    Thread-safe; with a multiprocessing context ``ctx`` the flags live in shared memory, so a job
+    running in a child process (the viewer's trainer) is steered from the parent.
+    """
+
+    def __init__(self, ctx=None):
+        if ctx is None:
+            self._run, self._cancel = threading.Event(), threading.Event()
+            self._fraction, self._step = _Box(1.0), _Box(0)
+        else:
+            self._run, self._cancel = ctx.Event(), ctx.Event()
+            self._fraction, self._step = ctx.Value("d", 1.0, lock=False), ctx.Value("q", 0, lock=False)
         self._run.set()
-        self._cancel = threading.Event()
-        self.train_fraction = 1.0
+
+    @property
+    def train_fraction(self) -> float:
         """Fraction of wall time the trainer may use (the rest is left idle for the viewer)."""
+        return float(self._fraction.value)
+
+    @train_fraction.setter
+    def train_fraction(self, value: float) -> None:
+        self._fraction.value = float(value)
+
+    @property
+    def step(self) -> int:
+        """Steps the running job has completed (its resumed start included)."""
+        return int(self._step.value)
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self._step.value = int(value)
 
     def pause(self):
         self._run.clear()
@@ -262,6 +293,7 @@ def run_job(
                 raise TrainingError(f"{checkpoint}: the checkpoint records step {start_step}; rerun with --restart")
             on_event(TrainEvent("log", job.stage, start_step, job.total_steps,
                                 message=f"resumed {job.stage} from step {start_step} ({checkpoint})"))
+    control.step = start_step
     on_event(TrainEvent("started", job.stage, start_step, job.total_steps))
     for note in getattr(job, "notes", ()):
         on_event(TrainEvent("log", job.stage, start_step, job.total_steps, message=note))
@@ -306,6 +338,7 @@ def run_job(
             t_step = time.perf_counter()
             losses = job.train_step(step)
             step += 1
+            control.step = step
             latest = losses
             now = time.perf_counter()
             if now - last_event >= event_interval_s or step == job.total_steps:
