@@ -187,3 +187,20 @@ def test_orbit_path_circles_the_target():
         assert eye[2] == pytest.approx(before[2, 3])
     req = request_for_pose(poses[3], 32, 24, 2, 6)
     assert req.c2w == tuple(tuple(float(x) for x in row) for row in poses[3].c2w)
+
+
+def test_near_and_far_follow_the_camera_distance():
+    from types import SimpleNamespace
+
+    from viewer.camera import view_bounds
+
+    cams = {"train": [{"c2w": np.eye(4).tolist()} for _ in range(2)]}
+    for c, z in zip(cams["train"], (4.0, 4.0)):
+        c["c2w"][2][3] = z  # dataset cameras 4 units from the centre
+    scene = SimpleNamespace(ndc=None, aabb=[[-1.5] * 3, [1.5] * 3], near=2.0, far=6.0, cameras=cams)
+    assert view_bounds(scene, [0, 0, 4.0]) == pytest.approx((2.0, 6.0))  # the trained bounds at dataset distance
+    assert view_bounds(scene, [0, 0, 10.0]) == pytest.approx((8.0, 12.0))  # zoomed out: the same slab, further
+    near, far = view_bounds(scene, [0, 0, 1.0])  # flown close: near just in front of the camera
+    assert 0 < near < 0.01 and far == pytest.approx(3.0)
+    ndc = SimpleNamespace(ndc={"focal": 1.0}, aabb=[[-1] * 3, [1] * 3], near=0.0, far=1.0, cameras=cams)
+    assert view_bounds(ndc, [0, 0, 9.0]) == (0.0, 1.0)

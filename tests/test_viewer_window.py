@@ -286,3 +286,13 @@ def test_a_scene_opens_on_its_fastest_backend():
     assert opening_backend(None, "r2l", ["nerf", "kilonerf", "r2l"]) == "r2l"  # the scene's suggestion
     assert opening_backend("nerf", "r2l", ["nerf", "kilonerf"]) == "nerf"  # the backend being viewed stays
     assert opening_backend("nerf", None, []) is None
+
+
+def test_near_and_far_follow_the_zoom(qtbot, window):
+    centre = np.asarray(window.scene.aabb, dtype=np.float64).mean(0)
+    before, d0 = window.current_request(), np.linalg.norm(window.camera.eye - centre)
+    window.camera.dolly(-10)  # ten wheel notches out
+    after, d1 = window.current_request(), np.linalg.norm(window.camera.eye - centre)
+    assert d1 > d0 + 1.0
+    assert after.far - before.far == pytest.approx(d1 - d0, rel=1e-6)  # far moved out with the camera
+    assert after.far - after.near == pytest.approx(before.far - before.near)  # the same slab of space

@@ -309,6 +309,26 @@ def orbit_path(camera: OrbitCamera, n_frames: int, turns: float = 1.0) -> list[C
     return poses
 
 
+def view_bounds(scene, eye) -> tuple[float, float]:
+    """Near and far for a camera at ``eye``: the scene's bounds, moved with the camera's distance
+    from the scene centre relative to the dataset cameras' mean distance. At the dataset cameras'
+    distance they are exactly the bounds the backends were trained with; zoomed out by D they
+    cover the same slab of space D further away (nothing is clipped); zoomed in, near stops just
+    in front of the camera. NDC scenes keep their bounds."""
+    if getattr(scene, "ndc", None) is not None:
+        return float(scene.near), float(scene.far)
+    aabb = np.asarray(scene.aabb, dtype=np.float64)
+    centre = aabb.mean(0)
+    eyes = [np.asarray(c["c2w"], dtype=np.float64)[:3, 3] for cams in scene.cameras.values() for c in cams]
+    ref = (float(np.mean([np.linalg.norm(e - centre) for e in eyes])) if eyes
+           else 0.5 * (float(scene.near) + float(scene.far)))
+    shift = float(np.linalg.norm(np.asarray(eye, dtype=np.float64) - centre)) - ref
+    radius = float(np.linalg.norm(aabb[1] - aabb[0]) / 2)
+    near = max(float(scene.near) + shift, 1e-3 * max(radius, 1e-6))
+    far = max(float(scene.far) + shift, near + 1e-3)
+    return near, far
+
+
 def request_for_pose(pose: CameraPose, width: int, height: int, near: float, far: float, **kw) -> RenderRequest:
     """A RenderRequest of a stored pose (keyframe, path frame) at ``width x height`` pixels."""
     fy = 0.5 * height / math.tan(math.radians(pose.fov_deg) / 2)

@@ -30,7 +30,7 @@ from PyQt6.QtWidgets import (
 
 from models.backends import registry
 from models.scene import Scene
-from viewer.camera import CameraPose, OrbitCamera, interpolate_poses, orbit_path, request_for_pose
+from viewer.camera import CameraPose, OrbitCamera, interpolate_poses, orbit_path, request_for_pose, view_bounds
 from viewer.gl_canvas import GLCanvas
 from viewer.panels.backends import BackendSelector
 from viewer.panels.comparator import Comparator
@@ -408,7 +408,8 @@ class MainWindow(QMainWindow):
     # -------------------------------------------------------------------------- rendering
     def current_request(self, width: int | None = None, height: int | None = None):
         w, h = self.canvas.view_size()  # one pane when the comparator shows two side by side
-        return self.camera.request(width or w, height or h, self.scene.near, self.scene.far,
+        near, far = view_bounds(self.scene, self.camera.eye)  # follow the camera: zooming out never clips
+        return self.camera.request(width or w, height or h, near, far,
                                    background=tuple(float(x) for x in self.scene.background))
 
     def request_render(self) -> None:
@@ -637,8 +638,8 @@ class MainWindow(QMainWindow):
         else:
             poses = orbit_path(self.camera, settings.frames)
         bg = tuple(float(x) for x in self.scene.background)
-        reqs = [request_for_pose(p, settings.width, settings.height, self.scene.near, self.scene.far, background=bg)
-                for p in poses]
+        reqs = [request_for_pose(p, settings.width, settings.height, *view_bounds(self.scene, p.c2w[:3, 3]),
+                                 background=bg) for p in poses]
         Path(settings.path).parent.mkdir(parents=True, exist_ok=True)
         self._start_offline(OfflineJob("video", reqs, self.backend, settings.path, self.mode, settings.fps), "video",
                             f"Rendering {len(reqs)} frames to {Path(settings.path).name}…")
