@@ -296,3 +296,15 @@ def test_near_and_far_follow_the_zoom(qtbot, window):
     assert d1 > d0 + 1.0
     assert after.far - before.far == pytest.approx(d1 - d0, rel=1e-6)  # far moved out with the camera
     assert after.far - after.near == pytest.approx(before.far - before.near)  # the same slab of space
+
+
+def test_switching_backends_aborts_a_slow_frame_at_once(qtbot, window, viewer_backends, monkeypatch):
+    monkeypatch.setattr(viewer_backends["slow"], "delay", 0.5)  # 12 chunks of 0.5 s: a 6 s frame
+    window.worker.dynamic = False
+    window.set_backend("slow")
+    qtbot.wait(800)  # the slow frame is under way and the screen stale (the starvation guard's case)
+    window.set_backend("flat")
+    _wait_final(qtbot, window, backend="flat", timeout=30_000)
+    # the slow frame was abandoned at its next chunk, not finished first
+    assert not any(f.backends == ("slow",) for f in window.frames)
+    window.worker.dynamic = True

@@ -285,6 +285,9 @@ class RenderWorker(QObject):
         self._pending: ViewJob | None = None
         self._blocked: ViewJob | None = None
         self._generation = 0
+        self._inflight_backends: tuple[str, ...] = ()
+        self._inflight_mode = ""
+        """Backends and output of the interactive frame being rendered (a request for others aborts it)."""
         self._last_submit = time.perf_counter()
         self._offline: list[OfflineJob] = []
         self._offline_running: OfflineJob | None = None
@@ -357,8 +360,9 @@ class RenderWorker(QObject):
         return self._generation != generation or bool(self._offline)
 
     def _interactive_aborted(self, generation: int) -> bool:
-        """should_abort of interactive frames: a newer view aborts the frame in flight only once it
-        has overrun its budget (twice the target frame time), and never while the screen is stale
+        """should_abort of interactive frames: a request for another backend (or pair, or output)
+        aborts the frame in flight at once; a newer view of the same ones only once the frame has
+        overrun its budget (twice the target frame time), and never while the screen is stale
         (starvation guard).
 
         Interactive frames are sized by the dynamic resolution to take one frame time; aborting
@@ -370,6 +374,9 @@ class RenderWorker(QObject):
             return True
         if self._generation == generation:
             return False
+        pending = self._pending
+        if pending is not None and (pending.backends != self._inflight_backends or pending.mode != self._inflight_mode):
+            return True  # another backend or output was asked for: this frame would never be shown
         now = time.perf_counter()
         budget_ms = 1000.0 / max(self.target_fps, 1e-3)
         if (now - self._frame_started) * 1000.0 < 2.0 * budget_ms:
@@ -432,6 +439,7 @@ class RenderWorker(QObject):
         w, h = dyn.size_for(full.width, full.height) if self.dynamic else (full.width, full.height)
         req = replace(full, outputs=output_kinds(job.mode)).scaled(w, h)
         t0 = self._frame_started = time.perf_counter()
+        self._inflight_backends, self._inflight_mode = job.backends, job.mode
         try:
             images, render_ms, spr, stats = self._render_all(job.backends, req, job.mode,
                                                              lambda: self._interactive_aborted(generation))
