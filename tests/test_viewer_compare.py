@@ -405,3 +405,12 @@ def test_benchmark_button_runs_bench_and_shows_table_and_plot(qtbot, window, tmp
     assert dlg.progress.value() == 1000
     for name in ("bench.md", "bench.csv", "bench.json", "bench.png"):
         assert (Path(out) / name).is_file()
+
+
+def test_quality_at_a_dataset_view_does_not_wait_for_the_window_to_refine(qtbot, window, compare_scene):
+    window.worker.refine_delay_ms = 10**8  # the window never refines to its full resolution
+    window.comparator.set_active(True)
+    qtbot.keyClick(window.canvas, Qt.Key.Key_BracketRight)
+    q = _wait_quality(qtbot, window, "gt")
+    assert q.key[1:3] == ("test", 0)
+    assert window.last_frame is None or not window.last_frame.final  # measured before any final frame

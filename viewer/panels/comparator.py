@@ -469,7 +469,7 @@ class Comparator(QObject):
         req = frame.request if frame is not None else win.current_request()
         return ("teacher", req, *pair)
 
-    def _measure(self, frame: Frame) -> None:
+    def _measure(self, frame: Frame | None) -> None:
         key = self.current_key(frame)
         if key is None or (self.quality is not None and self.quality.key == key) or self._pending == key:
             return
@@ -496,6 +496,8 @@ class Comparator(QObject):
             fn = gt_quality_task(key, pair, dv, split, data.near, data.far, data.background,
                                  f"ground truth ({where})")
         else:
+            if frame is None:  # the teacher reference needs the shown frame: measured when it arrives
+                return
             if TEACHER not in self.win.infos:
                 why = (f"{_label(TEACHER)} teacher not loaded" if self.win.backend_selector.is_enabled(TEACHER)
                        else f"no {_label(TEACHER)} teacher in this scene")
@@ -561,7 +563,13 @@ class Comparator(QObject):
         self._retry()
 
     def _retry(self) -> None:
-        """Measure the final frame on screen if it still shows the current view."""
+        """Measure the current view: at a dataset view at once (both backends render the dataset
+        camera at its native size, whatever the window shows), elsewhere the final frame on
+        screen if it still shows the current view."""
+        key = self.current_key()
+        if key is not None and key[0] in ("gt", "gt-wait"):
+            self._measure(None)
+            return
         f = self._last_final
         if (self.active and f is not None and f.request == self.win.current_request()
                 and f.backends == (self.win.backend, self.backend_b)):
