@@ -565,8 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--half-res", action="store_true", help="Blender: train at half resolution")
     p.add_argument("--factor", type=POSITIVE, default=None, help="LLFF: image downsampling factor (images_N)")
     p.add_argument("--views", type=POSITIVE, default=None, help="sparse views: keep N training views (3/6/9)")
-    p.add_argument("--sparse-reg", action="store_true", help="RegNeRF regularisation (depth smoothness on "
-                   "unobserved patches, sample-space annealing, gradient clipping); needs --views")
+    p.add_argument("--sparse-reg", nargs="?", const="regnerf", default=None, choices=["regnerf", "freenerf", "both"],
+                   help="sparse-view regularisation (needs --views): regnerf (the default: depth smoothness on "
+                   "unobserved patches, sample-space annealing, gradient clipping), freenerf (frequency and "
+                   "occlusion regularisation) or both")
     p.add_argument("--time-budget", type=positive_seconds, default=None, help="stop training after this many seconds")
     p.add_argument("--cuda-graph", action="store_true",
                    help="replay the training step as a CUDA graph (experimental; measured slower than eager)")

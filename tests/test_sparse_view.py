@@ -73,3 +73,58 @@ def test_llff_sparse_protocol_on_fern(shared_data):
     assert [int(n.split("image")[-1][:3]) for n in sub.names] == [1, 10, 19]
     assert [int(n.split("image")[-1][:3]) for n in data.splits["test"].names] == [0, 8, 16]
     assert math.isclose(float(sub.intrinsics[0, 0]), float(train.intrinsics[0, 0]))
+
+
+# ------------------------------------------------------------------------------- FreeNeRF
+def test_freenerf_frequency_mask_golden_values():
+    from models.training.sparse_view import freq_mask
+
+    # 10 bands over the first 90% of training: t/T = progress / 0.9, ptr = 10 t/T + 1
+    torch.testing.assert_close(freq_mask(10, 0.0, 0.9), torch.tensor([1.0] + [0.0] * 9))  # ptr 1
+    torch.testing.assert_close(freq_mask(10, 0.45, 0.9), torch.tensor([1.0] * 6 + [0.0] * 4))  # ptr 6
+    torch.testing.assert_close(freq_mask(10, 0.495, 0.9), torch.tensor([1.0] * 6 + [0.5] + [0.0] * 3))  # ptr 6.5
+    torch.testing.assert_close(freq_mask(10, 0.9, 0.9), torch.ones(10))  # from 90% on: all bands
+    torch.testing.assert_close(freq_mask(4, 0.2, 0.0), torch.ones(4))  # no regularisation
+
+
+def test_the_mask_reaches_only_the_position_encoding_bands():
+    from models.fields.nerf_mlp import NerfMLP, NerfMLPConfig
+
+    torch.manual_seed(0)
+    net = NerfMLP(NerfMLPConfig(depth=2, width=16, skips=(), pos_freqs=3, dir_freqs=1, view_width=8))
+    x, d = torch.randn(5, 3), torch.nn.functional.normalize(torch.randn(5, 3), dim=-1)
+    full = net(x, d)
+    net.freq_mask = torch.ones(3)
+    torch.testing.assert_close(net(x, d), full)  # all visible: unchanged
+    net.freq_mask = torch.zeros(3)
+    masked = net.density(x)
+    w = net.trunk[0].weight[:, :3]  # with every band masked only the raw coordinates reach the net
+    h = torch.relu(x @ w.T + net.trunk[0].bias)
+    h = torch.relu(net.trunk[1](h))
+    torch.testing.assert_close(masked, torch.relu(net.sigma(h).squeeze(-1)))
+
+
+def test_occlusion_points_are_the_first_samples_of_each_ray():
+    from models.training.sparse_view import SparseViewConfig, occlusion_points
+
+    cfg = SparseViewConfig(occlusion_samples=10, occlusion_of=128)
+    o = torch.zeros(50, 3)
+    d = torch.tensor([[0.0, 0.0, -1.0]]).repeat(50, 1)
+    near, far = torch.full((50,), 2.0), torch.full((50,), 6.0)
+    pts = occlusion_points(o, d, near, far, cfg, torch.Generator().manual_seed(0)).reshape(50, 10, 3)
+    t = -pts[..., 2]
+    # the first 10 of 128 bins of [2, 6]: t in [2, 2 + 4 * 10 / 128], one point per bin
+    assert (t >= 2.0).all() and (t <= 2.0 + 4.0 * 10 / 128 + 1e-6).all()
+    bins = ((t - 2.0) / (4.0 / 128)).floor()
+    torch.testing.assert_close(bins, torch.arange(10.0).expand(50, 10))
+
+
+def test_sparse_reg_modes():
+    from models.training.configs import TeacherConfig
+
+    reg, free, both, plain = (TeacherConfig.sparse_settings(3, m) for m in ("regnerf", "freenerf", "both", None))
+    assert reg.depth_smoothness and reg.anneal_steps == 512 and not reg.freq_reg and reg.occlusion_weight == 0
+    assert free.freq_reg and free.occlusion_weight == 0.01 and not free.depth_smoothness and free.anneal_steps == 0
+    assert both.freq_reg and both.depth_smoothness and both.occlusion_weight == 0.01
+    assert not plain.freq_reg and not plain.depth_smoothness and plain.grad_clip == 0
+    assert TeacherConfig.sparse_settings(3, True) == reg  # the dialog's checkbox

@@ -63,6 +63,9 @@ class NerfMLP(nn.Module):
 
     pad_inputs: bool | None = None
     """Pad the encodings and weights to multiples of 8 columns (``_padded_weight``); None: on CUDA."""
+    freq_mask: torch.Tensor | None = None
+    """(pos_freqs,) visibility of the position encoding's bands (FreeNeRF's frequency
+    regularisation, set by the trainer each step; None: all visible)."""
 
     def _pads(self, x: torch.Tensor) -> bool:
         return x.is_cuda if self.pad_inputs is None else self.pad_inputs
@@ -70,6 +73,9 @@ class NerfMLP(nn.Module):
     def density_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (N, 3) -> raw density (N,) (before activation) and trunk features (N, W)."""
         enc = positional_encoding(x, self.config.pos_freqs)
+        if self.freq_mask is not None:  # layout [x (3), sin f0 (3), cos f0 (3), sin f1, ...]
+            cols = torch.cat([torch.ones(3, device=enc.device), self.freq_mask.to(enc.device).repeat_interleave(6)])
+            enc = enc * cols.to(enc.dtype)
         pad = self._pads(x) and enc.shape[-1] % 8 != 0
         if pad:  # see _padded_weight
             enc = F.pad(enc, (0, -enc.shape[-1] % 8))

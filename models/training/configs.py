@@ -101,12 +101,12 @@ class TeacherConfig:
         return d
 
     @staticmethod
-    def sparse_settings(views: int, regularise: bool) -> SparseViewConfig:
-        """Sparse-view settings for ``train --views N [--sparse-reg]``: without ``regularise`` the
-        same N views are fitted by plain NeRF (the baseline RegNeRF is compared against)."""
-        if regularise:
-            return SparseViewConfig(views=views)
-        return SparseViewConfig(views=views, depth_smoothness=False, anneal_steps=0, grad_clip=0.0)
+    def sparse_settings(views: int, regularise: bool | str | None) -> SparseViewConfig:
+        """Sparse-view settings for ``train --views N [--sparse-reg [MODE]]``: MODE regnerf (also
+        ``True``), freenerf or both; without it the same N views are fitted by plain NeRF (the
+        baseline the regularisers are compared against). See ``SparseViewConfig.preset``."""
+        mode = "regnerf" if regularise is True else (regularise or None)
+        return SparseViewConfig.preset(views, mode)
 
 
 TEACHER_PRESETS: dict[str, TeacherConfig] = {

@@ -16,6 +16,15 @@ Three pieces, used by the teacher when ``TeacherConfig.sparse`` is set:
 
 RegNeRF's third term, a colour likelihood from a normalising flow trained on JFT-300M, is left
 out: the flow model was never released, and nothing here substitutes for it.
+
+FreeNeRF's two terms (Yang et al., CVPR 2023), selectable beside or instead of RegNeRF's:
+
+- Frequency regularisation (``freq_mask``): the positional-encoding bands of the position are
+  unmasked linearly from low to high over the first ``freq_reg_fraction`` of training (the raw
+  coordinates always pass; band k is fully visible once L t / T + 1 > k + 1).
+- Occlusion regularisation (``occlusion_points``): the density at the first ``occlusion_samples``
+  of ``occlusion_of`` evenly spaced samples of each training ray (the part of the ray nearest
+  the camera, where few-view models grow floaters) is penalised with weight ``occlusion_weight``.
 """
 
 from __future__ import annotations
@@ -57,6 +66,28 @@ class SparseViewConfig:
     """Gradient norm clipping (RegNeRF: 0.1; 0 disables)."""
     pose_jitter: float = 0.1
     """Random poses: extra margin around the training cameras' box, as a fraction of its size."""
+    freq_reg: bool = False
+    """FreeNeRF's frequency regularisation of the position encoding (``freq_mask``)."""
+    freq_reg_fraction: float = 0.9
+    """Fraction of training over which the bands are unmasked (FreeNeRF: 90%)."""
+    occlusion_weight: float = 0.0
+    """FreeNeRF's occlusion loss weight (0.01 in the paper; 0: off)."""
+    occlusion_samples: int = 10
+    """Samples nearest the camera whose density is penalised (FreeNeRF's ``occ_reg_range``)."""
+    occlusion_of: int = 128
+    """Evenly spaced samples of [near, far] that those are the first of (FreeNeRF: 128 for LLFF)."""
+
+    @staticmethod
+    def preset(views: int, mode: str | None) -> "SparseViewConfig":
+        """The settings of ``train --views N [--sparse-reg MODE]``: MODE "regnerf" (depth smoothness,
+        sample-space annealing, gradient clipping), "freenerf" (frequency and occlusion
+        regularisation), "both", or None (plain NeRF on the N views, the baseline)."""
+        if mode not in (None, "regnerf", "freenerf", "both"):
+            raise ValueError(f"--sparse-reg must be regnerf, freenerf or both, got {mode!r}")
+        regnerf, freenerf = mode in ("regnerf", "both"), mode in ("freenerf", "both")
+        return SparseViewConfig(views=views, depth_smoothness=regnerf, anneal_steps=512 if regnerf else 0,
+                                grad_clip=0.1 if regnerf else 0.0, freq_reg=freenerf,
+                                occlusion_weight=0.01 if freenerf else 0.0)
 
 
 def select_views(split: Split, n: int) -> tuple[Split, list[int]]:
@@ -75,6 +106,32 @@ def select_views(split: Split, n: int) -> tuple[Split, list[int]]:
         alpha=None if split.alpha is None else split.alpha[sel],
     )
     return sub, idx
+
+
+def freq_mask(n_freqs: int, progress: float, reg_fraction: float) -> torch.Tensor:
+    """FreeNeRF's visibility (n_freqs,) of the positional-encoding bands at a point of training.
+
+    With t / T = progress / reg_fraction and ptr = n_freqs t / T + 1: the first floor(ptr) bands
+    are visible (1), the next one by the fraction ptr - floor(ptr), the rest masked (0); from
+    t = T on every band is visible. E.g. 10 bands at t / T = 0: [1, 0, ..., 0]; at 0.55:
+    ptr = 6.5, bands 0-5 visible, band 6 at 0.5.
+    """
+    if reg_fraction <= 0 or progress >= reg_fraction:
+        return torch.ones(n_freqs)
+    ptr = min(n_freqs * progress / reg_fraction + 1.0, float(n_freqs))
+    k = torch.arange(n_freqs, dtype=torch.float64)
+    return (ptr - k).clamp(0.0, 1.0).float()
+
+
+def occlusion_points(origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, far: torch.Tensor,
+                     cfg: SparseViewConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(R * M, 3) points at the first M = ``occlusion_samples`` of ``occlusion_of`` stratified
+    samples of each ray's [near, far] (FreeNeRF's occlusion regularisation acts on their density)."""
+    m, n = cfg.occlusion_samples, max(cfg.occlusion_of, cfg.occlusion_samples)
+    bins = torch.arange(m, device=origins.device, dtype=origins.dtype)
+    u = torch.rand(origins.shape[0], m, generator=generator, device=origins.device, dtype=origins.dtype)
+    t = near[:, None] + (far - near)[:, None] * (bins[None] + u) / n  # (R, M), within the first M of n bins
+    return (origins[:, None, :] + t[..., None] * dirs[:, None, :]).reshape(-1, 3)
 
 
 def smoothness_weight(step: int, cfg: SparseViewConfig) -> float:

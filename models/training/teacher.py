@@ -21,6 +21,8 @@ from models.training.configs import TeacherConfig
 from models.training.sparse_view import (
     RandomPatchSampler,
     annealed_bounds,
+    freq_mask,
+    occlusion_points,
     depth_tv_loss,
     mean_view_up,
     depth_with_far_background,
@@ -141,11 +143,15 @@ class TeacherJob(TimeBudget, TrainingJob):
             raise ValueError(f"{data.root}: dataset has no training images")
         train = data.splits["train"]
         self.train_indices = list(range(len(train)))
+        self.notes: list[str] = []
+        """What the job chose (kept views), for logs."""
         self.patches = None
         if c.sparse is not None:
             if c.sparse.views > len(train):
                 raise ValueError(f"--views {c.sparse.views}: the dataset has only {len(train)} training views")
             train, self.train_indices = select_views(train, c.sparse.views)
+            self.notes.append(f"sparse views: training on {len(train)} of {len(data.splits['train'])} training "
+                              f"images: {', '.join(train.names)}")
             if c.sparse.depth_smoothness:
                 self.patches = RandomPatchSampler(train, c.sparse, data.ndc, scene_target(train, data.ndc, data.aabb),
                                                   mean_view_up(train), self.device, self.generator)
@@ -212,6 +218,9 @@ class TeacherJob(TimeBudget, TrainingJob):
             self.grid.update_ema(self.density_fn, c.render_step_size, c.grid_threshold, generator=self.generator)
         precrop = c.precrop_frac if step < c.precrop_steps else 1.0
         self.step_index = step
+        if c.sparse is not None and c.sparse.freq_reg:  # FreeNeRF: bands unmasked from low to high
+            mask = freq_mask(c.mlp.pos_freqs, self.progress(step), c.sparse.freq_reg_fraction).to(self.device)
+            self.coarse.freq_mask = self.fine.freq_mask = None if bool((mask == 1).all()) else mask
         if self.use_static:  # forward + backward already done (a CUDA-graph replay on CUDA)
             loss, psnr_batch, parts = self._static_step(precrop)
         else:
@@ -224,6 +233,10 @@ class TeacherJob(TimeBudget, TrainingJob):
                 w = smoothness_weight(step, c.sparse)
                 loss = loss + w * reg
                 parts["depth_tv"] = reg.detach()
+            if c.sparse is not None and c.sparse.occlusion_weight > 0:
+                occ = self._occlusion()
+                loss = loss + c.sparse.occlusion_weight * occ
+                parts["occlusion"] = occ.detach()
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
         if c.sparse is not None and c.sparse.grad_clip > 0:
@@ -346,6 +359,17 @@ class TeacherJob(TimeBudget, TrainingJob):
             return torch.rand(3, generator=self.generator, device=self.device)
         return self.background
 
+    def _occlusion(self) -> torch.Tensor:
+        """FreeNeRF's occlusion loss: mean density at the first samples of this step's rays
+        (a fresh draw of rays; densities of both networks)."""
+        c = self.config
+        o, d, _ = self.batcher.sample(min(self.batch_rays, 4096))
+        near, far = self.near_far(o, d, self.step_index)
+        pts = occlusion_points(o, d, near, far, c.sparse, self.generator)
+        with self.autocast():
+            sig = self.fine.density(pts).float().mean() + self.coarse.density(pts).float().mean()
+        return sig
+
     def _depth_smoothness(self) -> torch.Tensor:
         """RegNeRF depth smoothness on random unobserved 8x8 patches (same sampler as training)."""
         c = self.config
@@ -437,6 +461,7 @@ class TeacherJob(TimeBudget, TrainingJob):
         return {"backend": "nerf", "state": state, "config": self.model_config()}
 
     def finish(self) -> dict:
+        self.coarse.freq_mask = self.fine.freq_mask = None  # the saved networks see every band
         v = self.validate()
         steps = getattr(self, "steps_done", self.total_steps)
         metrics = {"val_psnr": round(v.psnr, 3), "steps": steps, "train_seconds": round(self.elapsed(), 1),
