@@ -12,10 +12,16 @@
 #
 # WORK is a scratch folder (the queue copies the repository there, so later edits of the checkout
 # never change the code under running jobs); DATA the dataset folder. Environment:
-#   STAGES       stages to run, in order (default: env smoke step teacher teval r2l reval w256)
+#   STAGES       stages to run, in order (default: env smoke step teacher export teval r2l reval w256);
+#                stage export writes the teacher as float16 (main.py export) to WORK/teacher_export, which
+#                `wait` packs into OUT/teacher.tgz, so a later run can start from it (TEACHER=DIR
+#                copies DIR to the scene instead of training, then skips stage teacher)
 #   DEVICE       cuda (default) or cpu (a dry run of the plumbing: set PRESET=tiny)
 #   PRESET       teacher preset (default standard); R2L_PRESET (default standard)
 #   W256_BUDGET  seconds of W256D88 distillation in stage w256 (default 0: skip it)
+#   ABL1, ABL2   student variants of stages abl1 / abl2 (e.g. P8x4-512-K64-W256D12): each trains on the
+#                R2L preset's schedule for ABL_SECONDS (default 160) and is then stopped, so its
+#                validation curve compares with stage r2l's at equal time; unset: skip
 #   BIG          render size of the timing (default 800)
 # Results: WORK/<stage>/... (logs, events.jsonl with the validation curve, eval and bench JSON).
 set -uo pipefail
@@ -60,10 +66,17 @@ run_step() {
 }
 
 run_teacher() {
+  if [ -n "${TEACHER:-}" ]; then
+    rm -rf "$S" && cp -r "$TEACHER" "$S" && echo "teacher copied from $TEACHER"; return 0
+  fi
   local t0=$(date +%s)
   $PY main.py train "$DATA" --out "$S" --preset "$PRESET" --device "$DEVICE" --restart --quiet \
     --events "$W/teacher/events.jsonl"
   echo "train wall seconds (process start to exit): $(( $(date +%s) - t0 ))"
+}
+
+run_export() {
+  $PY main.py export "$S" --out "$W/teacher_export" --backends nerf --force && ls -la "$W/teacher_export"
 }
 
 run_teval() {
@@ -98,8 +111,19 @@ run_w256() {
     --out "$W/w256/bench" --quiet
 }
 
+run_ablation() {  # run_ablation VARIANT NAME
+  if [ -z "$1" ]; then echo "skipped (no variant)"; return 0; fi
+  rm -rf "$W/scene_$2" && cp -r "$S" "$W/scene_$2"
+  timeout "${ABL_SECONDS:-160}" $PY main.py distill "$W/scene_$2" --backend r2l --preset "$R2L_PRESET" \
+    --variant "$1" --device "$DEVICE" --restart --quiet --events "$W/$2/events.jsonl"
+  echo "stopped after ${ABL_SECONDS:-160} s (exit $?)"
+  rm -rf "$W/scene_$2"
+}
+run_abl1() { run_ablation "${ABL1:-}" abl1; }
+run_abl2() { run_ablation "${ABL2:-}" abl2; }
+
 queue() {
-  for st in ${STAGES:-env smoke step teacher teval r2l reval w256}; do
+  for st in ${STAGES:-env smoke step teacher export teval r2l reval w256}; do
     stage "$st"
   done
   log "queue finished"
@@ -112,6 +136,9 @@ pack() {  # the finished stages' small result files into $1/results.tgz
   cp "$W/queue.log" "$out/" 2>/dev/null
   ( cd "$W" && find . \( -name '*.log' -o -name '*.jsonl' -o -name '*.json' -o -name '*.csv' -o -name '*.md' \
       -o -name '*.png' \) ! -path './repo/*' ! -path '*/checkpoints/*' -size -4M | tar -czf "$out/results.tgz" -T - )
+  if [ -f "$W/done.export" ] && [ ! -f "$out/teacher.tgz" ]; then
+    ( cd "$W/teacher_export" && tar -czf "$out/teacher.tgz" . )
+  fi
   ls -la "$out"
 }
 

@@ -126,15 +126,25 @@ class R2LMLPConfig:
 
     @staticmethod
     def from_name(name: str) -> "R2LMLPConfig":
-        """"W256D88" -> R2LMLPConfig(width=256, depth=88); names of ``VARIANTS`` as listed."""
+        """"W256D88" -> R2LMLPConfig(width=256, depth=88); "P8x4-512-K32-W256D12" -> feature planes
+        of 8 channels at 4 levels halving from 512 (64, 128, 256, 512), 32 points, W256D12; names of
+        ``VARIANTS`` as listed."""
         if name in VARIANTS:
             return VARIANTS[name]
         import re
 
         m = re.fullmatch(r"W(\d+)D(\d+)", name)
-        if not m:
-            raise ValueError(f"R2L variant names look like W256D88 or one of {', '.join(VARIANTS)}, got '{name}'")
-        return R2LMLPConfig(width=int(m.group(1)), depth=int(m.group(2)))
+        if m:
+            return R2LMLPConfig(width=int(m.group(1)), depth=int(m.group(2)))
+        m = re.fullmatch(r"P(\d+)x(\d+)-(\d+)-K(\d+)-W(\d+)D(\d+)", name)
+        if m:
+            c, levels, top, k, w, d = (int(g) for g in m.groups())
+            if not 1 <= levels <= 8 or top >> (levels - 1) < 2:
+                raise ValueError(f"R2L variant {name}: need 1 to 8 levels, each of at least 2 texels")
+            return R2LMLPConfig(w, d, n_points=k, encoding="planes", plane_channels=c,
+                                plane_resolutions=tuple(top >> (levels - 1 - i) for i in range(levels)))
+        raise ValueError(f"R2L variant names look like W256D88, P8x4-512-K32-W256D12 or one of "
+                         f"{', '.join(VARIANTS)}, got '{name}'")
 
 
 VARIANTS: dict[str, R2LMLPConfig] = {
