@@ -464,6 +464,7 @@ err = planes_kernel_error(fp, torch.device("cpu"), n=300)
 assert err < 1e-5, err
 # fused render kernel against the network (fp16 products in the kernel)
 for cfg in [R2LMLPConfig(64, 4, n_points=4, encoding="planes", plane_channels=8, plane_resolutions=(8, 16)),
+            R2LMLPConfig(64, 2, n_points=5, encoding="planes", plane_channels=8, plane_resolutions=(3, 6, 9, 12)),
             R2LMLPConfig(64, 2, n_points=3, encoding="planes", plane_channels=16, plane_resolutions=(5,),
                          ray_freqs=2)]:
     net = R2LMLP(cfg)

@@ -384,9 +384,9 @@ class FusedR2LPlanes:
     """The feature-plane R2L variant in one Triton kernel (inference, fp16 tensor cores).
 
     Each program takes a tile of BM rays and, without leaving the chip: clips the rays to the
-    network's box, places the K test-time points, gathers their tri-plane features (16 feature
-    columns at a time: 3 planes x 4 bilinear texels per column, fp16 channel-last texels),
-    multiplies the planes, and accumulates the head layer group by group as tensor-core products;
+    network's box, places the K test-time points, gathers their tri-plane features (per point,
+    level and plane: the coordinate arithmetic once per ray, then 4 bilinear texels of 8 or 16
+    fp16 channels, 16-byte loads), multiplies the planes, and accumulates the head layer group by group as tensor-core products;
     then the ray's encoded Pluecker coordinates, the residual blocks and the tail, as in
     ``FusedR2L``. Reads 24 bytes of ray and writes 12 bytes of colour per ray; the planes
     (fp16) and weights stream from L2.
@@ -408,7 +408,12 @@ class FusedR2LPlanes:
         w, lc = cfg.width, cfg.point_features
         with torch.no_grad():
             wt = net.head.weight.detach().float().t()  # (input_dim, W)
-            self.wf = wt[: cfg.n_points * lc].half().contiguous()  # point features (K * L * C, W)
+            wf = wt[: cfg.n_points * lc]  # point features (K * L * C, W), rows level-major per point
+            if cfg.plane_channels == 8:  # the kernel interleaves two levels' channels: column 2c + s
+                n = torch.arange(wf.shape[0], device=dev)
+                grp, col = n // 16, n % 16
+                wf = wf[grp * 16 + (col % 2) * 8 + col // 2]
+            self.wf = wf.half().contiguous()
             self.wr = torch.zeros(64, w, device=dev)
             self.wr[: cfg.ray_features] = wt[cfg.n_points * lc :]
             self.wr = self.wr.half().contiguous()  # ray features, padded to 64 rows
@@ -436,7 +441,7 @@ class FusedR2LPlanes:
     @classmethod
     def supports(cls, cfg: R2LMLPConfig) -> bool:
         return (cfg.encoding == "planes" and cfg.width in cls.SUPPORTED_WIDTHS and cfg.n_points >= 2
-                and cfg.plane_channels in (1, 2, 4, 8, 16) and cfg.point_features % 16 == 0
+                and cfg.plane_channels in (8, 16) and cfg.point_features % 16 == 0
                 and cfg.ray_features <= 64)
 
     def __call__(self, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
@@ -465,31 +470,47 @@ def _planes_kernel():
     triton = bind_triton(globals())
 
     @triton.jit
-    def _texel(table, base, r, a, b, rmask, cols, CH: tl.constexpr):
-        """Bilinear lookup (BM, 16) in planes whose column j has resolution r[j] and start base[j];
-        a, b (BM,) are the point's coordinates along the plane's columns and rows."""
-        fa = ((a[:, None] + 1.0) * r[None, :] - 1.0) * 0.5
-        fb = ((b[:, None] + 1.0) * r[None, :] - 1.0) * 0.5
+    def _bilerp(table, base, r, a, b, rmask, ch, CH: tl.constexpr):
+        """Bilinear lookup (BM, CH) of one plane of side r starting at ``base``: the coordinate
+        arithmetic on (BM,) vectors, then four 16-byte loads of CH fp16 channels per ray."""
+        rf = r.to(tl.float32)
+        fa = ((a + 1.0) * rf - 1.0) * 0.5
+        fb = ((b + 1.0) * rf - 1.0) * 0.5
         a0f = tl.floor(fa)
         b0f = tl.floor(fb)
         wa1 = fa - a0f
         wb1 = fb - b0f
+        wa0 = 1.0 - wa1
+        wb0 = 1.0 - wb1
         a0 = a0f.to(tl.int32)
         b0 = b0f.to(tl.int32)
-        ri = r[None, :]
-        va0 = (a0 >= 0) & (a0 < ri)
-        va1 = (a0 + 1 >= 0) & (a0 + 1 < ri)
-        vb0 = (b0 >= 0) & (b0 < ri) & rmask[:, None]
-        vb1 = (b0 + 1 >= 0) & (b0 + 1 < ri) & rmask[:, None]
-        row0 = base[None, :] + ((b0 * ri + a0) * CH + cols[None, :]).to(tl.int64)
-        acc = tl.load(table + row0, mask=va0 & vb0, other=0.0).to(tl.float32) * ((1.0 - wa1) * (1.0 - wb1))
-        acc += tl.load(table + row0 + CH, mask=va1 & vb0, other=0.0).to(tl.float32) * (wa1 * (1.0 - wb1))
-        row1 = row0 + (ri * CH).to(tl.int64)
-        acc += tl.load(table + row1, mask=va0 & vb1, other=0.0).to(tl.float32) * ((1.0 - wa1) * wb1)
-        acc += tl.load(table + row1 + CH, mask=va1 & vb1, other=0.0).to(tl.float32) * (wa1 * wb1)
+        va0 = (a0 >= 0) & (a0 < r)
+        va1 = (a0 >= -1) & (a0 + 1 < r)
+        vb0 = (b0 >= 0) & (b0 < r) & rmask
+        vb1 = (b0 >= -1) & (b0 + 1 < r) & rmask
+        row = tl.multiple_of(base + ((b0 * r + a0) * CH).to(tl.int64), CH)
+        p00 = table + row[:, None] + ch[None, :]
+        p10 = p00 + (r * CH).to(tl.int64)
+        acc = tl.load(p00, mask=(va0 & vb0)[:, None], other=0.0).to(tl.float32) * (wa0 * wb0)[:, None]
+        acc += tl.load(p00 + CH, mask=(va1 & vb0)[:, None], other=0.0).to(tl.float32) * (wa1 * wb0)[:, None]
+        acc += tl.load(p10, mask=(va0 & vb1)[:, None], other=0.0).to(tl.float32) * (wa0 * wb1)[:, None]
+        acc += tl.load(p10 + CH, mask=(va1 & vb1)[:, None], other=0.0).to(tl.float32) * (wa1 * wb1)[:, None]
         return acc
 
-    globals()["_texel"] = _texel
+    globals()["_bilerp"] = _bilerp
+
+    @triton.jit
+    def _level_features(table, res_ptr, off_ptr, lvl, px, py, pz, rmask, ch, CH: tl.constexpr):
+        """(BM, CH) features of one level: the product of its three planes' lookups."""
+        r = tl.load(res_ptr + lvl)
+        base = tl.load(off_ptr + lvl)
+        plane = (r * r * CH).to(tl.int64)
+        f = _bilerp(table, base, r, px, py, rmask, ch, CH)
+        f *= _bilerp(table, base + plane, r, px, pz, rmask, ch, CH)
+        f *= _bilerp(table, base + 2 * plane, r, py, pz, rmask, ch, CH)
+        return f
+
+    globals()["_level_features"] = _level_features
 
     @triton.jit
     def _head_chunks(h0, h1, h2, h3, f16, w_ptr, W: tl.constexpr, C: tl.constexpr):
@@ -545,23 +566,21 @@ def _planes_kernel():
         h1 = tl.zeros([BM, C], dtype=tl.float32)
         h2 = tl.zeros([BM, C], dtype=tl.float32)
         h3 = tl.zeros([BM, C], dtype=tl.float32)
-        # ---- point features, 16 columns (feature index j = level * CH + channel) at a time
-        j16 = tl.arange(0, 16)
+        # ---- point features, 16 columns at a time: one level of 16 channels, or two levels of 8
+        # interleaved channel by channel (tl.join; the head's weight rows are permuted to match)
+        ch = tl.arange(0, CH)
         for k in range(K):
             tk = t0 + (t1 - t0) * (k * (1.0 / (K - 1)))
             px = (ox + tk * dx - cx) / hx
             py = (oy + tk * dy - cy) / hy
             pz = (oz + tk * dz - cz) / hz
             for g in tl.static_range(LC // 16):
-                jj = g * 16 + j16
-                lvl = jj // CH
-                ch = jj % CH
-                r = tl.load(res_ptr + lvl)
-                base = tl.load(off_ptr + lvl)
-                plane = (r * r * CH).to(tl.int64)
-                f = _texel(table, base, r, px, py, rmask, ch, CH)
-                f *= _texel(table, base + plane, r, px, pz, rmask, ch, CH)
-                f *= _texel(table, base + 2 * plane, r, py, pz, rmask, ch, CH)
+                if CH == 16:
+                    f = _level_features(table, res_ptr, off_ptr, g, px, py, pz, rmask, ch, CH)
+                else:
+                    fa = _level_features(table, res_ptr, off_ptr, 2 * g, px, py, pz, rmask, ch, CH)
+                    fb = _level_features(table, res_ptr, off_ptr, 2 * g + 1, px, py, pz, rmask, ch, CH)
+                    f = tl.reshape(tl.join(fa, fb), (BM, 16))
                 h0, h1, h2, h3 = _head_chunks(h0, h1, h2, h3, f.to(tl.float16), wf_ptr + (k * LC + g * 16) * W,
                                               W, C)
         # ---- the ray's encoded Pluecker coordinates: [v (6), sin(2^0 v), cos(2^0 v), ...], padded to 64
