@@ -1,0 +1,111 @@
+"""Render time of R2L students at 800x800 against their arithmetic and memory floors.
+
+Random weights (the time of a fused kernel does not depend on the weights' values), a lego-like
+camera: 800x800, focal 1111 px, 4 units from the centre of a [-1, 1]^3 box that the network's
+feature planes span. For every variant it times
+
+* ``kernel``: the fused Triton renderer alone on the frame's rays (``triton.testing.do_bench``,
+  median), and
+* ``render``: ``R2LBackend.render`` as the viewer calls it (rays from the camera, the kernel, the
+  frame copied to host memory), median of 10 after warm-up,
+
+and reports FPS, MFLOPs per ray and achieved TFLOP/s (2 x multiply-adds of the network), and for
+feature-plane variants the texel bytes gathered per ray (K points x levels x 3 planes x 4 texels x
+channels x 2 bytes) with the implied gather bandwidth; the bf16 GEMM peak is measured in the same
+process.
+
+    python benchmarks/r2l_render.py [--variants P8x4-512-K32-W256D12,P8x4-512-K64-W256D12,W256D88]
+        [--size 800] [--json FILE]
+
+Prints a Markdown table; needs CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from models.backends.base import RenderRequest  # noqa: E402
+from models.backends.r2l import R2LBackend  # noqa: E402
+from models.cameras import Camera, camera_rays, look_at  # noqa: E402
+from models.fields.r2l_mlp import R2LMLPConfig  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from r2l_step import bf16_peak_tflops  # noqa: E402
+
+
+def texel_bytes(cfg: R2LMLPConfig) -> int:
+    if cfg.encoding != "planes":
+        return 0
+    return cfg.n_points * len(cfg.plane_resolutions) * 3 * 4 * cfg.plane_channels * 2
+
+
+def measure(name: str, size: int) -> dict:
+    import triton.testing
+
+    cfg = R2LMLPConfig.from_name(name)
+    torch.manual_seed(0)
+    b = R2LBackend("cuda", cfg, accel="fused")
+    if cfg.encoding == "planes":
+        b.net.set_box(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    focal = 1111.0 * size / 800
+    cam = Camera(look_at(torch.tensor([0.0, -3.4, 2.1]), torch.zeros(3), torch.tensor([0.0, 0, 1])), size, size,
+                 focal, focal, size / 2, size / 2)
+    req = RenderRequest.from_camera(cam, 2.0, 6.0, precision="fp16")
+    b.render(req)  # builds and checks the fused kernel
+    path = b.active_path()
+    times = []
+    for _ in range(13):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        b.render(req)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    render_ms = sorted(times[3:])[len(times[3:]) // 2] * 1e3
+    o, d = camera_rays(cam)
+    o, d = o.reshape(-1, 3).cuda(), d.reshape(-1, 3).cuda()
+    fused = b._fused
+    kernel_ms = float(triton.testing.do_bench(lambda: fused(o, d), warmup=50, rep=300, return_mode="median")) \
+        if fused is not None else float("nan")
+    rays = size * size
+    flops = b.net.flops_per_ray()
+    tb = texel_bytes(cfg)
+    return {"variant": name, "path": path, "kernel_ms": kernel_ms, "render_ms": render_ms,
+            "fps": 1e3 / render_ms, "mflops_per_ray": flops / 1e6,
+            "tflops": flops * rays / (kernel_ms * 1e-3) / 1e12, "texel_bytes_per_ray": tb,
+            "gather_tb_s": tb * rays / (kernel_ms * 1e-3) / 1e12}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", default="P8x4-512-K32-W256D12,P8x4-512-K64-W256D12,W256D88")
+    ap.add_argument("--size", type=int, default=800)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("error: needs CUDA", file=sys.stderr)
+        return 2
+    peak = bf16_peak_tflops()
+    rows = [measure(v, a.size) for v in a.variants.split(",")]
+    print(f"{torch.cuda.get_device_name()}; torch {torch.__version__}; bf16 GEMM peak {peak:.0f} TFLOP/s; "
+          f"{a.size}x{a.size}")
+    print("| variant | path | kernel ms | render ms | FPS | MFLOPs/ray | TFLOP/s | of peak | texel KB/ray | gather TB/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['path']} | {r['kernel_ms']:.2f} | {r['render_ms']:.2f} | {r['fps']:.1f} | "
+              f"{r['mflops_per_ray']:.2f} | {r['tflops']:.0f} | {100 * r['tflops'] / peak:.1f} % | "
+              f"{r['texel_bytes_per_ray'] / 1024:.1f} | {r['gather_tb_s']:.1f} |")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"peak_tflops": peak, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
