@@ -465,3 +465,20 @@ def test_closing_asks_then_stops_the_job(qtbot, window, tmp_path, procedural_dat
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=10_000)
     assert s.outcome == "cancelled" and not s.train_thread.isRunning()
     assert not window.render_thread.isRunning()
+
+
+def test_a_new_job_right_after_one_ended_starts_and_finishes(qtbot, window, tmp_path, procedural_dataset):
+    """Starting the next job the moment the last one reports its end (its thread still reaping the
+    child) must neither hang the new child's start nor delete the old thread under itself."""
+    ctrl = window.training
+    outcomes = []
+    for i in range(2):
+        dlg = ctrl.new_training()
+        fill_dialog(dlg, procedural_dataset, tmp_path / f"scene{i}", steps=10)
+        dlg.start_button.click()
+        s = ctrl.session
+        assert s is not None
+        qtbot.waitUntil(lambda: s.outcome is not None, timeout=60_000)  # no wait for the thread
+        outcomes.append(s.outcome)
+    qtbot.waitUntil(lambda: not ctrl.session.train_thread.isRunning(), timeout=30_000)
+    assert outcomes == ["finished", "finished"], "\n".join(ctrl.session.log)

@@ -128,8 +128,11 @@ class TrainingController(QObject):
         except ValueError as e:
             self.window.show_error(str(e))
             return None
-        if self.session is not None:
-            self.session.deleteLater()  # the previous, ended job
+        if self.session is not None:  # the previous, ended job
+            # its thread may still be reaping the child (at most TrainWorker's join timeouts, usually
+            # milliseconds): deleting it under a running thread, or spawning beside it, can hang
+            self.session.train_thread.wait(20_000)
+            self.session.deleteLater()
         self._rates = {}
         self._scene_root = None
         self._close_after_stop = False
