@@ -204,11 +204,6 @@ def final_snapshot(scene, ev: TrainEvent) -> TrainEvent:
                       snapshot={"backend": backend, "state": state, "config": config, "final": True})
 
 
-CHILD_NICENESS = 5
-"""Niceness added to the training child (POSIX): when the cores are busy the scheduler favours the
-GUI process (event loop, live preview) over the training steps; an idle machine trains as fast."""
-
-
 def train_in_child(request_json: dict, events, control: JobControl, log_path: str, received) -> None:
     """The training child process: ``run_training`` with every event put on ``events``.
 
@@ -223,10 +218,6 @@ def train_in_child(request_json: dict, events, control: JobControl, log_path: st
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # leave a core to the GUI process
-    try:  # below the GUI process in the scheduler's eyes, so a busy machine takes time from training first
-        os.nice(int(os.environ.get("NSV_TRAIN_NICE", CHILD_NICENESS)))
-    except (OSError, ValueError, AttributeError):
-        pass
     request = TrainRequest.from_json(request_json)
     try:
         results = run_training(request, lambda ev: events.put(("event", ev)), control,
