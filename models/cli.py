@@ -142,7 +142,7 @@ def cmd_train(a) -> int:
     from models.data import load_dataset
     from models.training.jobs import StageSpec, open_or_create_scene, run_pipeline
 
-    from models.training.jobs import stage_config
+    from models.training.jobs import stage_config, stage_overrides
 
     stage_config("teacher", a.preset)  # an unknown preset is an error before anything starts
     device = devices.resolve_device(a.device)
@@ -151,19 +151,8 @@ def cmd_train(a) -> int:
     scene = open_or_create_scene(Path(a.out), data, a.data_mismatch_ok)
     scene.dataset["options"] = opts
     scene.save_manifest()
-    overrides = {"steps": a.steps}
-    if a.steps is not None and a.preset != "paper":
-        overrides["lr_decay_steps"] = a.steps
-    if a.sparse_reg and not a.views:
-        raise ValueError("--sparse-reg needs --views N (the number of training views to keep)")
-    if a.views:
-        from models.training.configs import TeacherConfig
-
-        overrides["sparse"] = TeacherConfig.sparse_settings(a.views, a.sparse_reg)
-    if a.time_budget is not None:
-        overrides["time_budget_s"] = a.time_budget
-    if a.checkpoint_every is not None:
-        overrides["checkpoint_every_s"] = a.checkpoint_every
+    overrides = stage_overrides("teacher", a.preset, steps=a.steps, views=a.views, sparse_reg=a.sparse_reg,
+                                time_budget_s=a.time_budget, checkpoint_every_s=a.checkpoint_every)
     if getattr(a, "cuda_graph", False):
         overrides["cuda_graph"] = True
     if getattr(a, "samples_per_step", None):
@@ -182,11 +171,10 @@ def cmd_train(a) -> int:
 
 def distill_overrides(a) -> dict:
     """The stage-config overrides that ``distill``'s options ask for (validated here)."""
-    overrides = {"steps": a.steps}
-    if a.time_budget is not None:
-        overrides["time_budget_s"] = a.time_budget
-    if a.checkpoint_every is not None:
-        overrides["checkpoint_every_s"] = a.checkpoint_every
+    from models.training.jobs import stage_overrides
+
+    overrides = stage_overrides(a.backend, a.preset, steps=a.steps, time_budget_s=a.time_budget,
+                                checkpoint_every_s=a.checkpoint_every)
     r2l_only = {"--variant": a.variant, "--pseudo": a.pseudo, "--teacher": a.teacher, "--batch-rays": a.batch_rays}
     if a.backend != "r2l":
         used = [k for k, v in r2l_only.items() if v is not None]

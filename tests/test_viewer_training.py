@@ -482,3 +482,38 @@ def test_a_new_job_right_after_one_ended_starts_and_finishes(qtbot, window, tmp_
         outcomes.append(s.outcome)
     qtbot.waitUntil(lambda: not ctrl.session.train_thread.isRunning(), timeout=30_000)
     assert outcomes == ["finished", "finished"], "\n".join(ctrl.session.log)
+
+
+@pytest.mark.parametrize("stage,cli,request_kw", [
+    ("teacher", ["--steps", "40", "--views", "3", "--sparse-reg", "freenerf", "--checkpoint-every", "7"],
+     {"steps": {"teacher": 40}, "sparse_views": 3, "sparse_regularise": "freenerf", "checkpoint_every_s": 7.0}),
+    ("teacher", ["--views", "6", "--sparse-reg"], {"sparse_views": 6, "sparse_regularise": True}),
+    ("r2l", ["--steps", "30", "--checkpoint-every", "5"], {"steps": {"r2l": 30}, "checkpoint_every_s": 5.0}),
+])
+def test_cli_and_dialog_build_the_same_stage_config(monkeypatch, tmp_path, procedural_dataset, tiny_teacher_scene,
+                                                     stage, cli, request_kw):
+    """`main.py train/distill OPTIONS` and the dialog's TrainRequest with the same settings hand
+    run_pipeline the same stage and the same resolved config (one override builder for both)."""
+    from conftest import copy_scene
+
+    import models.training.jobs as jobs
+    from models import cli as cli_module
+    from models.training.jobs import stage_config
+
+    seen = []
+    monkeypatch.setattr(jobs, "run_pipeline", lambda scene, data, specs, *a, **k: seen.extend(specs))
+    if stage == "teacher":
+        argv = ["train", str(procedural_dataset), "--out", str(tmp_path / "s"), "--preset", "tiny", *cli]
+        dataset = str(procedural_dataset)
+    else:
+        scene = copy_scene(tiny_teacher_scene, tmp_path / "s")
+        argv = ["distill", str(scene), "--backend", stage, "--preset", "tiny", *cli]
+        dataset = str(procedural_dataset)
+    assert cli_module.run([*argv, "--device", "cpu", "--quiet"]) == 0
+    (from_cli,) = seen
+    req = TrainRequest(dataset=dataset, output=str(tmp_path / "s"), stages=[stage], preset="tiny", device="cpu",
+                       **request_kw)
+    (from_gui,) = req.stage_specs()
+    assert (from_gui.stage, from_gui.preset) == (from_cli.stage, from_cli.preset)
+    assert stage_config(stage, "tiny", from_gui.overrides) == stage_config(stage, "tiny", from_cli.overrides)
+    assert from_gui.overrides == from_cli.overrides

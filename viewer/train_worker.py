@@ -62,8 +62,9 @@ class TrainRequest:
     """"auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", "mps"."""
     sparse_views: int = 0
     """Teacher: keep only this many training views (0: all)."""
-    sparse_regularise: bool = False
-    """Teacher with sparse views: RegNeRF depth smoothness, sample-space annealing, grad clipping."""
+    sparse_regularise: bool | str = False
+    """Teacher with sparse views: "regnerf" (also True: depth smoothness, sample-space annealing,
+    gradient clipping), "freenerf" (frequency and occlusion regularisation), "both", or False."""
     dataset_options: dict = field(default_factory=dict)
     """Loader options as in the CLI (half_res for Blender, factor for LLFF)."""
     snapshot_every_s: float | None = None
@@ -75,26 +76,14 @@ class TrainRequest:
 
     def stage_specs(self) -> list:
         """The ``run_pipeline`` stage list; overrides built as ``cmd_train``/``cmd_distill`` build them."""
-        from models.training.jobs import StageSpec
+        from models.training.jobs import StageSpec, stage_overrides
 
-        specs = []
-        for stage in self.stages:
-            overrides: dict = {}
-            steps = self.steps.get(stage)
-            if steps:
-                overrides["steps"] = int(steps)
-                if stage == "teacher" and self.preset != "paper":
-                    overrides["lr_decay_steps"] = int(steps)  # as `train --steps`: the schedule decays fully
-            if stage == "teacher" and self.sparse_views:
-                from models.training.configs import TeacherConfig
-
-                overrides["sparse"] = TeacherConfig.sparse_settings(int(self.sparse_views), self.sparse_regularise)
-            if self.snapshot_every_s is not None:
-                overrides["snapshot_every_s"] = float(self.snapshot_every_s)
-            if self.checkpoint_every_s is not None:
-                overrides["checkpoint_every_s"] = float(self.checkpoint_every_s)
-            specs.append(StageSpec(stage, self.preset, overrides))
-        return specs
+        return [StageSpec(stage, self.preset, stage_overrides(
+                    stage, self.preset, steps=self.steps.get(stage),
+                    views=self.sparse_views if stage == "teacher" else None,
+                    sparse_reg=(self.sparse_regularise or None) if stage == "teacher" else None,
+                    snapshot_every_s=self.snapshot_every_s, checkpoint_every_s=self.checkpoint_every_s))
+                for stage in self.stages]
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

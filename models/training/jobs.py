@@ -43,6 +43,41 @@ def stage_presets(stage: str) -> dict:
     raise ValueError(f"unknown stage '{stage}' (choose from {', '.join(STAGES)})")
 
 
+def stage_overrides(stage: str, preset: str, *, steps: int | None = None, views: int | None = None,
+                    sparse_reg: bool | str | None = None, time_budget_s: float | None = None,
+                    checkpoint_every_s: float | None = None, snapshot_every_s: float | None = None) -> dict:
+    """The config overrides of one stage from the settings a user gives, for ``stage_config``.
+
+    The one place where the CLI's options (``train`` / ``distill``) and the training dialog's fields
+    become overrides: ``steps`` (a teacher outside the ``paper`` preset then decays its learning
+    rate over exactly those steps, so a shortened run still ends at the low rate), sparse views
+    (teacher only: ``views`` kept, ``sparse_reg`` regnerf / freenerf / both, ``True`` = regnerf),
+    time budget, checkpoint and live-preview intervals. Unset values are left to the preset.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage '{stage}' (choose from {', '.join(STAGES)})")
+    out: dict = {}
+    if steps:
+        out["steps"] = int(steps)
+        if stage == "teacher" and preset != "paper":
+            out["lr_decay_steps"] = int(steps)
+    if sparse_reg and not views:
+        raise ValueError("--sparse-reg needs --views N (the number of training views to keep)")
+    if views:
+        if stage != "teacher":
+            raise ValueError(f"sparse views apply to the teacher, not to {stage}")
+        from models.training.configs import TeacherConfig
+
+        out["sparse"] = TeacherConfig.sparse_settings(int(views), sparse_reg)
+    if time_budget_s is not None:
+        out["time_budget_s"] = float(time_budget_s)
+    if checkpoint_every_s is not None:
+        out["checkpoint_every_s"] = float(checkpoint_every_s)
+    if snapshot_every_s is not None:
+        out["snapshot_every_s"] = float(snapshot_every_s)
+    return out
+
+
 def stage_config(stage: str, preset: str, overrides: dict | None = None):
     presets = stage_presets(stage)
     if preset not in presets:

@@ -272,10 +272,15 @@ class TrainingDialog(QDialog):
         self.sparse_views.setValue(3)
         self.sparse_views.setToolTip("Train on only this many views (RegNeRF's protocols use 3, 6 or 9)")
         sv.addRow("Training views", self.sparse_views)
-        self.sparse_reg = QCheckBox("RegNeRF regularisation (depth smoothness on unseen patches, "
-                                    "sample-space annealing, gradient clipping)")
-        self.sparse_reg.setChecked(True)
-        sv.addRow("", self.sparse_reg)
+        self.sparse_reg = QComboBox()
+        for label, mode in (("RegNeRF: depth smoothness on unseen patches, sample-space annealing, "
+                             "gradient clipping", "regnerf"),
+                            ("FreeNeRF: frequency regularisation and occlusion loss", "freenerf"),
+                            ("RegNeRF and FreeNeRF together", "both"),
+                            ("none (plain NeRF on the kept views)", "")):
+            self.sparse_reg.addItem(label, mode)
+        self.sparse_reg.setToolTip("How the teacher is regularised on the views it never sees")
+        sv.addRow("Regularisation", self.sparse_reg)
         lay.addWidget(self.sparse_box)
 
         # --- advanced
@@ -502,7 +507,7 @@ class TrainingDialog(QDialog):
             steps={s: sp.value() for s, sp in self.stage_steps.items() if sp.value() and s in self.stages()},
             device=self.device.currentData(),
             sparse_views=self.sparse_views.value() if sparse else 0,
-            sparse_regularise=bool(sparse and self.sparse_reg.isChecked()),
+            sparse_regularise=(self.sparse_reg.currentData() or False) if sparse else False,
             dataset_options=options,
             snapshot_every_s=self.snapshot_every.value() or None,
             checkpoint_every_s=self.checkpoint_every.value() or None,
@@ -524,7 +529,8 @@ class TrainingDialog(QDialog):
         self.sparse_box.setChecked(bool(r.sparse_views))
         if r.sparse_views:
             self.sparse_views.setValue(r.sparse_views)
-            self.sparse_reg.setChecked(r.sparse_regularise)
+            mode = "regnerf" if r.sparse_regularise is True else (r.sparse_regularise or "")
+            self.sparse_reg.setCurrentIndex(max(0, self.sparse_reg.findData(mode)))
         self.half_res.setChecked(bool(r.dataset_options.get("half_res")))
         if "factor" in r.dataset_options:
             j = self.factor.findData(int(r.dataset_options["factor"]))
