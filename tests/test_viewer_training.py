@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PyQt6.QtCore import QSettings, QTimer
+from PyQt6.QtCore import QSettings
 
 from models.training.engine import checkpoint_path, read_checkpoint
 from viewer.app import freeze_startup_heap
+from viewer.bench_training import StallMeter
 from viewer.main_window import MainWindow
 from viewer.panels.training_dialog import TrainingDialog, estimate_stage, record_rate, stage_rate
 from viewer.train_worker import TrainRequest
@@ -61,34 +62,6 @@ class Recorder:
 
     def kinds(self, kind):
         return [e for e in self.events if e.kind == kind]
-
-
-class StallMeter:
-    """A 5 ms QTimer on the GUI thread; the longest gap between ticks beyond 5 ms is a stall."""
-
-    def __init__(self):
-        self.timer = QTimer()
-        self.timer.setInterval(5)
-        self.timer.timeout.connect(self._tick)
-        self.last = None
-        self.gaps = []
-
-    def _tick(self):
-        now = time.perf_counter()
-        if self.last is not None:
-            self.gaps.append(now - self.last)
-        self.last = now
-
-    def start(self):
-        self.last = None
-        self.timer.start()
-
-    def stop(self):
-        self.timer.stop()
-
-    @property
-    def worst_ms(self) -> float:
-        return 1000.0 * max(self.gaps) if self.gaps else float("nan")
 
 
 def fill_dialog(dlg: TrainingDialog, dataset, output, steps=150, preset="tiny", snapshot=0.5, checkpoint=0.3):

@@ -60,6 +60,10 @@ class StallMeter:
     def stop(self):
         self.timer.stop()
 
+    @property
+    def worst_ms(self) -> float:
+        return 1000.0 * max(self.gaps) if self.gaps else float("nan")
+
 
 def _spin(ms: float) -> None:
     loop = QEventLoop()
