@@ -19,6 +19,7 @@
 #   DEVICE       cuda (default) or cpu (a dry run of the plumbing: set PRESET=tiny)
 #   PRESET       teacher preset (default standard); R2L_PRESET (default standard)
 #   W256_BUDGET  seconds of W256D88 distillation in stage w256 (default 0: skip it)
+#   RENDER_VARIANTS  students timed by stage render (benchmarks/r2l_render.py; default: its own list)
 #   ABL1, ABL2   student variants of stages abl1 / abl2 (e.g. P8x4-512-K64-W256D12): each trains on the
 #                R2L preset's schedule for ABL_SECONDS (default 160) and is then stopped, so its
 #                validation curve compares with stage r2l's at equal time; unset: skip
@@ -59,6 +60,11 @@ run_env() {
 
 run_smoke() {  # the CUDA tests of the R2L kernels (fused renderers, feature-plane gather/scatter)
   $PY -m pytest -q -x tests/test_r2l.py -k "cuda" -p no:cacheprovider
+}
+
+run_render() {  # render time of students at BIG x BIG (random weights), RENDER_VARIANTS comma list
+  $PY benchmarks/r2l_render.py --size "$BIG" --json "$W/render/render.json" \
+    ${RENDER_VARIANTS:+--variants "$RENDER_VARIANTS"}
 }
 
 run_step() {
