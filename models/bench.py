@@ -110,7 +110,7 @@ def run_bench(
     ``on_fraction`` gets the fraction of renders done (0..1) after each render;
     ``should_cancel`` is polled between renders and raises BenchCancelled.
     """
-    from models.cli import load_backend
+    from models.backends.registry import load_backend
 
     split = data.splits.get("test") or data.splits.get("val")
     if split is None:

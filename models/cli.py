@@ -218,14 +218,6 @@ def cmd_distill(a) -> int:
     return 0
 
 
-def load_backend(scene, name: str, device):
-    from models.backends.registry import create
-
-    b = create(name, device)
-    b.load(scene)
-    return b
-
-
 def backends_arg(scene, value: str) -> list[str]:
     from models.backends.registry import BACKENDS
 
@@ -252,6 +244,8 @@ def cmd_eval(a) -> int:
         raise ValueError(f"dataset has no '{a.split}' split (has: {', '.join(data.splits)})")
     split = data.splits[a.split]
     report = {"scene": str(scene.root), "split": a.split, "device": devices.describe(device), "backends": {}}
+    from models.backends.registry import load_backend
+
     for name in backends_arg(scene, a.backend):
         backend = load_backend(scene, name, device)
         n = len(split) if a.max_views is None else min(a.max_views, len(split))
@@ -288,6 +282,8 @@ def cmd_render(a) -> int:
         raise ValueError(f"--views {a.views}: expected camera indices such as 0,8")
     device = devices.resolve_device(a.device)
     scene = Scene.load(Path(a.scene))
+    from models.backends.registry import load_backend
+
     backend = load_backend(scene, a.backend, device)
     cams: list[Camera]
     if a.path == "test":

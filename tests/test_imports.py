@@ -40,3 +40,47 @@ def test_importing_every_models_module_loads_no_gui_package():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"GUI modules imported by models: {out.stdout}"
+
+
+def _import_graph(packages=("models", "viewer")) -> dict[str, set[str]]:
+    """Module -> project modules it imports anywhere in its source (function-level imports too),
+    except a submodule's imports of its own parent package (the package's facade)."""
+    mods = {}
+    for pkg in packages:
+        for p in (ROOT / pkg).rglob("*.py"):
+            parts = list(p.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            mods[".".join(parts)] = p
+    graph = {}
+    for m, p in mods.items():
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text(), filename=str(p))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for a in node.names:
+                    full = f"{node.module}.{a.name}"
+                    deps.add(full if full in mods else node.module)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names)
+        graph[m] = {d for d in deps if d in mods and d != m and not m.startswith(d + ".")}
+    return graph
+
+
+def test_no_import_cycles_in_models_or_viewer():
+    graph = _import_graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(m, path):
+        state[m] = 1
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                cycles.append(" -> ".join(path[path.index(d):] + [d]))
+            elif d not in state:
+                visit(d, path + [d])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, cycles

@@ -26,3 +26,10 @@ def backend_class(name: str) -> type[RendererBackend]:
 def create(name: str, device: torch.device | str | None = None) -> RendererBackend:
     """A fresh, unloaded backend instance of the given name."""
     return backend_class(name)(device)
+
+
+def load_backend(scene, name: str, device) -> RendererBackend:
+    """A backend created on ``device`` and loaded from ``scene`` (the CLI's and the benchmark's way in)."""
+    b = create(name, device)
+    b.load(scene)
+    return b
