@@ -174,6 +174,8 @@ def scenes(c: Corpus, data: Path, scene: Path) -> None:
     broken("weights null", lambda s: edit_json(s / "scene.json", lambda m: m["backends"]["nerf"].update(weights=None)))
     broken("mlp width a string", lambda s: edit_json(s / "scene.json", lambda m: m["backends"]["nerf"]["config"]["mlp"]
                                                       .update(width="wide")))
+    broken("unknown network setting", lambda s: edit_json(s / "scene.json", lambda m: m["backends"]["nerf"]
+                                                           ["config"]["mlp"].update(future_knob=1)))
     broken("background of 2 values", lambda s: edit_json(s / "scene.json", lambda m: m.update(background=[1, 1])))
     broken("corrupt weights file", lambda s: (s / "nerf.safetensors").write_bytes(b"garbage"))
     broken("truncated weights file", lambda s: (s / "nerf.safetensors").write_bytes(

@@ -144,3 +144,24 @@ def test_writing_to_devices_never_replaces_them():
     with pytest.raises(StorageError, match="/dev/full: cannot write"):
         write_json(Path("/dev/full"), {"a": 1})  # a full disk: one line naming the file
     assert Path("/dev/null").is_char_device() and Path("/dev/full").is_char_device()
+
+
+@pytest.mark.parametrize("cls_path, good", [
+    ("models.fields.nerf_mlp:NerfMLPConfig", {"depth": 4, "width": 32, "skips": [2]}),
+    ("models.fields.r2l_mlp:R2LMLPConfig", {"width": 32, "depth": 4}),
+    ("models.fields.kilonerf_grid:KiloNerfFieldConfig", {"hidden_width": 16}),
+    ("models.backends.kilonerf:KiloNerfRenderConfig", {"ert_threshold": 0.01}),
+])
+def test_stored_configs_refuse_unknown_settings(cls_path, good):
+    """A scene's network settings load as written, or fail naming what they cannot honour; an
+    unknown key (a newer version's setting) is never dropped silently."""
+    import importlib
+
+    mod, name = cls_path.split(":")
+    cls = getattr(importlib.import_module(mod), name)
+    cfg = cls.from_dict(good)
+    assert cls.from_dict(cfg.to_dict() if hasattr(cfg, "to_dict") else dict(good)) == cfg
+    with pytest.raises(ValueError, match="unknown setting.*future_knob"):
+        cls.from_dict({**good, "future_knob": 3})
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        cls.from_dict([1, 2])

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -90,8 +90,9 @@ class KiloNerfRenderConfig:
 
     @staticmethod
     def from_dict(d: dict) -> "KiloNerfRenderConfig":
-        names = {f.name for f in fields(KiloNerfRenderConfig)}
-        return KiloNerfRenderConfig(**{k: v for k, v in d.items() if k in names})
+        from models.dictconfig import config_from_dict
+
+        return config_from_dict(KiloNerfRenderConfig, d, "KiloNeRF render settings")
 
 
 # ------------------------------------------------------------------------------------ ESS grid

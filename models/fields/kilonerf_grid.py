@@ -63,7 +63,9 @@ class KiloNerfFieldConfig:
 
     @staticmethod
     def from_dict(d: dict) -> "KiloNerfFieldConfig":
-        return KiloNerfFieldConfig(**d)
+        from models.dictconfig import config_from_dict
+
+        return config_from_dict(KiloNerfFieldConfig, d, "KiloNeRF network shape")
 
     def layer_shapes(self) -> dict[str, tuple[int, int]]:
         """(fan_in, fan_out) of each layer."""

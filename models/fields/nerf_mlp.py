@@ -35,9 +35,9 @@ class NerfMLPConfig:
 
     @staticmethod
     def from_dict(d: dict) -> "NerfMLPConfig":
-        d = dict(d)
-        d["skips"] = tuple(d.get("skips", (4,)))
-        return NerfMLPConfig(**d)
+        from models.dictconfig import config_from_dict
+
+        return config_from_dict(NerfMLPConfig, d, "NeRF network shape", skips=tuple)
 
 
 class NerfMLP(nn.Module):

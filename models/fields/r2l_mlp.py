@@ -120,9 +120,9 @@ class R2LMLPConfig:
 
     @staticmethod
     def from_dict(d: dict) -> "R2LMLPConfig":
-        keys = ("width", "depth", "n_points", "pos_freqs", "encoding", "plane_channels", "plane_resolutions",
-                "ray_freqs")
-        return R2LMLPConfig(**{k: d[k] for k in keys if k in d})
+        from models.dictconfig import config_from_dict
+
+        return config_from_dict(R2LMLPConfig, d, "R2L network shape")
 
     @staticmethod
     def from_name(name: str) -> "R2LMLPConfig":
