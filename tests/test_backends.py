@@ -62,7 +62,7 @@ def test_renders_what_it_declares(loaded, demo):
             assert got is None
     if res.acc is not None:
         assert res.acc.min() >= 0 and res.acc.max() <= 1 + 1e-5
-    assert res.samples_per_ray > 0 and res.flops_per_ray > 0 and res.elapsed_ms >= 0
+    assert res.samples_per_ray > 0 and res.flops_per_ray > 0
     assert b.parameter_count() > 0
 
 

