@@ -20,9 +20,14 @@
 #   PRESET       teacher preset (default standard); R2L_PRESET (default standard)
 #   W256_BUDGET  seconds of W256D88 distillation in stage w256 (default 0: skip it)
 #   RENDER_VARIANTS  students timed by stage render (benchmarks/r2l_render.py; default: its own list)
-#   ABL1, ABL2   student variants of stages abl1 / abl2 (e.g. P8x4-512-K64-W256D12): each trains on the
-#                R2L preset's schedule for ABL_SECONDS (default 160) and is then stopped, so its
-#                validation curve compares with stage r2l's at equal time; unset: skip
+#   ABLATIONS    stage ablate: "NAME=DISTILL ARGS;NAME=DISTILL ARGS;..." (e.g. "k64=--variant
+#                P8x4-512-K64-W256D12;lr=--variant P8x4-512-K64-W256D12 --set lr=1e-3"): each trains on the
+#                R2L preset's schedule for ABL_SECONDS (default 160) and is then stopped, so the
+#                validation curves compare at equal time; ablate/summary.txt lists them and
+#                ablate/best_args holds the arguments of the highest last validation PSNR
+#   ABL_COMMON   arguments added to every ablation but not to best_args (e.g. "--set validate_every=1000")
+#   R2L_ARGS     extra arguments of stage r2l's distill (e.g. "--variant W256D88 --set lr=1e-3");
+#                "@best": those of the best ablation
 #   BIG          render size of the timing (default 800)
 # Results: WORK/<stage>/... (logs, events.jsonl with the validation curve, eval and bench JSON).
 set -uo pipefail
@@ -91,9 +96,12 @@ run_teval() {
 }
 
 run_r2l() {
-  local t0=$(date +%s)
+  local t0=$(date +%s) args=${R2L_ARGS:-}
+  if [ "$args" = "@best" ]; then args=$(cat "$W/ablate/best_args" 2>/dev/null || true); fi
+  echo "distill arguments: ${args:-none}"
+  # shellcheck disable=SC2086
   $PY main.py distill "$S" --backend r2l --preset "$R2L_PRESET" --device "$DEVICE" --restart --quiet \
-    --events "$W/r2l/events.jsonl"
+    --events "$W/r2l/events.jsonl" $args
   echo "distill wall seconds (process start to exit): $(( $(date +%s) - t0 ))"
 }
 
@@ -117,16 +125,23 @@ run_w256() {
     --out "$W/w256/bench" --quiet
 }
 
-run_ablation() {  # run_ablation VARIANT NAME
-  if [ -z "$1" ]; then echo "skipped (no variant)"; return 0; fi
-  rm -rf "$W/scene_$2" && cp -r "$S" "$W/scene_$2"
-  timeout "${ABL_SECONDS:-160}" $PY main.py distill "$W/scene_$2" --backend r2l --preset "$R2L_PRESET" \
-    --variant "$1" --device "$DEVICE" --restart --quiet --events "$W/$2/events.jsonl"
-  echo "stopped after ${ABL_SECONDS:-160} s (exit $?)"
-  rm -rf "$W/scene_$2"
+run_ablate() {  # each "NAME=ARGS" of ABLATIONS for ABL_SECONDS, then the best by last validation PSNR
+  if [ -z "${ABLATIONS:-}" ]; then echo "skipped (no ABLATIONS)"; return 0; fi
+  local spec name args
+  IFS=';' read -ra specs <<< "$ABLATIONS"
+  for spec in "${specs[@]}"; do
+    name=${spec%%=*}; args=${spec#*=}
+    echo "[$(date +%H:%M:%S)] ablation $name: $args"
+    rm -rf "$W/scene_abl" && cp -r "$S" "$W/scene_abl"
+    # shellcheck disable=SC2086
+    timeout "${ABL_SECONDS:-160}" $PY main.py distill "$W/scene_abl" --backend r2l --preset "$R2L_PRESET" \
+      --device "$DEVICE" --restart --quiet --events "$W/ablate/$name.jsonl" $args ${ABL_COMMON:-} \
+      > "$W/ablate/$name.log" 2>&1
+    echo "$args" > "$W/ablate/$name.args"
+  done
+  rm -rf "$W/scene_abl"
+  $PY benchmarks/ablation_summary.py "$W/ablate" | tee "$W/ablate/summary.txt"
 }
-run_abl1() { run_ablation "${ABL1:-}" abl1; }
-run_abl2() { run_ablation "${ABL2:-}" abl2; }
 
 queue() {
   for st in ${STAGES:-env smoke step teacher export teval r2l reval w256}; do

@@ -115,7 +115,7 @@ def time_steps(cfg: R2LMLPConfig, batch: int, steps: int, path: str) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", default="P8x4-512-K32-W256D12,W256D88")
+    ap.add_argument("--variants", default="P8x4-512-K64-W256D12,P8x4-512-K32-W256D12,W256D88")
     ap.add_argument("--batch", type=int, default=65536)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--paths", default="default,torch", help="default (Triton plane kernels), torch, compile")

@@ -142,7 +142,7 @@ def cmd_train(a) -> int:
     from models.data import load_dataset
     from models.training.jobs import StageSpec, open_or_create_scene, run_pipeline
 
-    from models.training.jobs import stage_config, stage_overrides
+    from models.training.jobs import parse_settings, stage_config, stage_overrides
 
     stage_config("teacher", a.preset)  # an unknown preset is an error before anything starts
     device = devices.resolve_device(a.device)
@@ -153,6 +153,7 @@ def cmd_train(a) -> int:
     scene.save_manifest()
     overrides = stage_overrides("teacher", a.preset, steps=a.steps, views=a.views, sparse_reg=a.sparse_reg,
                                 time_budget_s=a.time_budget, checkpoint_every_s=a.checkpoint_every)
+    overrides.update(parse_settings("teacher", a.preset, a.set))
     if getattr(a, "cuda_graph", False):
         overrides["cuda_graph"] = True
     if getattr(a, "samples_per_step", None):
@@ -171,10 +172,11 @@ def cmd_train(a) -> int:
 
 def distill_overrides(a) -> dict:
     """The stage-config overrides that ``distill``'s options ask for (validated here)."""
-    from models.training.jobs import stage_overrides
+    from models.training.jobs import parse_settings, stage_overrides
 
     overrides = stage_overrides(a.backend, a.preset, steps=a.steps, time_budget_s=a.time_budget,
                                 checkpoint_every_s=a.checkpoint_every)
+    overrides.update(parse_settings(a.backend, a.preset, a.set))
     r2l_only = {"--variant": a.variant, "--pseudo": a.pseudo, "--teacher": a.teacher, "--batch-rays": a.batch_rays}
     if a.backend != "r2l":
         used = [k for k, v in r2l_only.items() if v is not None]
@@ -508,6 +510,11 @@ POSITIVE = int_at_least(1)
 IMAGE_SIZE = int_at_least(1, 16384)
 
 
+def add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                   help="override one scalar setting of the stage's preset (repeatable), e.g. --set lr=1e-3")
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, type=device_name, help="cuda, mps or cpu (default: best available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -559,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-step", type=POSITIVE, default=None,
                    help="occupancy sampler: samples per step the ray batch adapts to (preset: 2^18)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    add_set(p)
     add_common(p)
     add_data_mismatch(p)
     add_events(p)
@@ -578,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default=None, choices=["auto", "kilonerf", "march", "backend"],
                    help="r2l: which renderer labels the pseudo rays (default auto: the fastest the scene has)")
     p.add_argument("--batch-rays", type=POSITIVE, default=None, help="r2l: rays per step (per process under torchrun)")
+    add_set(p)
     add_common(p)
     add_data_mismatch(p)
     add_events(p)

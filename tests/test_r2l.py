@@ -108,7 +108,7 @@ def test_config_validation_and_names():
     with pytest.raises(ValueError):
         R2LMLPConfig.from_name("big")
     assert set(PRESETS) == {"tiny", "quick", "standard", "long", "paper"}
-    assert PRESETS["standard"].mlp.name == "P8x4-512-K32-W256D12" and PRESETS["standard"].time_budget_s <= 900
+    assert PRESETS["standard"].mlp.name == "P8x4-512-K64-W256D12" and PRESETS["standard"].time_budget_s <= 900
     assert PRESETS["paper"].mlp.name == "W256D88" and PRESETS["paper"].steps == 1_600_000
     assert PRESETS["paper"].pseudo_source == "pool" and PRESETS["standard"].pseudo_source == "online"
     for name, cfg in VARIANTS.items():

@@ -155,7 +155,10 @@ VARIANTS: dict[str, R2LMLPConfig] = {
     "W128D22": R2LMLPConfig(128, 22),  # CPU demo / fast GPU preview: 0.91 MFLOPs / ray
     "W64D8": R2LMLPConfig(64, 8),  # tests: 0.18 MFLOPs / ray
     # feature planes (levels 64..512, 8 channels: 8.4M texel features) + a small residual MLP:
-    # the default of the GPU presets
+    # 64 points per ray, the default of the GPU presets (64 points converge 1.2-1.5 dB ahead of 32
+    # at equal training time, docs/benchmarks.md)
+    "P8x4-512-K64-W256D12": R2LMLPConfig(256, 12, n_points=64, encoding="planes", plane_channels=8,
+                                         plane_resolutions=(64, 128, 256, 512)),
     "P8x4-512-K32-W256D12": R2LMLPConfig(256, 12, n_points=32, encoding="planes", plane_channels=8,
                                          plane_resolutions=(64, 128, 256, 512)),
     # the same at CPU scale (levels 16..128): tests and the bundled demo

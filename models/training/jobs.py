@@ -78,6 +78,61 @@ def stage_overrides(stage: str, preset: str, *, steps: int | None = None, views:
     return out
 
 
+def _parse_scalar(kind: str, text: str):
+    """``text`` as a ``kind`` ("bool", "int", "float", "str") value; None when it does not parse."""
+    if kind == "str":
+        return text
+    if kind == "bool":
+        low = text.lower()
+        return None if low not in ("true", "false", "1", "0", "yes", "no") else low in ("true", "1", "yes")
+    try:
+        value = int(text) if kind == "int" else float(text)
+    except ValueError:
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def parse_settings(stage: str, preset: str, items: list[str] | None) -> dict:
+    """``KEY=VALUE`` strings (``train`` / ``distill --set``) -> overrides of the stage's config.
+
+    Only scalar settings (int, float, bool, str) can be set this way; each value is parsed as its
+    field's type (bool: true/false/1/0/yes/no). Unknown keys, nested settings and values that do
+    not parse are errors naming the key. The result is validated by building the config.
+    """
+    out: dict = {}
+    if not items:
+        return out
+    presets = stage_presets(stage)
+    if preset not in presets:
+        raise ValueError(f"unknown {stage} preset '{preset}' (choose from {', '.join(presets)})")
+    fields = {f.name: f for f in dataclasses.fields(presets[preset])}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key, text = key.strip(), text.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in fields:
+            raise ValueError(f"--set {key}: {stage} has no setting '{key}' (see the stage's config for its names)")
+        kind = fields[key].type if isinstance(fields[key].type, str) else getattr(fields[key].type, "__name__", "")
+        if kind not in ("bool", "int", "float", "str"):
+            raise ValueError(f"--set {key}: only scalar settings can be set this way ({key} is {kind})")
+        value = _parse_scalar(kind, text)
+        if value is None:
+            raise ValueError(f"--set {key}={text}: not a valid {kind}")
+        if kind in ("int", "float") and value < 0:
+            raise ValueError(f"--set {key}={text}: must not be negative")
+        if kind == "float" and ("fraction" in key or key.endswith("_share") or key.endswith("_start")) and value > 1:
+            raise ValueError(f"--set {key}={text}: a fraction, at most 1")
+        if kind == "float" and key.endswith("lr") and value == 0:
+            raise ValueError(f"--set {key}=0: a learning rate must be positive")
+        out[key] = value
+    try:
+        stage_config(stage, preset, out)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--set: {e}") from None
+    return out
+
+
 def stage_config(stage: str, preset: str, overrides: dict | None = None):
     presets = stage_presets(stage)
     if preset not in presets:
