@@ -15,7 +15,7 @@ channels x 2 bytes) with the implied gather bandwidth; the bf16 GEMM peak is mea
 process.
 
     python benchmarks/r2l_render.py [--variants P8x4-512-K32-W256D12,P8x4-512-K64-W256D12,W256D88]
-        [--size 800] [--json FILE]
+        [--size 800] [--json FILE] [--sweep 64x8,128x4,...]
 
 Prints a Markdown table; needs CUDA.
 """
@@ -83,11 +83,46 @@ def measure(name: str, size: int) -> dict:
             "gather_tb_s": tb * rays / (kernel_ms * 1e-3) / 1e12}
 
 
+def sweep(name: str, size: int, configs: list[tuple[int, int]]) -> list[dict]:
+    """Kernel time of a feature-plane variant's fused renderer for launch configurations (rays per
+    program, warps), each checked against the default configuration's colours."""
+    import triton.testing
+
+    from models.backends.r2l import FusedR2LPlanes
+
+    cfg = R2LMLPConfig.from_name(name)
+    torch.manual_seed(0)
+    b = R2LBackend("cuda", cfg, accel="fused")
+    b.net.set_box(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    net = b.net
+    focal = 1111.0 * size / 800
+    cam = Camera(look_at(torch.tensor([0.0, -3.4, 2.1]), torch.zeros(3), torch.tensor([0.0, 0, 1])), size, size,
+                 focal, focal, size / 2, size / 2)
+    o, d = camera_rays(cam)
+    o, d = o.reshape(-1, 3).cuda(), d.reshape(-1, 3).cuda()
+    ref = FusedR2LPlanes(net, 2.0, 6.0)(o, d)
+    rows = []
+    for bm, warps in configs:
+        try:
+            k = FusedR2LPlanes(net, 2.0, 6.0, block_m=bm, num_warps=warps)
+            err = float((k(o, d) - ref).abs().max())
+            ms = float(triton.testing.do_bench(lambda: k(o, d), warmup=30, rep=200, return_mode="median"))
+        except Exception as e:  # noqa: BLE001 - a configuration that does not compile is reported
+            rows.append({"variant": name, "block_m": bm, "warps": warps, "error": f"{type(e).__name__}: {e}"[:200]})
+            continue
+        rows.append({"variant": name, "block_m": bm, "warps": warps, "kernel_ms": ms, "max_abs_diff": err,
+                     "gather_tb_s": texel_bytes(cfg) * size * size / (ms * 1e-3) / 1e12})
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", default="P8x4-512-K32-W256D12,P8x4-512-K64-W256D12,W256D88")
     ap.add_argument("--size", type=int, default=800)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--sweep", default=None, metavar="BMxWARPS,...",
+                    help="feature-plane variants: also time the fused kernel at these launch configurations "
+                    "(rays per program x warps, e.g. 64x8,128x4)")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         print("error: needs CUDA", file=sys.stderr)
@@ -102,8 +137,22 @@ def main() -> int:
         print(f"| {r['variant']} | {r['path']} | {r['kernel_ms']:.2f} | {r['render_ms']:.2f} | {r['fps']:.1f} | "
               f"{r['mflops_per_ray']:.2f} | {r['tflops']:.0f} | {100 * r['tflops'] / peak:.1f} % | "
               f"{r['texel_bytes_per_ray'] / 1024:.1f} | {r['gather_tb_s']:.1f} |")
+    sweeps = []
+    if a.sweep:
+        configs = [tuple(int(x) for x in c.split("x")) for c in a.sweep.split(",")]
+        for v in a.variants.split(","):
+            if R2LMLPConfig.from_name(v).encoding == "planes":
+                sweeps += sweep(v, a.size, configs)
+        print("\n| variant | rays/program | warps | kernel ms | gather TB/s | max diff vs default |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in sweeps:
+            if "error" in r:
+                print(f"| {r['variant']} | {r['block_m']} | {r['warps']} | {r['error']} | | |")
+            else:
+                print(f"| {r['variant']} | {r['block_m']} | {r['warps']} | {r['kernel_ms']:.2f} | "
+                      f"{r['gather_tb_s']:.2f} | {r['max_abs_diff']:.1e} |")
     if a.json:
-        Path(a.json).write_text(json.dumps({"peak_tflops": peak, "rows": rows}, indent=1))
+        Path(a.json).write_text(json.dumps({"peak_tflops": peak, "rows": rows, "sweep": sweeps}, indent=1))
     return 0
 
 

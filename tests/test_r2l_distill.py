@@ -107,12 +107,30 @@ def test_cli_distill_the_papers_network_and_eval(distilled, tmp_path):
     (["--time-budget", "nan"], "argument --time-budget: must be a positive, finite number"),
     (["--steps", "0"], "argument --steps: must be an integer >= 1"),
     (["--device", "tpu"], "argument --device: must be cuda, cuda:N, mps or cpu"),
+    (["--set", "lr=fast"], "--set lr=fast: not a valid float"),
+    (["--set", "no_such=1"], "--set no_such: r2l has no setting 'no_such'"),
+    (["--set", "real_fraction=1.5"], "--set real_fraction=1.5: a fraction, at most 1"),
+    (["--set", "batch_rays=-4"], "--set batch_rays=-4: must not be negative"),
+    (["--set", "mlp=W64D8"], "only scalar settings can be set this way"),
+    (["--set", "lr"], "expected KEY=VALUE"),
 ])
 def test_cli_distill_rejects_bad_settings(tmp_path, args, message):
     out = _main("distill", str(tmp_path / "nowhere"), "--backend", "r2l", *args, timeout=120)
     assert out.returncode == 2 and out.stderr.startswith("error:") and message in out.stderr, out.stderr
     out = _main("distill", str(tmp_path / "nowhere"), "--backend", "kilonerf", "--variant", "W256D88", timeout=120)
     assert out.returncode == 2 and "apply to --backend r2l only" in out.stderr, out.stderr
+
+
+def test_set_overrides_reach_the_stage_config():
+    """`--set KEY=VALUE` becomes a typed override of the preset's setting (float, int, bool, str)."""
+    from models.training.jobs import parse_settings, stage_config
+
+    got = parse_settings("r2l", "tiny", ["lr=2e-3", "batch_rays=512", "mixed_precision=false", "pseudo_source=pool"])
+    assert got == {"lr": 2e-3, "batch_rays": 512, "mixed_precision": False, "pseudo_source": "pool"}
+    cfg = stage_config("r2l", "tiny", got)
+    assert (cfg.lr, cfg.batch_rays, cfg.mixed_precision, cfg.pseudo_source) == (2e-3, 512, False, "pool")
+    assert parse_settings("teacher", "tiny", ["grid_update_every=4"]) == {"grid_update_every": 4}
+    assert parse_settings("kilonerf", "tiny", None) == {}
 
 
 def _torchrun(*args, timeout=900):

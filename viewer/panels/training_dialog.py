@@ -41,7 +41,7 @@ PRESETS = ("tiny", "quick", "standard", "long", "paper")
 PRESET_HELP = {
     "tiny": "tiny: small networks, a few hundred steps; a CPU demo (and the tests)",
     "quick": "quick: minutes on a GPU; a rough model",
-    "standard": "standard: the recommended recipe (8-10 minutes per stage on one GPU)",
+    "standard": "standard: the recommended recipe (on one GPU: teacher about 8 minutes, KiloNeRF 8, R2L 15)",
     "long": "long: more quality (20 minutes per stage on one GPU; R2L 50 minutes)",
     "paper": "paper: the papers' full recipes (hours to a day on one GPU)",
 }
