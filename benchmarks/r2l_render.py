@@ -83,9 +83,10 @@ def measure(name: str, size: int) -> dict:
             "gather_tb_s": tb * rays / (kernel_ms * 1e-3) / 1e12}
 
 
-def sweep(name: str, size: int, configs: list[tuple[int, int]]) -> list[dict]:
+def sweep(name: str, size: int, configs: list[tuple[int, ...]]) -> list[dict]:
     """Kernel time of a feature-plane variant's fused renderer for launch configurations (rays per
-    program, warps), each checked against the default configuration's colours."""
+    program, warps, optionally software-pipelining stages), each checked against the default
+    configuration's colours."""
     import triton.testing
 
     from models.backends.r2l import FusedR2LPlanes
@@ -102,15 +103,18 @@ def sweep(name: str, size: int, configs: list[tuple[int, int]]) -> list[dict]:
     o, d = o.reshape(-1, 3).cuda(), d.reshape(-1, 3).cuda()
     ref = FusedR2LPlanes(net, 2.0, 6.0)(o, d)
     rows = []
-    for bm, warps in configs:
+    for conf in configs:
+        bm, warps, stages = (*conf, 1)[:3]
         try:
-            k = FusedR2LPlanes(net, 2.0, 6.0, block_m=bm, num_warps=warps)
+            k = FusedR2LPlanes(net, 2.0, 6.0, block_m=bm, num_warps=warps, num_stages=stages)
             err = float((k(o, d) - ref).abs().max())
             ms = float(triton.testing.do_bench(lambda: k(o, d), warmup=30, rep=200, return_mode="median"))
         except Exception as e:  # noqa: BLE001 - a configuration that does not compile is reported
-            rows.append({"variant": name, "block_m": bm, "warps": warps, "error": f"{type(e).__name__}: {e}"[:200]})
+            rows.append({"variant": name, "block_m": bm, "warps": warps, "stages": stages,
+                         "error": f"{type(e).__name__}: {e}"[:200]})
             continue
-        rows.append({"variant": name, "block_m": bm, "warps": warps, "kernel_ms": ms, "max_abs_diff": err,
+        rows.append({"variant": name, "block_m": bm, "warps": warps, "stages": stages, "kernel_ms": ms,
+                     "max_abs_diff": err,
                      "gather_tb_s": texel_bytes(cfg) * size * size / (ms * 1e-3) / 1e12})
     return rows
 
@@ -120,9 +124,9 @@ def main() -> int:
     ap.add_argument("--variants", default="P8x4-512-K32-W256D12,P8x4-512-K64-W256D12,W256D88")
     ap.add_argument("--size", type=int, default=800)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--sweep", default=None, metavar="BMxWARPS,...",
+    ap.add_argument("--sweep", default=None, metavar="BMxWARPS[xSTAGES],...",
                     help="feature-plane variants: also time the fused kernel at these launch configurations "
-                    "(rays per program x warps, e.g. 64x8,128x4)")
+                    "(rays per program x warps [x pipelining stages], e.g. 64x8,128x4,64x8x2)")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         print("error: needs CUDA", file=sys.stderr)
@@ -139,17 +143,23 @@ def main() -> int:
               f"{r['texel_bytes_per_ray'] / 1024:.1f} | {r['gather_tb_s']:.1f} |")
     sweeps = []
     if a.sweep:
-        configs = [tuple(int(x) for x in c.split("x")) for c in a.sweep.split(",")]
+        try:
+            configs = [tuple(int(x) for x in c.split("x")) for c in a.sweep.split(",")]
+            if any(not 2 <= len(c) <= 3 or min(c) < 1 for c in configs):
+                raise ValueError
+        except ValueError:
+            print(f"error: --sweep {a.sweep}: expected BMxWARPS[xSTAGES],... such as 64x8,128x4x2", file=sys.stderr)
+            return 2
         for v in a.variants.split(","):
             if R2LMLPConfig.from_name(v).encoding == "planes":
                 sweeps += sweep(v, a.size, configs)
-        print("\n| variant | rays/program | warps | kernel ms | gather TB/s | max diff vs default |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print("\n| variant | rays/program | warps | stages | kernel ms | gather TB/s | max diff vs default |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for r in sweeps:
             if "error" in r:
-                print(f"| {r['variant']} | {r['block_m']} | {r['warps']} | {r['error']} | | |")
+                print(f"| {r['variant']} | {r['block_m']} | {r['warps']} | {r['stages']} | {r['error']} | | |")
             else:
-                print(f"| {r['variant']} | {r['block_m']} | {r['warps']} | {r['kernel_ms']:.2f} | "
+                print(f"| {r['variant']} | {r['block_m']} | {r['warps']} | {r['stages']} | {r['kernel_ms']:.2f} | "
                       f"{r['gather_tb_s']:.2f} | {r['max_abs_diff']:.1e} |")
     if a.json:
         Path(a.json).write_text(json.dumps({"peak_tflops": peak, "rows": rows, "sweep": sweeps}, indent=1))
