@@ -128,6 +128,15 @@ def main() -> int:
                     help="feature-plane variants: also time the fused kernel at these launch configurations "
                     "(rays per program x warps [x pipelining stages], e.g. 64x8,128x4,64x8x2)")
     a = ap.parse_args()
+    configs = []
+    if a.sweep:
+        try:
+            configs = [tuple(int(x) for x in c.split("x")) for c in a.sweep.split(",")]
+            if any(not 2 <= len(c) <= 3 or min(c) < 1 for c in configs):
+                raise ValueError
+        except ValueError:
+            print(f"error: --sweep {a.sweep}: expected BMxWARPS[xSTAGES],... such as 64x8,128x4x2", file=sys.stderr)
+            return 2
     if not torch.cuda.is_available():
         print("error: needs CUDA", file=sys.stderr)
         return 2
@@ -142,14 +151,7 @@ def main() -> int:
               f"{r['mflops_per_ray']:.2f} | {r['tflops']:.0f} | {100 * r['tflops'] / peak:.1f} % | "
               f"{r['texel_bytes_per_ray'] / 1024:.1f} | {r['gather_tb_s']:.1f} |")
     sweeps = []
-    if a.sweep:
-        try:
-            configs = [tuple(int(x) for x in c.split("x")) for c in a.sweep.split(",")]
-            if any(not 2 <= len(c) <= 3 or min(c) < 1 for c in configs):
-                raise ValueError
-        except ValueError:
-            print(f"error: --sweep {a.sweep}: expected BMxWARPS[xSTAGES],... such as 64x8,128x4x2", file=sys.stderr)
-            return 2
+    if configs:
         for v in a.variants.split(","):
             if R2LMLPConfig.from_name(v).encoding == "planes":
                 sweeps += sweep(v, a.size, configs)
