@@ -95,6 +95,8 @@ class OrbitCamera:
         self.dataset_poses: list[CameraPose] = list(dataset_poses or [])
         self.dataset_index = -1
         """Index of the dataset camera last snapped to (-1: none)."""
+        self.dataset_labels: list[str] = [f"#{i + 1}" for i in range(len(self.dataset_poses))]
+        """One name per dataset pose ("test / r_0"), for lists the user picks from."""
         self.orbit_speed = math.radians(0.4)
         """Radians of orbit per pixel of drag."""
         self.fly_speed = 1.0
@@ -116,15 +118,10 @@ class OrbitCamera:
         center = aabb.mean(0)
         radius = float(np.linalg.norm(aabb[1] - aabb[0]) / 2)
         up = np.asarray(scene.up, dtype=np.float64)
-        poses = []
-        for split in ordered_splits(scene.cameras):
-            for c in scene.cameras[split]:
-                c2w = np.asarray(c["c2w"], dtype=np.float64)
-                if c2w.shape == (3, 4):
-                    c2w = np.vstack([c2w, [0, 0, 0, 1]])
-                fov = math.degrees(2 * math.atan(0.5 * float(c["height"]) / float(c["fy"])))
-                poses.append(CameraPose(c2w, fov))
+        cams = dataset_cameras(scene)
+        poses = [c.pose() for c in cams]
         cam = OrbitCamera(target=center, up=up, scene_radius=radius, dataset_poses=poses)
+        cam.dataset_labels = [c.label for c in cams]
         if poses:
             cam.snap_to(0, center=center)
             cam.dataset_index = -1
@@ -263,6 +260,49 @@ def ordered_splits(cameras: dict) -> list[str]:
     """Camera splits in the order [ ] walks them: test, train, val, then any other."""
     order = [s for s in ("test", "train", "val") if s in cameras]
     return order + sorted(s for s in cameras if s not in order)
+
+
+@dataclass(frozen=True)
+class DatasetCamera:
+    """One camera of a scene's dataset, as listed in its manifest (pixels, OpenGL c2w)."""
+
+    split: str
+    name: str
+    c2w: np.ndarray
+    """(4, 4) camera-to-world."""
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    @property
+    def label(self) -> str:
+        """``split / name``, the name without a repeated split folder or an image extension."""
+        name = self.name.removeprefix(f"{self.split}/")
+        stem, dot, ext = name.rpartition(".")
+        if dot and ext.lower() in ("png", "jpg", "jpeg", "exr", "webp"):
+            name = stem
+        return f"{self.split} / {name}"
+
+    def pose(self) -> CameraPose:
+        return CameraPose(self.c2w, math.degrees(2 * math.atan(0.5 * self.height / self.fy)))
+
+
+def dataset_cameras(scene) -> list[DatasetCamera]:
+    """The scene's dataset cameras in ``ordered_splits`` order (the order [ ] walks and lists show)."""
+    out = []
+    for split in ordered_splits(scene.cameras):
+        for i, c in enumerate(scene.cameras[split]):
+            c2w = np.asarray(c["c2w"], dtype=np.float64)
+            if c2w.shape == (3, 4):
+                c2w = np.vstack([c2w, [0, 0, 0, 1]])
+            w, h = int(c["width"]), int(c["height"])
+            fx, fy = float(c["fx"]), float(c["fy"])
+            out.append(DatasetCamera(split, str(c.get("name", i)), c2w, w, h, fx, fy,
+                                     float(c.get("cx", w / 2.0)), float(c.get("cy", h / 2.0))))
+    return out
 
 
 # ------------------------------------------------------------------------------ camera paths

@@ -53,3 +53,21 @@ def display_colour(image: np.ndarray, mode: str, value_range: tuple[float, float
 def display_to_uint8(image: np.ndarray, mode: str, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
     """(H, W, 3) uint8 of ``display_colour`` (rounded like an 8-bit framebuffer)."""
     return (display_colour(image, mode, value_range) * 255.0 + 0.5).astype(np.uint8)
+
+
+def colour_bar(mode: str, n: int = 256) -> np.ndarray:
+    """(n, 3) colours of a vertical colour bar, top row first: the largest value at the top.
+
+    Depth: the far end of the range at the top (turbo's cold end, as ``display_colour`` maps it),
+    the near end at the bottom (warm). Opacity: 1 at the top, 0 at the bottom."""
+    t = np.linspace(0.0, 1.0, n)
+    if mode == "depth":
+        return turbo(t)  # value hi - t (hi - lo) maps to turbo(t)
+    if mode == "acc":
+        return viridis(1.0 - t)
+    raise ValueError(f"no colour bar for display mode {mode!r}")
+
+
+def colour_bar_range(mode: str, value_range: tuple[float, float]) -> tuple[float, float]:
+    """(min, max) the bar is labelled with: the frame's depth range, or 0..1 for opacity."""
+    return (float(value_range[0]), float(value_range[1])) if mode == "depth" else (0.0, 1.0)

@@ -12,14 +12,19 @@ camera gestures.
   at the size of one pane, ``view_size``). ``compare_sources`` says what each side shows: image
   A or B, the reference image of ``reference_frame`` (ground truth or the teacher's render), or a
   difference heatmap (|A-B|, |A-ref|, |B-ref|, turbo up to ``heat_max``).
+- Scene guides (``set_guides``, ``set_guides_visible``): the dataset cameras' frustums and the
+  bounding box (``viewer/scene_guides.py``) drawn as GL lines over the image by ``guides.vert`` /
+  ``guides.frag``, projected with the current camera onto each shown image (each pane side by side).
 - GL objects are freed on the context's ``aboutToBeDestroyed`` between makeCurrent/doneCurrent.
 
-The HUD, help and message overlays are ordinary child widgets (not part of the framebuffer), so
-``grabFramebuffer()`` returns exactly the rendered pixels.
+The HUD, help and message overlays are ordinary child widgets (not part of the framebuffer), and
+``grabFramebuffer()`` leaves the scene guides out, so it returns exactly the rendered pixels;
+``grab_view()`` returns the view as shown, guides included.
 """
 
 from __future__ import annotations
 
+import ctypes
 import re
 import time
 from pathlib import Path
@@ -32,6 +37,7 @@ from PyQt6.QtOpenGLWidgets import QOpenGLWidget
 
 from viewer.camera import OrbitCamera
 from viewer.render_worker import Frame
+from viewer.scene_guides import SceneGuides, view_projection
 
 SHADER_DIR = Path(__file__).resolve().parent.parent / "shaders"
 MODE_INDEX = {"rgb": 0, "depth": 1, "acc": 2}
@@ -172,9 +178,20 @@ class GLCanvas(QOpenGLWidget):
         self.frames_painted = 0
         self.gl_renderer = ""
         """GL_RENDERER and GL_VERSION of the context (for benchmark reports)."""
+        self.guides: SceneGuides | None = None
+        """Frustums and bounding box of the open scene (None: nothing to draw)."""
+        self.show_guides = False
+        self.guides_current = -1
+        """Dataset camera drawn highlighted (the one the view is snapped to; -1: none)."""
+        self._guides_dirty = False
+        self._guide_vertices = 0
+        self._render_only = False
+        """Set while grabFramebuffer renders: guides are left out of the grabbed pixels."""
         self._programs: dict[str, int] = {}
         self._textures: list[_Texture] = []
         self._vao = None
+        self._guide_vao = None
+        self._guide_vbo = None
         self._gl_ready = False
         self._drag_button = None
         self._drag_divider = False
@@ -215,6 +232,46 @@ class GLCanvas(QOpenGLWidget):
         if reference_frame is not False:
             self.reference_frame = reference_frame
         self.update()
+
+    # ------------------------------------------------------------------------------ guides
+    def set_guides(self, guides: SceneGuides | None) -> None:
+        """The scene's frustums and box (uploaded at the next paint)."""
+        self.guides = guides
+        self.guides_current = -1
+        self._guides_dirty = True
+        self.update()
+
+    def set_guides_visible(self, on: bool) -> None:
+        self.show_guides = bool(on)
+        self.update()
+
+    def set_guides_current(self, index: int) -> None:
+        if index != self.guides_current:
+            self.guides_current = index
+            self._guides_dirty = True
+            self.update()
+
+    def guides_drawn(self) -> bool:
+        """Whether the guides are part of what the canvas paints on screen."""
+        return self.show_guides and self.guides is not None and self.camera is not None
+
+    def guide_request(self, width: int, height: int):
+        """The current camera's view at ``width x height`` (what the guides are projected with)."""
+        r = max(self.camera.scene_radius, 1e-6)
+        return self.camera.request(width, height, 1e-3 * r, 1e4 * r)
+
+    def grabFramebuffer(self):
+        """The rendered pixels (scene guides left out, as screenshots have them)."""
+        self._render_only = True
+        try:
+            return super().grabFramebuffer()
+        finally:
+            self._render_only = False
+            self.update()  # the screen shows the guides again
+
+    def grab_view(self):
+        """The view as it is on screen, scene guides included."""
+        return super().grabFramebuffer()
 
     def needs_reference(self) -> bool:
         return any(s in ("ref", "diff_a_ref", "diff_b_ref") for s in self.compare_sources)
@@ -258,6 +315,23 @@ class GLCanvas(QOpenGLWidget):
             return
         self._vao = GL.glGenVertexArrays(1)
         self._textures = [_Texture(), _Texture(), _Texture()]
+        try:
+            self._programs["guides"] = compile_program("guides.vert", "guides.frag")
+        except (ShaderError, OSError, GL.GLError) as e:  # the frame still shows, without guides
+            self.glError.emit(f"Scene guides unavailable: {e}")
+        else:
+            self._guide_vao = GL.glGenVertexArrays(1)
+            self._guide_vbo = GL.glGenBuffers(1)
+            GL.glBindVertexArray(self._guide_vao)
+            GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self._guide_vbo)
+            stride = 6 * 4  # position + colour, float32
+            GL.glEnableVertexAttribArray(0)
+            GL.glVertexAttribPointer(0, 3, GL.GL_FLOAT, GL.GL_FALSE, stride, ctypes.c_void_p(0))
+            GL.glEnableVertexAttribArray(1)
+            GL.glVertexAttribPointer(1, 3, GL.GL_FLOAT, GL.GL_FALSE, stride, ctypes.c_void_p(12))
+            GL.glBindVertexArray(0)
+            GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
+            self._guides_dirty = True
         self._gl_ready = True
         self._dirty = True
 
@@ -268,7 +342,11 @@ class GLCanvas(QOpenGLWidget):
         GL.glClearColor(*BACKGROUND, 1.0)
         GL.glClear(GL.GL_COLOR_BUFFER_BIT)
         f, sources = self.displayed()
-        if not self._gl_ready or f is None:
+        if not self._gl_ready:
+            return
+        if f is None:
+            w, h = self.render_size()
+            self._draw_guides([(0, 0, w, h)])
             return
         if self._dirty or f is not self._uploaded:
             if self.sync_timing:
@@ -288,6 +366,7 @@ class GLCanvas(QOpenGLWidget):
         w, h = self.render_size()
         x, y, vw, vh = letterbox(w, h, f.full_width / f.full_height)
         GL.glViewport(x, y, vw, vh)
+        viewports = [(x, y, vw, vh)]
         split = len(f.images) > 1
         prog = self._programs["split" if split else "image"]
         GL.glUseProgram(prog)
@@ -304,9 +383,11 @@ class GLCanvas(QOpenGLWidget):
                 panes = [(0, w // 2), (w // 2, w - w // 2)]
             else:
                 panes = [(0, w)]
+            viewports = []
             for i, (px, pw) in enumerate(panes):
                 x, y, vw, vh = letterbox(pw, h, f.full_width / f.full_height)
                 GL.glViewport(px + x, y, vw, vh)
+                viewports.append((px + x, y, vw, vh))
                 left = sources[min(i, len(sources) - 1)]
                 right = sources[-1] if len(panes) == 1 else left
                 divider = self.divider if len(panes) == 1 and len(sources) == 2 else 2.0
@@ -322,6 +403,7 @@ class GLCanvas(QOpenGLWidget):
             GL.glDrawArrays(GL.GL_TRIANGLE_STRIP, 0, 4)
         GL.glBindVertexArray(0)
         GL.glUseProgram(0)
+        self._draw_guides(viewports)
         GL.glViewport(0, 0, w, h)
         if self.sync_timing:
             GL.glFinish()
@@ -329,6 +411,30 @@ class GLCanvas(QOpenGLWidget):
         if uploaded:
             self.frames_painted += 1
             self.framePainted.emit(f)
+
+    def _draw_guides(self, viewports: list[tuple[int, int, int, int]]) -> None:
+        """Frustums and box as lines over the image in each viewport (x, y, w, h), unless hidden
+        or a grab for the rendered pixels is under way."""
+        if not self.guides_drawn() or self._render_only or self._guide_vao is None:
+            return
+        if self._guides_dirty:
+            verts = self.guides.vertices(self.guides_current)
+            GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self._guide_vbo)
+            GL.glBufferData(GL.GL_ARRAY_BUFFER, verts.nbytes, verts, GL.GL_DYNAMIC_DRAW)
+            GL.glBindBuffer(GL.GL_ARRAY_BUFFER, 0)
+            self._guide_vertices = len(verts)
+            self._guides_dirty = False
+        prog = self._programs["guides"]
+        GL.glUseProgram(prog)
+        GL.glBindVertexArray(self._guide_vao)
+        loc = GL.glGetUniformLocation(prog, "u_view_proj")
+        for x, y, vw, vh in viewports:
+            m = view_projection(self.guide_request(vw, vh)).astype(np.float32)
+            GL.glViewport(x, y, vw, vh)
+            GL.glUniformMatrix4fv(loc, 1, GL.GL_TRUE, m)  # row-major numpy
+            GL.glDrawArrays(GL.GL_LINES, 0, self._guide_vertices)
+        GL.glBindVertexArray(0)
+        GL.glUseProgram(0)
 
     def _cleanup_gl(self) -> None:
         if not self._gl_ready:
@@ -340,7 +446,12 @@ class GLCanvas(QOpenGLWidget):
             GL.glDeleteProgram(prog)
         if self._vao is not None:
             GL.glDeleteVertexArrays(1, [self._vao])
+        if self._guide_vao is not None:
+            GL.glDeleteVertexArrays(1, [self._guide_vao])
+            GL.glDeleteBuffers(1, [self._guide_vbo])
         self._textures, self._programs, self._vao = [], {}, None
+        self._guide_vao = self._guide_vbo = None
+        self._guides_dirty = True
         self._gl_ready = False
         self.doneCurrent()
 

@@ -15,6 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
+import numpy as np
 from PyQt6.QtCore import QEvent, QSettings, Qt, QThread, pyqtSignal
 from PyQt6.QtGui import QAction, QKeySequence
 from PyQt6.QtWidgets import (
@@ -30,15 +31,31 @@ from PyQt6.QtWidgets import (
 
 from models.backends import registry
 from models.scene import Scene
-from viewer.camera import CameraPose, OrbitCamera, interpolate_poses, orbit_path, request_for_pose, view_bounds
+from viewer.camera import (
+    CameraPose,
+    OrbitCamera,
+    dataset_cameras,
+    interpolate_poses,
+    orbit_path,
+    request_for_pose,
+    view_bounds,
+)
 from viewer.gl_canvas import GLCanvas
 from viewer.panels.backends import BackendSelector
 from viewer.panels.comparator import Comparator
-from viewer.panels.overlays import HelpOverlay, HudOverlay, MessageBanner
+from viewer.panels.overlays import ColourBar, HelpOverlay, HudOverlay, MessageBanner
 from viewer.panels.training_controller import TrainingController
 from viewer.panels.video_dialog import VideoDialog, VideoSettings
-from viewer.panels.view_panel import MODE_LABELS, CameraBox, DisplayModeBox, PerformanceBox
+from viewer.panels.view_panel import (
+    MODE_LABELS,
+    CameraBox,
+    DisplayModeBox,
+    PerformanceBox,
+    ScreenshotBox,
+    parse_size,
+)
 from viewer.render_worker import MODES, BackendInfo, Frame, OfflineJob, RenderWorker, ViewJob
+from viewer.scene_guides import SceneGuides, project_segments
 
 APP_NAME = "Neural Scene Viewer"
 MAX_RECENT = 8
@@ -58,6 +75,11 @@ def opening_backend(current: str | None, suggested: str | None, available: list[
         return suggested
     fastest = [n for n in FASTEST_FIRST if n in available] + [n for n in available if n not in FASTEST_FIRST]
     return fastest[0] if fastest else None
+
+
+def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """``width x height`` times ``scale`` (at least 1x1)."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 class MainWindow(QMainWindow):
@@ -92,6 +114,17 @@ class MainWindow(QMainWindow):
         self._offline_kind: str | None = None
         self._offline_path: str | None = None
         self._progress: QProgressDialog | None = None
+        self.render_scale = min(max(float(self.settings.value("render_scale", 1.0, type=float)), 0.05), 1.0)
+        """Fraction of the window's width and height views are rendered at (refined to)."""
+        self.screenshot_size: tuple[int, int] | None = None
+        """Width and height of screenshots (None: the window's render size)."""
+        try:
+            saved = str(self.settings.value("screenshot_size", "") or "")
+            self.screenshot_size = parse_size(saved) if saved else None
+        except ValueError:
+            self.screenshot_size = None
+        self._shot_guides = None
+        """The request of the screenshot being saved, when the scene guides are drawn onto it."""
 
         # --- render thread
         self.render_thread = QThread(self)
@@ -114,6 +147,7 @@ class MainWindow(QMainWindow):
         self.hud.setVisible(self.settings.value("hud", True, type=bool))
         self.help = HelpOverlay(self.canvas)
         self.banner = MessageBanner(self.canvas)
+        self.colour_bar = ColourBar(self.canvas)
         self.canvas.installEventFilter(self)
         self.canvas.viewChanged.connect(self.request_render)
         self.canvas.resized.connect(self.request_render)
@@ -124,21 +158,28 @@ class MainWindow(QMainWindow):
         self.backend_selector.selected.connect(self.set_backend)
         self.display_box = DisplayModeBox()
         self.display_box.modeChanged.connect(self.set_mode)
-        self.performance_box = PerformanceBox(self.worker.target_fps)
+        self.performance_box = PerformanceBox(self.worker.target_fps, render_scale=self.render_scale)
         self.performance_box.targetFpsChanged.connect(self.set_target_fps)
         self.performance_box.dynamicChanged.connect(self.set_dynamic_resolution)
+        self.performance_box.renderScaleChanged.connect(self.set_render_scale)
         self.camera_box = CameraBox()
         self.camera_box.fovChanged.connect(self.set_fov)
         self.camera_box.resetRequested.connect(self.reset_camera)
         self.camera_box.snapRequested.connect(self.snap_camera)
         self.camera_box.addKeyframe.connect(self.add_keyframe)
         self.camera_box.clearKeyframes.connect(self.clear_keyframes)
+        self.camera_box.cameraChosen.connect(self.snap_to_camera)
+        self.screenshot_box = ScreenshotBox()
+        self.screenshot_box.set_size(self.screenshot_size)
+        self.screenshot_box.sizeChanged.connect(self.set_screenshot_size)
+        self.screenshot_box.invalidSize.connect(self._show_input_error)
         self.scene_label = QLabel("No scene")
         self.scene_label.setWordWrap(True)
         self.scene_label.setStyleSheet("color: gray;")
         panel = QWidget()
         lay = QVBoxLayout(panel)
-        for w in (self.backend_selector, self.display_box, self.performance_box, self.camera_box, self.scene_label):
+        for w in (self.backend_selector, self.display_box, self.performance_box, self.camera_box,
+                  self.screenshot_box, self.scene_label):
             lay.addWidget(w)
         lay.addStretch(1)
         scroll = QScrollArea()
@@ -192,6 +233,9 @@ class MainWindow(QMainWindow):
         file.addSeparator()
         self._action(file, "Save &screenshot", self.save_screenshot, "F12")
         self._action(file, "Save screenshot &as…", self.save_screenshot_as, "Shift+F12")
+        self.shot_guides_action = self._action(
+            file, "Scene &guides in screenshots", lambda on: self.settings.setValue("guides_in_screenshots", bool(on)),
+            checkable=True, checked=self.settings.value("guides_in_screenshots", False, type=bool))
         self._action(file, "&Export video…", self.export_video_dialog, "Ctrl+E")
         file.addSeparator()
         self._action(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
@@ -212,6 +256,9 @@ class MainWindow(QMainWindow):
         view.addSeparator()
         self.hud_action = self._action(view, "&HUD", self.set_hud_visible, "H", checkable=True,
                                        checked=not self.hud.isHidden())
+        self.guides_action = self._action(view, "Dataset cameras and &bounds", self.set_guides_visible, "F",
+                                          checkable=True, checked=self.settings.value("guides", False, type=bool))
+        self.canvas.set_guides_visible(self.guides_action.isChecked())
         view.addAction(self.side_dock.toggleViewAction())
 
         cam = mb.addMenu("&Camera")
@@ -244,6 +291,7 @@ class MainWindow(QMainWindow):
         if obj is self.canvas and event.type() == QEvent.Type.Resize:
             self.banner.place() if self.banner.isVisible() else None
             self.help.place()
+            self.colour_bar.place()
         return super().eventFilter(obj, event)
 
     # ----------------------------------------------------------------------------- scenes
@@ -297,6 +345,9 @@ class MainWindow(QMainWindow):
         self.last_frame = self.last_interactive = None
         self.fps_ema = None
         self.canvas.set_frame(None)
+        self.colour_bar.set_range("rgb", (0.0, 1.0))
+        self.canvas.set_guides(SceneGuides.for_scene(scene, dataset_cameras(scene)))
+        self.camera_box.set_cameras(self.camera.dataset_labels)
         self._last_job_key = None
         available = []
         for name, cls in registry.BACKENDS.items():
@@ -407,14 +458,31 @@ class MainWindow(QMainWindow):
 
     # -------------------------------------------------------------------------- rendering
     def current_request(self, width: int | None = None, height: int | None = None):
-        w, h = self.canvas.view_size()  # one pane when the comparator shows two side by side
+        """The current view at ``width x height``; by default at the render size, the window (one
+        pane when the comparator shows two side by side) times ``render_scale``."""
+        if not width or not height:
+            width, height = scaled_size(*self.canvas.view_size(), self.render_scale)
         near, far = view_bounds(self.scene, self.camera.eye)  # follow the camera: zooming out never clips
-        return self.camera.request(width or w, height or h, near, far,
+        return self.camera.request(width, height, near, far,
                                    background=tuple(float(x) for x in self.scene.background))
+
+    def _sync_camera_widgets(self) -> None:
+        """Field of view, dataset camera label and list, highlighted frustum; the guides follow
+        the camera at once (repaint without waiting for the next frame)."""
+        self.camera_box.set_fov(self.camera.fov_deg)
+        idx = self.camera.dataset_index
+        self.camera_box.dataset.setText(f"#{idx + 1} of {len(self.camera.dataset_poses)}" if idx >= 0 else "free")
+        self.camera_box.set_current_camera(idx)
+        self.canvas.set_guides_current(idx)
+        if self.canvas.guides_drawn():
+            self.canvas.update()
 
     def request_render(self) -> None:
         """Send the current view to the worker (skipped when nothing changed)."""
-        if self.scene is None or self.camera is None or self.backend is None:
+        if self.scene is None or self.camera is None:
+            return
+        self._sync_camera_widgets()
+        if self.backend is None:
             return
         req = self.current_request()
         backends = (self.backend, self.compare_backend) if self.compare_backend else (self.backend,)
@@ -425,13 +493,11 @@ class MainWindow(QMainWindow):
         self._last_job_key = key
         self._serial += 1
         self.worker.submit(ViewJob(req, backends, self.mode, self._serial))
-        self.camera_box.set_fov(self.camera.fov_deg)
-        idx = self.camera.dataset_index
-        self.camera_box.dataset.setText(f"#{idx + 1} of {len(self.camera.dataset_poses)}" if idx >= 0 else "free")
 
     def _on_frame(self, frame: Frame) -> None:
         self.canvas.set_frame(frame)
         self.last_frame = frame
+        self.colour_bar.set_range(frame.mode, frame.value_range)  # hidden in RGB
         if not frame.refining:
             self.last_interactive = frame
             now = time.perf_counter()
@@ -474,7 +540,8 @@ class MainWindow(QMainWindow):
             lines += [
                 ("FPS (EMA)", f"{fps}   target {self.worker.target_fps:g}"),
                 ("ms/frame", f"{i.render_ms:.1f} render, {i.frame_ms:.1f} total at {i.width}x{i.height}"),
-                ("Resolution", f"{f.width}x{f.height} of {f.full_width}x{f.full_height} ({pct:.0f}%)"),
+                ("Resolution", f"{f.width}x{f.height} of {f.full_width}x{f.full_height} ({pct:.0f}%)"
+                               + (f", {100 * self.render_scale:.0f}% of window" if self.render_scale < 1 else "")),
                 ("State", state),
                 ("Samples/ray", f"{f.samples_per_ray:.0f}"),
             ]
@@ -519,6 +586,49 @@ class MainWindow(QMainWindow):
         self._last_job_key = None
         self.request_render()
 
+    def set_render_scale(self, scale: float) -> None:
+        """Render (and refine) views at ``scale`` of the window's width and height (0 < scale <= 1)."""
+        scale = float(scale)
+        if not 0.0 < scale <= 1.0:
+            self._show_input_error(f"Render resolution must be above 0% and at most 100% of the window, "
+                                   f"not {100 * scale:g}%")
+            self.performance_box.set_render_scale(self.render_scale)
+            return
+        self.render_scale = scale
+        self.settings.setValue("render_scale", scale)
+        self.performance_box.set_render_scale(scale)
+        self.request_render()
+        self.update_hud()
+
+    def set_screenshot_size(self, size) -> bool:
+        """Screenshots at ``size``: None (the window's size), (width, height) or "WxH". A size that
+        cannot be used keeps the previous one and says why (returns False)."""
+        try:
+            if isinstance(size, str):
+                size = parse_size(size)
+            elif size is not None:
+                size = parse_size(f"{int(size[0])}x{int(size[1])}")
+        except (ValueError, TypeError, IndexError) as e:
+            self._show_input_error(str(e) if isinstance(e, ValueError) else f"Screenshot size {size!r} is not "
+                                   "a width and a height")
+            self.screenshot_box.set_size(self.screenshot_size)
+            return False
+        self.screenshot_size = size
+        self.screenshot_box.set_size(size)
+        self.settings.setValue("screenshot_size", f"{size[0]}x{size[1]}" if size else "")
+        return True
+
+    def _show_input_error(self, message: str) -> None:
+        self.banner.show_message(message, "error", 8000)
+        self.statusBar().showMessage(message, 8000)
+
+    def set_guides_visible(self, on: bool) -> None:
+        """Show / hide the dataset cameras' frustums and the scene bounds (F)."""
+        self.canvas.set_guides_visible(on)
+        self.settings.setValue("guides", bool(on))
+        if self.guides_action.isChecked() != bool(on):
+            self.guides_action.setChecked(bool(on))
+
     def set_hud_visible(self, on: bool) -> None:
         self.hud.setVisible(on)
         self.settings.setValue("hud", bool(on))
@@ -543,6 +653,12 @@ class MainWindow(QMainWindow):
             return
         if not self.camera.snap_next(step):
             self.statusBar().showMessage("This scene has no dataset cameras", 3000)
+            return
+        self.request_render()
+
+    def snap_to_camera(self, index: int) -> None:
+        """View the scene from dataset camera ``index`` (the Camera box's list)."""
+        if self.camera is None or not self.camera.snap_to(index):
             return
         self.request_render()
 
@@ -579,10 +695,17 @@ class MainWindow(QMainWindow):
         if path:
             self.save_screenshot(path)
 
-    def save_screenshot(self, path: str | None = None) -> str | None:
-        """Save the current view at full window resolution as PNG.
+    def screenshot_request(self):
+        """The current view at the screenshot size (``screenshot_size``, else the window's)."""
+        w, h = self.screenshot_size or self.canvas.view_size()
+        return self.current_request(w, h)
 
-        If the frame on screen is already the final full-resolution render of this view it is
+    def save_screenshot(self, path: str | None = None) -> str | None:
+        """Save the current view as PNG at the screenshot size (the window's full resolution
+        unless a size is set), from the render alone: the HUD, colour bar and scene guides are
+        not in it, unless File → Scene guides in screenshots draws the guides onto it.
+
+        If the frame on screen is already the final render of exactly this request it is
         written at once; otherwise the worker renders it (progress dialog, cancellable).
         Returns the path, or None when there is nothing to show.
         """
@@ -592,7 +715,8 @@ class MainWindow(QMainWindow):
         if not path.lower().endswith(".png"):
             path += ".png"
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        req = self.current_request()
+        req = self.screenshot_request()
+        self._shot_guides = req if self.shot_guides_action.isChecked() and self.canvas.guides is not None else None
         f = self.last_frame
         if f is not None and f.final and f.request == req and f.backends[0] == self.backend and f.mode == self.mode:
             import imageio.v2 as imageio
@@ -607,10 +731,37 @@ class MainWindow(QMainWindow):
             self._on_screenshot_written(path)
             return path
         self._start_offline(OfflineJob("screenshot", [req], self.backend, path, self.mode), "screenshot",
-                            "Rendering full-resolution screenshot…")
+                            f"Rendering a {req.width}x{req.height} screenshot…")
         return path
 
+    def _paint_guides(self, path: str, request) -> None:
+        """Draw the scene guides, as seen by ``request``, onto the PNG at ``path``."""
+        from PyQt6.QtCore import QLineF
+        from PyQt6.QtGui import QColor, QImage, QPainter, QPen
+
+        img = QImage(path)
+        if img.isNull():
+            raise OSError(f"cannot read {path} back")
+        seg, col = self.canvas.guides.segments(self.camera.dataset_index if self.camera else -1)
+        px, idx = project_segments(seg, request)
+        painter = QPainter(img)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        width = max(1.0, request.height / 720.0)
+        colours = (np.asarray(col)[idx] * 255 + 0.5).astype(int)
+        for c in np.unique(colours, axis=0):
+            painter.setPen(QPen(QColor(*(int(v) for v in c)), width))
+            painter.drawLines([QLineF(*p[0], *p[1]) for p in px[(colours == c).all(1)]])
+        painter.end()
+        if not img.save(path):
+            raise OSError(f"cannot write {path}")
+
     def _on_screenshot_written(self, path: str) -> None:
+        request, self._shot_guides = self._shot_guides, None
+        if request is not None:
+            try:
+                self._paint_guides(path, request)
+            except Exception as e:  # noqa: BLE001 - the render is saved; say what is missing
+                self.show_error(f"Screenshot saved without the scene guides: {e}")
         self.banner.show_message(f"Screenshot saved: {path}", "info", 4000)
         self.statusBar().showMessage(f"Screenshot saved: {path}", 6000)
         self.screenshotSaved.emit(path)
@@ -689,6 +840,7 @@ class MainWindow(QMainWindow):
     def _on_offline_failed(self, message: str) -> None:
         kind = self._offline_kind or "export"
         self._close_progress()
+        self._shot_guides = None
         if message == "cancelled":
             self.banner.show_message(f"{kind.capitalize()} cancelled", "info", 3000)
         else:
