@@ -466,9 +466,14 @@ assert err < 1e-5, err
 for cfg in [R2LMLPConfig(64, 4, n_points=4, encoding="planes", plane_channels=8, plane_resolutions=(8, 16)),
             R2LMLPConfig(64, 2, n_points=5, encoding="planes", plane_channels=8, plane_resolutions=(3, 6, 9, 12)),
             R2LMLPConfig(64, 2, n_points=3, encoding="planes", plane_channels=16, plane_resolutions=(5,),
-                         ray_freqs=2)]:
+                         ray_freqs=2),
+            R2LMLPConfig(64, 2, n_points=6, encoding="planes", plane_channels=8, plane_resolutions=(8, 16),
+                         mask_resolution=4)]:
     net = R2LMLP(cfg)
     net.set_box(torch.tensor([[-1.0, -0.8, -0.5], [1.0, 0.9, 1.2]]))
+    if cfg.mask_resolution:  # half the cells empty, in a pattern that every ray crosses
+        idx = torch.arange(4)
+        net.mask.copy_(((idx[:, None, None] + idx[None, :, None] + idx[None, None, :]) % 2).to(torch.uint8))
     with torch.no_grad():
         for p in net.parameters(): p.mul_(2.0)
     o = torch.randn(150, 3) + torch.tensor([0, 0, 4.0]); d = torch.randn(150, 3) * 0.3; d[:, 2] = -1
@@ -504,3 +509,61 @@ def test_feature_plane_kernels_on_cuda():
     plain.load_state_dict(b.net.state_dict(), {"mlp": cfg.to_dict()})
     ref32 = plain.render(RenderRequest(**{**req.__dict__, "precision": "fp32"})).rgb
     assert (fused - ref32).abs().max() < 2e-2
+
+
+def test_occupancy_mask_zeroes_the_features_of_empty_cells():
+    """Points in mask cells the teacher's grid leaves empty get zero features; the others keep the
+    features of the same network without a mask; the mask is built from the grid conservatively."""
+    torch.manual_seed(0)
+    cfg = R2LMLPConfig(64, 2, n_points=8, encoding="planes", plane_channels=8, plane_resolutions=(8, 16),
+                       mask_resolution=8)
+    assert R2LMLPConfig.from_name(cfg.name) == cfg and cfg.name.endswith("-M8")
+    net = R2LMLP(cfg)
+    net.set_box(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    occ = torch.zeros(16, 16, 16, dtype=torch.bool)
+    occ[4:6, 8:10, 10:12] = True  # a block in the scene aabb [-2, 2]^3: x in [-1, -0.5), y [0, 0.5), z [0.5, 1)
+    kept = net.set_mask_from_occupancy(occ, torch.tensor([[-2.0] * 3, [2.0] * 3]), grow=0)
+    assert 0 < kept < 0.1
+    assert net.mask_at(torch.tensor([[-0.8, 0.2, 0.7]])).item()  # inside the block
+    assert not net.mask_at(torch.tensor([[0.6, -0.6, -0.6], [1.5, 0.0, 0.0]])).any()  # empty, and outside the box
+    plain = R2LMLP(R2LMLPConfig(**{**cfg.to_dict(), "plane_resolutions": cfg.plane_resolutions, "mask_resolution": 0}))
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if k != "mask"})
+    o = torch.tensor([[-0.8, 0.2, 4.0]]).repeat(64, 1) + torch.randn(64, 3) * 0.05
+    d = torch.tensor([[0.0, 0.0, -1.0]]).repeat(64, 1)
+    near, far = torch.full((64,), 2.0), torch.full((64,), 6.0)
+    with torch.no_grad():
+        got = net.encode(o, d, near, far)[:, : cfg.n_points * cfg.point_features].reshape(64, cfg.n_points, -1)
+        ref = plain.encode(o, d, near, far)[:, : cfg.n_points * cfg.point_features].reshape(64, cfg.n_points, -1)
+    t0, t1 = box_segments(o, d, near, far, net.box)
+    t = t0[:, None] + (t1 - t0)[:, None] * torch.linspace(0, 1, cfg.n_points)
+    keep = net.mask_at((o[:, None] + t[..., None] * d[:, None]).reshape(-1, 3)).reshape(64, cfg.n_points)
+    assert keep.any() and (~keep).any()
+    assert torch.equal(got[~keep], torch.zeros_like(got[~keep]))
+    assert torch.allclose(got[keep], ref[keep]) and ref[keep].abs().sum() > 0
+    # gradients reach only the texels of kept points
+    net.planes.table.grad = None
+    net(net.encode(o, d, near, far)).sum().backward()
+    assert net.planes.table.grad.abs().sum() > 0
+
+
+def test_a_masked_student_distils_saves_and_renders(tiny_teacher_scene, procedural_dataset, tmp_path):
+    from conftest import copy_scene
+    from models.data import load_dataset
+    from models.scene import Scene
+    from models.training.distill_r2l import R2LDistillJob
+    from models.training.engine import checkpoint_path, run_job
+    from models.training.jobs import stage_config
+
+    root = copy_scene(tiny_teacher_scene, tmp_path / "scene")
+    cfg = stage_config("r2l", "tiny", {"mlp": R2LMLPConfig.from_name("P8x4-128-K32-W128D8-M32"), "steps": 20,
+                                       "validate_every": 0})
+    job = R2LDistillJob(Scene.load(root), load_dataset(procedural_dataset), cfg, torch.device("cpu"))
+    assert any("occupancy mask 32^3" in n for n in job.notes), job.notes
+    mask = job.student.mask.clone()
+    assert 0 < mask.float().mean() < 1
+    run_job(job, lambda e: None, checkpoint=checkpoint_path(root, "r2l"))
+    b = R2LBackend("cpu")
+    b.load(Scene.load(root))
+    assert b.config.mask_resolution == 32 and torch.equal(b.net.mask, mask)
+    out = b.render(_request(16)).rgb
+    assert torch.isfinite(out).all()

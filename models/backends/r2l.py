@@ -434,6 +434,8 @@ class FusedR2LPlanes:
             self.off = torch.tensor(net.planes.offsets, dtype=torch.int64, device=dev)
             box = net.box.detach().float()
             self.box = torch.cat([box[0], box[1]]).contiguous()  # lo xyz, hi xyz
+            self.mask = (net.mask.detach().contiguous() if cfg.mask_resolution
+                         else torch.ones(1, device=dev, dtype=torch.uint8))
         self.near, self.far = float(near), float(far)
         self.cfg = cfg
         self.block_m, self.num_warps, self.num_stages = block_m, num_warps, num_stages
@@ -455,10 +457,10 @@ class FusedR2LPlanes:
         c = self.cfg
         grid = (cdiv(m, self.block_m),)
         self.kernel[grid](
-            o, d, self.box, self.table, self.res, self.off, self.wf, self.wr, self.bh, self.w1, self.b1,
+            o, d, self.box, self.mask, self.table, self.res, self.off, self.wf, self.wr, self.bh, self.w1, self.b1,
             self.w2, self.b2, self.wt, self.bt, out, m, self.near, self.far,
             W=c.width, C=c.width // 4, BM=self.block_m, K=c.n_points, CH=c.plane_channels,
-            LC=c.point_features, NRF=c.ray_freqs, NB=c.n_blocks,
+            LC=c.point_features, NRF=c.ray_freqs, NB=c.n_blocks, MR=c.mask_resolution,
             num_warps=self.num_warps, num_stages=self.num_stages,
         )
         return out
@@ -527,10 +529,10 @@ def _planes_kernel():
     globals()["_head_chunks"] = _head_chunks
 
     @triton.jit
-    def _r2l_planes(o_ptr, d_ptr, box_ptr, table, res_ptr, off_ptr, wf_ptr, wr_ptr, bh_ptr, w1_ptr, b1_ptr,
-                    w2_ptr, b2_ptr, wt_ptr, bt_ptr, out_ptr, M, near, far,
+    def _r2l_planes(o_ptr, d_ptr, box_ptr, mask_ptr, table, res_ptr, off_ptr, wf_ptr, wr_ptr, bh_ptr, w1_ptr,
+                    b1_ptr, w2_ptr, b2_ptr, wt_ptr, bt_ptr, out_ptr, M, near, far,
                     W: tl.constexpr, C: tl.constexpr, BM: tl.constexpr, K: tl.constexpr, CH: tl.constexpr,
-                    LC: tl.constexpr, NRF: tl.constexpr, NB: tl.constexpr):
+                    LC: tl.constexpr, NRF: tl.constexpr, NB: tl.constexpr, MR: tl.constexpr):
         pid = tl.program_id(0)
         rows = pid * BM + tl.arange(0, BM)
         rmask = rows < M
@@ -574,12 +576,21 @@ def _planes_kernel():
             px = (ox + tk * dx - cx) / hx
             py = (oy + tk * dy - cy) / hy
             pz = (oz + tk * dz - cz) / hz
+            if MR > 0:  # occupancy mask: points in empty cells read no texels (their features are 0)
+                mi = tl.floor((px + 1.0) * (0.5 * MR)).to(tl.int32)
+                mj = tl.floor((py + 1.0) * (0.5 * MR)).to(tl.int32)
+                mk = tl.floor((pz + 1.0) * (0.5 * MR)).to(tl.int32)
+                inside = (mi >= 0) & (mi < MR) & (mj >= 0) & (mj < MR) & (mk >= 0) & (mk < MR) & rmask
+                kept = tl.load(mask_ptr + (mi * MR + mj) * MR + mk, mask=inside, other=0)
+                pmask = inside & (kept != 0)
+            else:
+                pmask = rmask
             for g in tl.static_range(LC // 16):
                 if CH == 16:
-                    f = _level_features(table, res_ptr, off_ptr, g, px, py, pz, rmask, ch, CH)
+                    f = _level_features(table, res_ptr, off_ptr, g, px, py, pz, pmask, ch, CH)
                 else:
-                    fa = _level_features(table, res_ptr, off_ptr, 2 * g, px, py, pz, rmask, ch, CH)
-                    fb = _level_features(table, res_ptr, off_ptr, 2 * g + 1, px, py, pz, rmask, ch, CH)
+                    fa = _level_features(table, res_ptr, off_ptr, 2 * g, px, py, pz, pmask, ch, CH)
+                    fb = _level_features(table, res_ptr, off_ptr, 2 * g + 1, px, py, pz, pmask, ch, CH)
                     f = tl.reshape(tl.join(fa, fb), (BM, 16))
                 h0, h1, h2, h3 = _head_chunks(h0, h1, h2, h3, f.to(tl.float16), wf_ptr + (k * LC + g * 16) * W,
                                               W, C)

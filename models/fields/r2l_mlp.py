@@ -66,6 +66,10 @@ class R2LMLPConfig:
     """"planes": side of the square feature planes of each level."""
     ray_freqs: int = 4
     """"planes": positional-encoding frequencies of the 6 Pluecker coordinates of the ray."""
+    mask_resolution: int = 0
+    """"planes": side of a binary occupancy mask over the feature box (0: no mask). Points in
+    mask cells that the teacher's occupancy grid (grown by one voxel) leaves empty get zero
+    features, in training and rendering alike, so their texels are neither read nor trained."""
 
     def __post_init__(self):
         if self.depth < 2 or self.depth % 2:
@@ -78,6 +82,9 @@ class R2LMLPConfig:
         if self.encoding == "planes" and (self.plane_channels < 1 or not self.plane_resolutions
                                           or min(self.plane_resolutions) < 2 or self.ray_freqs < 0):
             raise ValueError(f"invalid R2L feature planes {self}")
+        if self.mask_resolution and (self.encoding != "planes" or not 2 <= self.mask_resolution <= 512):
+            raise ValueError(f"an R2L occupancy mask needs the planes encoding and 2 to 512 cells a side, got "
+                             f"{self.mask_resolution} ({self.encoding})")
 
     @property
     def n_blocks(self) -> int:
@@ -110,7 +117,8 @@ class R2LMLPConfig:
         (8 channels x 4 levels up to 512 x 512 texels, 32 points, residual MLP W256D12)."""
         if self.encoding == "planes":
             return (f"P{self.plane_channels}x{len(self.plane_resolutions)}-{max(self.plane_resolutions)}"
-                    f"-K{self.n_points}-W{self.width}D{self.depth}")
+                    f"-K{self.n_points}-W{self.width}D{self.depth}"
+                    + (f"-M{self.mask_resolution}" if self.mask_resolution else ""))
         return f"W{self.width}D{self.depth}"
 
     def to_dict(self) -> dict:
@@ -127,8 +135,8 @@ class R2LMLPConfig:
     @staticmethod
     def from_name(name: str) -> "R2LMLPConfig":
         """"W256D88" -> R2LMLPConfig(width=256, depth=88); "P8x4-512-K32-W256D12" -> feature planes
-        of 8 channels at 4 levels halving from 512 (64, 128, 256, 512), 32 points, W256D12; names of
-        ``VARIANTS`` as listed."""
+        of 8 channels at 4 levels halving from 512 (64, 128, 256, 512), 32 points, W256D12; a
+        suffix "-M128" adds a 128^3 occupancy mask; names of ``VARIANTS`` as listed."""
         if name in VARIANTS:
             return VARIANTS[name]
         import re
@@ -136,14 +144,15 @@ class R2LMLPConfig:
         m = re.fullmatch(r"W(\d+)D(\d+)", name)
         if m:
             return R2LMLPConfig(width=int(m.group(1)), depth=int(m.group(2)))
-        m = re.fullmatch(r"P(\d+)x(\d+)-(\d+)-K(\d+)-W(\d+)D(\d+)", name)
+        m = re.fullmatch(r"P(\d+)x(\d+)-(\d+)-K(\d+)-W(\d+)D(\d+)(?:-M(\d+))?", name)
         if m:
-            c, levels, top, k, w, d = (int(g) for g in m.groups())
+            c, levels, top, k, w, d = (int(g) for g in m.groups()[:6])
             if not 1 <= levels <= 8 or top >> (levels - 1) < 2:
                 raise ValueError(f"R2L variant {name}: need 1 to 8 levels, each of at least 2 texels")
             return R2LMLPConfig(w, d, n_points=k, encoding="planes", plane_channels=c,
-                                plane_resolutions=tuple(top >> (levels - 1 - i) for i in range(levels)))
-        raise ValueError(f"R2L variant names look like W256D88, P8x4-512-K32-W256D12 or one of "
+                                plane_resolutions=tuple(top >> (levels - 1 - i) for i in range(levels)),
+                                mask_resolution=int(m.group(7) or 0))
+        raise ValueError(f"R2L variant names look like W256D88, P8x4-512-K32-W256D12[-M128] or one of "
                          f"{', '.join(VARIANTS)}, got '{name}'")
 
 
@@ -311,6 +320,9 @@ class R2LMLP(nn.Module):
         if config.encoding == "planes":
             self.planes = FeaturePlanes(config.plane_channels, config.plane_resolutions)
             self.register_buffer("box", torch.tensor([[-1.0] * 3, [1.0] * 3]))
+        if config.mask_resolution:
+            r = config.mask_resolution
+            self.register_buffer("mask", torch.ones(r, r, r, dtype=torch.uint8))  # (x, y, z) cells of the box
         self.head = nn.Linear(config.input_dim, w)
         self.blocks = nn.ModuleList([ResidualBlock(w) for _ in range(config.n_blocks)])
         self.tail = nn.Linear(w, 3)
@@ -318,6 +330,39 @@ class R2LMLP(nn.Module):
     def set_box(self, box: torch.Tensor) -> None:
         """The scene box (2, 3) the feature planes span ("planes" encoding)."""
         self.box.copy_(torch.as_tensor(box, dtype=torch.float32))
+
+    def set_mask_from_occupancy(self, occupied: torch.Tensor, aabb: torch.Tensor, grow: int = 1) -> float:
+        """Build the occupancy mask from a teacher's grid ``occupied`` (X, Y, Z) bool over ``aabb``
+        (2, 3): a mask cell is kept when the grid, grown by ``grow`` voxels, is occupied at any of
+        the 8 points at a quarter and three quarters of the cell along each axis (mask cells and
+        grid voxels are about the same size, and the growth covers the gaps). Returns the kept
+        fraction of the mask cells."""
+        r = self.config.mask_resolution
+        occ = occupied.float()[None, None]
+        if grow:
+            occ = F.max_pool3d(occ, 2 * grow + 1, stride=1, padding=grow)
+        box = self.box.float().cpu()
+        aabb = torch.as_tensor(aabb, dtype=torch.float32).cpu()
+        keep = torch.zeros(r, r, r, dtype=torch.bool)
+        ax = (torch.arange(r, dtype=torch.float32) + 0.5) / r  # cell centres in [0, 1] of the box
+        for off in torch.cartesian_prod(*[torch.tensor([-0.25, 0.25])] * 3):
+            u = [(ax + off[i] / r) * (box[1, i] - box[0, i]) + box[0, i] for i in range(3)]  # world coordinates
+            g = [2 * (u[i] - aabb[0, i]) / (aabb[1, i] - aabb[0, i]) - 1 for i in range(3)]  # grid's [-1, 1]
+            gx, gy, gz = torch.meshgrid(*g, indexing="ij")
+            # grid_sample's last coordinate axis is (W, H, D) = (z, y, x) of the (X, Y, Z) grid
+            pts = torch.stack([gz, gy, gx], -1)[None]
+            keep |= F.grid_sample(occ.cpu(), pts, mode="nearest", padding_mode="zeros",
+                                  align_corners=False)[0, 0] > 0
+        self.mask.copy_(keep.to(self.mask.device, torch.uint8))
+        return float(keep.float().mean())
+
+    def mask_at(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: points x (N, 3) in the box's [-1, 1] coordinates whose mask cell is kept."""
+        r = self.config.mask_resolution
+        i = torch.floor((x + 1.0) * (0.5 * r)).long()
+        inside = ((i >= 0) & (i < r)).all(-1)
+        i = i.clamp(0, r - 1)
+        return inside & (self.mask[i[:, 0], i[:, 1], i[:, 2]] > 0)
 
     def half_mlp(self) -> "R2LMLP":
         """A copy for fp16 inference: the MLP in float16; feature planes and box stay float32
@@ -349,7 +394,14 @@ class R2LMLP(nn.Module):
         t0, t1 = box_segments(o, d, near.float(), far.float(), box)
         t = stratified_samples(t0, t1, cfg.n_points, perturb, generator)  # (R, K)
         x = ((o[:, None, :] + t[..., None] * d[:, None, :]) - centre) / half  # (R, K, 3) in [-1, 1] inside
-        feats = self.planes(x.reshape(-1, 3)).float().reshape(o.shape[0], -1)  # (R, K * C * L)
+        pts = x.reshape(-1, 3)
+        if cfg.mask_resolution:  # only the points in kept cells are looked up (and trained)
+            idx = torch.nonzero(self.mask_at(pts)).squeeze(1)
+            feats = torch.zeros(pts.shape[0], cfg.point_features, device=pts.device, dtype=torch.float32)
+            feats = feats.index_put((idx,), self.planes(pts[idx]).float())
+            feats = feats.reshape(o.shape[0], -1)
+        else:
+            feats = self.planes(pts).float().reshape(o.shape[0], -1)  # (R, K * C * L)
         on, dn = (o - centre) / half, F.normalize(d / half, dim=-1)
         ray = positional_encoding(torch.cat([dn, torch.linalg.cross(on, dn, dim=-1)], -1), cfg.ray_freqs)
         return torch.cat([feats, ray], -1)

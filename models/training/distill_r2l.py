@@ -393,6 +393,13 @@ class R2LDistillJob(TimeBudget, TrainingJob):
         if c.mlp.encoding == "planes":
             self.student.set_box(self.feature_box())
             self.student.planes.accel = self._planes_accel()
+        if c.mlp.mask_resolution:
+            occ = scene.load_occupancy("cpu") if self.ndc is None else None
+            if occ is None or not bool(occ.any()):
+                raise ValueError(f"r2l: variant {c.mlp.name} has an occupancy mask, which needs a teacher with an "
+                                 "occupancy grid (a Blender-type scene trained with the occupancy sampler)")
+            kept = self.student.set_mask_from_occupancy(occ, self.data.aabb.float().cpu())
+            self.notes.append(f"occupancy mask {c.mlp.mask_resolution}^3: {100 * kept:.1f} % of the feature box kept")
         fused = self.device.type == "cuda"
         groups = [{"params": self.student.mlp_parameters(), "peak": c.lr}]
         if self.student.grid_parameters():
