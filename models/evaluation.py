@@ -85,6 +85,44 @@ def evaluate(
     return out
 
 
+def evaluate_view(
+    backend: RendererBackend,
+    split: Split,
+    index: int,
+    near: float,
+    far: float,
+    background: tuple[float, float, float],
+    size: int | None = None,
+    precision: str = "auto",
+    should_abort: Callable[[], bool] | None = None,
+) -> dict:
+    """View ``index`` of ``split`` rendered and measured as ``evaluate`` renders and measures it.
+
+    Returns ``evaluate``'s row for the view ({name, psnr, ssim, ms, samples_per_ray,
+    flops_per_ray}) plus "rgb" (H, W, 3), "gt" (the ground truth it was measured against) and
+    "request" (the RenderRequest rendered). ``should_abort`` is checked between chunks
+    (``RenderAborted`` when it returns True).
+    """
+    cam = split_cameras(split)[index]
+    if size is not None and max(cam.width, cam.height) != size:
+        s = size / max(cam.width, cam.height)
+        cam = cam.scaled(max(1, round(cam.width * s)), max(1, round(cam.height * s)))
+    req = RenderRequest.from_camera(cam, near, far, background=tuple(background), precision=precision)
+    res = backend.render(req, should_abort or (lambda: False))
+    gt = resize_image(split.images[index], cam.height, cam.width)
+    return {
+        "name": split.names[index],
+        "psnr": psnr(res.rgb, gt),
+        "ssim": ssim(res.rgb, gt),
+        "ms": res.elapsed_ms,
+        "samples_per_ray": res.samples_per_ray,
+        "flops_per_ray": res.flops_per_ray,
+        "rgb": res.rgb,
+        "gt": gt,
+        "request": req,
+    }
+
+
 # ------------------------------------------------------------------------ training validation
 def validation_indices(n_views: int, count: int) -> list[int]:
     """``count`` fixed views spread evenly over a split of ``n_views`` (first and last included)."""

@@ -1,6 +1,8 @@
 """The comparator in the real window under Xvfb: split and side-by-side views against direct
 renders, one request and one dynamic resolution for both sides, quality numbers against
-``eval``, the teacher reference, heatmaps, a missing dataset, and the benchmark dialog."""
+``eval`` (measured at the dataset view's native size by a job per side, whatever the window
+and the render thread do; cached per backend and view, stale jobs aborted), the teacher
+reference, heatmaps, a missing dataset, and the benchmark dialog."""
 
 from __future__ import annotations
 
@@ -79,6 +81,7 @@ def window(qtbot, tmp_path, compare_scene, viewer_backends):  # noqa: F811
     yield win
     win.close()
     assert not win.render_thread.isRunning() and not win.comparator.loader_thread.isRunning()
+    assert not win.comparator.metrics_thread.isRunning()
 
 
 def _wait_final(qtbot, win, timeout=30_000):
@@ -407,10 +410,157 @@ def test_benchmark_button_runs_bench_and_shows_table_and_plot(qtbot, window, tmp
         assert (Path(out) / name).is_file()
 
 
-def test_quality_at_a_dataset_view_does_not_wait_for_the_window_to_refine(qtbot, window, compare_scene):
+# ------------------------------------------------------------------ metrics at dataset views
+def _test_split(scene_root):
+    from models.data import load_dataset
+
+    data = load_dataset(Scene.load(scene_root).dataset["path"])
+    return data, data.splits["test"]
+
+
+def _eval_views(backend, data, split, n=2):
+    return evaluate(backend, split, data.near, data.far, data.background, max_views=n)["views"]
+
+
+def _nerf(scene):
+    b = NerfBackend("cpu")
+    b.load(scene)
+    return b
+
+
+def _shown(overlay) -> tuple[float, float]:
+    """The PSNR and SSIM an overlay shows."""
+    line = next(x for x in overlay.text().splitlines() if x.startswith("PSNR"))
+    parts = line.split()
+    return float(parts[1]), float(parts[-1])
+
+
+def _spy_jobs(comparator) -> list:
+    jobs, submit = [], comparator.runner.submit
+
+    def spy(job):
+        jobs.append(job)
+        submit(job)
+
+    comparator.runner.submit = spy
+    return jobs
+
+
+def test_metrics_at_a_dataset_view_are_evals_at_its_native_size_without_refining(qtbot, window, compare_scene):
+    c = window.comparator
     window.worker.refine_delay_ms = 10**8  # the window never refines to its full resolution
-    window.comparator.set_active(True)
+    window.canvas.setFixedSize(4 * W, 4 * H)  # and is much larger than the 48x48 dataset view
+    qtbot.waitUntil(lambda: window.canvas.view_size() == (4 * W, 4 * H), timeout=5_000)
+    c.set_active(True)
     qtbot.keyClick(window.canvas, Qt.Key.Key_BracketRight)
+    assert "loading ground truth" in c.side_lines(0)[-1]
     q = _wait_quality(qtbot, window, "gt")
-    assert q.key[1:3] == ("test", 0)
-    assert window.last_frame is None or not window.last_frame.final  # measured before any final frame
+    assert q.key[1:3] == ("test", 0) and q.backends == ("nerf", "flat")
+    assert window.last_frame is None or not window.last_frame.final
+    assert q.images[0].shape == q.images[1].shape == (GT_SIZE, GT_SIZE, 3)  # the dataset's size, not the window's
+    data, split = _test_split(compare_scene)
+    flat = FlatBackend("cpu")
+    flat.load(None)
+    expected = [_eval_views(_nerf(Scene.load(compare_scene)), data, split)[0], _eval_views(flat, data, split)[0]]
+    for i, side in enumerate(("a", "b")):
+        assert q.psnr[i] == pytest.approx(expected[i]["psnr"], abs=0.01)
+        assert q.ssim[i] == pytest.approx(expected[i]["ssim"], abs=1e-4)
+        shown_psnr, shown_ssim = _shown(c.overlays[side])
+        assert shown_psnr == pytest.approx(expected[i]["psnr"], abs=0.01)  # displayed with two decimals
+        assert shown_ssim == pytest.approx(expected[i]["ssim"], abs=1e-4)
+        assert f"{expected[i]['psnr']:.2f}" in c.panel.quality.text()
+
+
+def test_metrics_do_not_wait_for_the_render_thread(qtbot, window, compare_scene, monkeypatch):
+    """The render thread is held busy (as by a long refinement): the metrics still arrive, and
+    each side says "computing…" until its own has."""
+    import threading
+
+    from viewer.render_worker import WorkerTask
+
+    from viewer.compare import MetricsBackends
+
+    c = window.comparator
+    job_threads, run = set(), MetricsBackends.run
+
+    def spy(self, job):
+        job_threads.add(threading.get_ident())
+        return run(self, job)
+
+    monkeypatch.setattr(MetricsBackends, "run", spy)
+    c.set_active(True)
+    qtbot.keyClick(window.canvas, Qt.Key.Key_BracketRight)
+    _wait_quality(qtbot, window, "gt")  # the ground truth is loaded
+    release, holding = threading.Event(), threading.Event()
+    render_thread = []
+
+    def hold(_backends, _should_abort):
+        render_thread.append(threading.get_ident())
+        holding.set()
+        release.wait(30)
+
+    window.worker.submit_task(WorkerTask("hold", hold))
+    try:
+        qtbot.waitUntil(holding.is_set, timeout=10_000)
+        qtbot.keyClick(window.canvas, Qt.Key.Key_BracketRight)
+        view = window.current_request()
+        assert c.quality is None and c.side_lines(0)[-2] == c.side_lines(1)[-2] == "computing…"
+        assert "computing…" in c.panel.quality.text()
+        q = _wait_quality(qtbot, window, "gt")
+        assert q.key[1:3] == ("test", 1)
+        assert not any(f.request == view for f in window.frames)  # the window has not rendered this view at all
+    finally:
+        release.set()
+    assert len(job_threads) == 1 and not job_threads & {threading.get_ident(), *render_thread}
+    data, split = _test_split(compare_scene)
+    assert q.psnr[0] == pytest.approx(_eval_views(_nerf(Scene.load(compare_scene)), data, split)[1]["psnr"], abs=0.01)
+
+
+def test_metrics_are_cached_per_backend_and_view_and_stale_jobs_abort(qtbot, window, compare_scene):
+    c = window.comparator
+    jobs = _spy_jobs(c)
+    c.set_active(True)
+    qtbot.keyClick(window.canvas, Qt.Key.Key_BracketRight)
+    first = _wait_quality(qtbot, window, "gt")
+    assert sorted((j.backend, j.index) for j in jobs) == [("flat", 0), ("nerf", 0)]
+    # swapping the sides reuses both sides' numbers at once
+    c.swap()
+    assert c.quality is not None and c.quality.backends == ("flat", "nerf")
+    assert c.quality.psnr == first.psnr[::-1] and len(jobs) == 2
+    c.swap()
+    # the next view's jobs are aborted when the view changes before they are done; back at the
+    # first view its numbers come from the cache
+    qtbot.keyClick(window.canvas, Qt.Key.Key_BracketRight)
+    second = jobs[2:]
+    assert sorted((j.backend, j.index) for j in second) == [("flat", 1), ("nerf", 1)]
+    qtbot.keyClick(window.canvas, Qt.Key.Key_BracketLeft)
+    assert all(j.cancel.is_set() for j in second) and not c._metric_jobs  # noqa: SLF001
+    assert c.quality is not None and c.quality.key == first.key and c.quality.psnr == first.psnr
+    assert len(jobs) == 4
+    # new weights for one backend: only its number is measured again, with them
+    scene = Scene.load(compare_scene)
+    state, config = scene.load_model("nerf")
+    state = {k: v - 3.0 if k.endswith("sigma.bias") else v for k, v in state.items()}  # thinner
+    window.worker.publish_weights("nerf", state, config)
+    assert c.quality is None
+    assert "computing…" in c.side_lines(0) and _shown(c.overlays["b"])[0] == pytest.approx(first.psnr[1], abs=0.01)
+    assert [(j.backend, j.index) for j in jobs[4:]] == [("nerf", 0)]
+    q = _wait_quality(qtbot, window, "gt")
+    from models.training.pipeline import PreviewScene
+
+    data, split = _test_split(compare_scene)
+    swapped = _eval_views(_nerf(PreviewScene(scene, "nerf", state, config)), data, split, 1)[0]
+    assert q.psnr[0] == pytest.approx(swapped["psnr"], abs=0.01) and abs(q.psnr[0] - first.psnr[0]) > 0.01
+    assert q.psnr[1] == first.psnr[1]
+
+
+def test_evaluate_view_is_evaluates_row(compare_scene):
+    from models.evaluation import evaluate_view
+
+    data, split = _test_split(compare_scene)
+    backend = _nerf(Scene.load(compare_scene))
+    rows = _eval_views(backend, data, split, 2)
+    for i in range(2):
+        row = evaluate_view(backend, split, i, data.near, data.far, data.background)
+        assert {k: row[k] for k in ("name", "psnr", "ssim")} == {k: rows[i][k] for k in ("name", "psnr", "ssim")}
+        assert tuple(row["rgb"].shape) == (GT_SIZE, GT_SIZE, 3) and row["request"].width == GT_SIZE

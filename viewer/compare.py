@@ -1,16 +1,18 @@
-"""Comparator logic without Qt: which reference a view is measured against, the quality tasks
-the render worker runs, ground-truth loading and the heatmap colours.
+"""Comparator logic without Qt: which reference a view is measured against, the metrics jobs
+at dataset views, the teacher quality task, ground-truth loading and the heatmap colours.
 
 Quality of a compared view:
 
-- At a dataset view (snapped with [ ]) whose split the dataset has, both backends render the
-  dataset camera exactly as ``models.evaluation.evaluate`` does (native size, the camera's own
-  intrinsics, the dataset's near/far/background, precision "auto") and PSNR/SSIM
-  (``models.metrics``) are taken against the ground-truth image, so the numbers equal ``eval``'s.
-- Anywhere else, against the teacher's (NeRF) render of the shown full-resolution view.
-
-The task functions run on the render thread (``RenderWorker.submit_task``); they receive the
-worker's loaded backends and an abort callback checked between chunks.
+- At a dataset view (snapped with [ ]) whose split the dataset has, each side is measured by a
+  ``MetricsJob`` of its own: ``models.evaluation.evaluate_view`` renders the dataset camera
+  exactly as ``eval`` does (native size, the camera's own intrinsics, the dataset's
+  near/far/background, precision "auto") with the comparator's own instance of the backend
+  (``MetricsBackends``, loaded as ``eval`` loads it), so the numbers equal ``eval``'s whatever
+  the window's size or refinement. Results (``ViewMetrics``) are cached per (backend, split,
+  index) by the comparator.
+- Anywhere else, against the teacher's (NeRF) render of the shown full-resolution view
+  (``teacher_quality_task``, run on the render thread by ``RenderWorker.submit_task`` with the
+  worker's loaded backends and an abort callback checked between chunks).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.backends.base import RenderRequest
+from models.backends.base import RenderAborted, RendererBackend, RenderRequest
 from models.cameras import Camera
+from models.data import Split
 from models.metrics import psnr, ssim
 from viewer.camera import ordered_splits
 from viewer.colormap import turbo
@@ -171,27 +174,120 @@ class QualityResult:
     """The view the images show."""
 
 
-def gt_quality_task(key: tuple, backends: tuple[str, ...], view: DatasetView, split, near: float, far: float,
-                    background, label: str):
-    """Task: render ``view.camera`` with each backend as ``evaluate`` does; metrics vs ground truth."""
-    cam = view.camera
-    gt = split.images[view.index]
-    if tuple(gt.shape[:2]) != (cam.height, cam.width):
-        raise ValueError(f"ground truth {tuple(gt.shape[:2])} does not match the camera {cam.height}x{cam.width}")
-    req = RenderRequest.from_camera(cam, near, far, background=tuple(background), precision="auto")
+def reference_label(split: str, name: str) -> str:
+    """The overlay's name of the ground truth of view ``name`` of ``split``."""
+    return f"ground truth ({name if split in name else f'{split} {name}'})"
 
-    def run(loaded: dict, should_abort) -> QualityResult:
-        out = QualityResult(key, "gt", label, tuple(backends), [], [], [], request=req)
-        for name in backends:
-            res = loaded[name].render(req, should_abort)
-            out.psnr.append(psnr(res.rgb, gt))
-            out.ssim.append(ssim(res.rgb, gt))
-            out.render_ms.append(res.elapsed_ms)
-            out.images.append(res.rgb.numpy().astype(np.float32))
-        out.images.append(gt.numpy().astype(np.float32))
-        return out
 
-    return run
+@dataclass(frozen=True)
+class ViewMetrics:
+    """One backend's PSNR/SSIM at one dataset view, as ``eval`` measures it."""
+
+    backend: str
+    split: str
+    index: int
+    """Index within the split."""
+    psnr: float
+    ssim: float
+    render_ms: float
+    rgb: np.ndarray
+    """(H, W, 3) float32: the render the metrics were taken on (native size)."""
+    gt: np.ndarray
+    """(H, W, 3) float32: the ground truth it was measured against."""
+    request: RenderRequest
+    """The dataset camera as rendered."""
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.backend, self.split, self.index
+
+
+@dataclass
+class MetricsJob:
+    """Measure one backend at one dataset view (``MetricsBackends.run``)."""
+
+    backend: str
+    split_name: str
+    index: int
+    """Index within the split."""
+    split: Split
+    near: float
+    far: float
+    background: tuple[float, float, float]
+    scene: object
+    """The scene the backend is loaded from."""
+    version: tuple = ()
+    """The submitter's stamp of the scene and weights (a result with an old stamp is stale)."""
+    cancel: threading.Event = field(default_factory=threading.Event)
+    """Set to abort the job at the next chunk of its render."""
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.backend, self.split_name, self.index
+
+
+class MetricsBackends:
+    """Backend instances of their own for metrics jobs, used by one thread at a time.
+
+    A backend is loaded on first use as ``eval`` loads it (``registry.load_backend``), or, once a
+    trainer published weights for it, from those (``PreviewScene``), and follows later
+    publications; the render thread's instances are never touched.
+    """
+
+    def __init__(self, device):
+        self.device = device
+        self._backends: dict[str, RendererBackend] = {}
+        self._published: dict[str, tuple[dict, dict | None]] = {}
+
+    def backend(self, scene, name: str) -> RendererBackend:
+        b = self._backends.get(name)
+        if b is None:
+            from models.backends import registry
+
+            if name in self._published:
+                from models.training.pipeline import PreviewScene
+
+                b = registry.create(name, self.device)
+                b.load(PreviewScene(scene, name, *self._published[name]))
+            else:
+                b = registry.load_backend(scene, name, self.device)
+            self._backends[name] = b
+        return b
+
+    def publish(self, name: str, state: dict, config: dict | None) -> None:
+        """A trainer's weights for ``name``: used from now on."""
+        self._published[name] = (state, config)
+        b = self._backends.get(name)
+        if b is not None:
+            b.load_state_dict(state, config)
+
+    def forget(self, name: str | None = None) -> None:
+        """Drop backend ``name`` (None: all) and its published weights; reloaded on next use."""
+        for d in (self._backends, self._published):
+            if name is None:
+                d.clear()
+            else:
+                d.pop(name, None)
+
+    def run(self, job: MetricsJob) -> ViewMetrics:
+        """``evaluate_view`` of the job's view; raises RenderAborted once ``job.cancel`` is set."""
+        from models.evaluation import evaluate_view
+
+        if job.cancel.is_set():
+            raise RenderAborted()
+        backend = self.backend(job.scene, job.backend)
+        row = evaluate_view(backend, job.split, job.index, job.near, job.far, job.background,
+                            should_abort=job.cancel.is_set)
+        return ViewMetrics(job.backend, job.split_name, job.index, row["psnr"], row["ssim"], row["ms"],
+                           row["rgb"].cpu().numpy().astype(np.float32), row["gt"].cpu().numpy().astype(np.float32),
+                           row["request"])
+
+
+def dataset_quality(key: tuple, label: str, sides: list[ViewMetrics]) -> QualityResult:
+    """Both sides' metrics at one dataset view as one QualityResult (images [A, B, ground truth])."""
+    return QualityResult(key, "gt", label, tuple(m.backend for m in sides), [m.psnr for m in sides],
+                         [m.ssim for m in sides], [m.render_ms for m in sides],
+                         [m.rgb for m in sides] + [sides[0].gt], request=sides[0].request)
 
 
 def teacher_quality_task(key: tuple, backends: tuple[str, ...], request: RenderRequest,

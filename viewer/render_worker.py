@@ -259,6 +259,8 @@ class RenderWorker(QObject):
     """WorkerTask.tag, result"""
     taskFailed = pyqtSignal(object, str)
     """WorkerTask.tag, message ("aborted" when a newer view or cancel stopped it)"""
+    weightsPublished = pyqtSignal(str, object, object)
+    """name, state, config: ``publish_weights`` was called (emitted on the caller's thread)"""
 
     _wake = pyqtSignal()
     _load = pyqtSignal(object, str)
@@ -333,6 +335,7 @@ class RenderWorker(QObject):
     def publish_weights(self, name: str, state: dict, config: dict | None = None) -> None:
         """Hot-swap the weights of a loaded backend (a trainer's snapshot)."""
         self._swap.emit(name, state, config)
+        self.weightsPublished.emit(name, state, config)
 
     def submit_task(self, task: WorkerTask) -> None:
         """Run ``task`` on this thread once no view is pending (see WorkerTask)."""

@@ -6,15 +6,21 @@ the worker renders both from the same request, one dynamic resolution for the pa
 shows them with a draggable divider or as two panes side by side (V), or a difference heatmap
 (X: |A-B|, then each side's error against the reference); G shows the reference in place of B.
 
-Quality: once a view is final, a task on the render thread measures PSNR/SSIM of both sides
-(``viewer.compare``): against the ground-truth image at a dataset view (the dataset is loaded
-lazily on a thread of its own; without it, or away from dataset views, against the NeRF
-teacher's render). Per-side overlays at the bottom of the view show FPS, ms/frame,
-samples/ray, FLOPs/ray, parameters and the quality. The side panel (a "Compare" dock tab) holds
+Quality (``viewer.compare``): at a dataset view, PSNR/SSIM of each side against the ground-truth
+image, measured as ``eval`` measures it by a metrics job per side on a thread of its own
+(``MetricsRunner``, with its own backend instances) as soon as the view is snapped, whatever the
+window's size or refinement; results are kept per (backend, dataset view) until the scene or the
+backend's weights change, and a job no longer needed is aborted. The dataset is loaded lazily on
+a thread of its own; without it, or away from dataset views, a task on the render thread
+measures both sides against the NeRF teacher's render once the view is final. Per-side overlays
+at the bottom of the view show FPS, ms/frame, samples/ray, FLOPs/ray, parameters and the
+quality ("computing…" until it arrives). The side panel (a "Compare" dock tab) holds
 the same controls and the benchmark button (``viewer.panels.comparator_bench``).
 """
 
 from __future__ import annotations
+
+import traceback
 
 from PyQt6.QtCore import QEvent, QObject, Qt, QThread, pyqtSignal, pyqtSlot
 from PyQt6.QtGui import QAction, QFontDatabase, QKeySequence
@@ -38,17 +44,25 @@ from PyQt6.QtWidgets import (
 )
 
 from models.backends import registry
+from models.backends.base import RenderAborted
 from viewer.compare import (
     TEACHER,
     GroundTruthStore,
+    MetricsBackends,
+    MetricsJob,
     QualityResult,
+    ViewMetrics,
     at_dataset_view,
+    dataset_quality,
     dataset_view,
     format_quality,
-    gt_quality_task,
+    reference_label,
     teacher_quality_task,
 )
-from viewer.render_worker import Frame, WorkerTask
+from viewer.render_worker import Frame, WorkerTask, describe_error
+
+COMPUTING = "computing…"
+"""What a side shows while its metrics job runs."""
 
 SHOW_MODES = {
     "ab": ("A | B", ("a", "b")),
@@ -118,6 +132,62 @@ class GroundTruthLoader(QObject):
             self.failed.emit(store, split, str(e))
             return
         self.loaded.emit(store, split)
+
+
+class MetricsRunner(QObject):
+    """Runs metrics jobs in order on the thread it lives on, with backend instances of its own
+    (``MetricsBackends``), so neither the GUI nor the render thread ever waits for them."""
+
+    finished = pyqtSignal(object, object)
+    """MetricsJob, ViewMetrics"""
+    failed = pyqtSignal(object, str)
+    """MetricsJob, message ("aborted" when cancelled)"""
+    _job = pyqtSignal(object)
+    _publish = pyqtSignal(str, object, object)
+    _forget = pyqtSignal(object)
+
+    def __init__(self, device):
+        super().__init__()
+        self.backends = MetricsBackends(device)
+        self._job.connect(self._run)
+        self._publish.connect(self._publish_weights)
+        self._forget.connect(self._forget_backends)
+
+    def submit(self, job: MetricsJob) -> None:
+        self._job.emit(job)
+
+    def publish(self, name: str, state: dict, config: dict | None) -> None:
+        """Weights published for ``name``: jobs submitted after this call use them."""
+        self._publish.emit(name, state, config)
+
+    def forget(self, name: str | None = None) -> None:
+        """Reload backend ``name`` (None: all) from the scene of the next job that needs it."""
+        self._forget.emit(name)
+
+    @pyqtSlot(str, object, object)
+    def _publish_weights(self, name: str, state: dict, config) -> None:
+        try:
+            self.backends.publish(name, state, config)
+        except Exception as e:  # noqa: BLE001 - the render thread reports bad weights; start afresh
+            traceback.print_exception(e)
+            self.backends.forget(name)
+
+    @pyqtSlot(object)
+    def _forget_backends(self, name: str | None) -> None:
+        self.backends.forget(name)
+
+    @pyqtSlot(object)
+    def _run(self, job: MetricsJob) -> None:
+        try:
+            result = self.backends.run(job)
+        except RenderAborted:
+            self.failed.emit(job, "aborted")
+            return
+        except Exception as e:  # noqa: BLE001 - a failing metric is a message, not a crash
+            traceback.print_exception(e)
+            self.failed.emit(job, describe_error(e))
+            return
+        self.finished.emit(job, result)
 
 
 class ComparatorPanel(QGroupBox):
@@ -229,6 +299,17 @@ class Comparator(QObject):
         self._gt_state: dict[str, str] = {}
         """split -> "loading" | "ready" | error message"""
         self._last_final: Frame | None = None
+        self.metrics: dict[tuple, ViewMetrics] = {}
+        """(backend, split, index) -> metrics at that dataset view, for this scene and weights."""
+        self._metric_jobs: dict[tuple, MetricsJob] = {}
+        """(backend, split, index) -> the job submitted for it (queued or running)."""
+        self._metric_errors: dict[tuple, str] = {}
+        self._weights: dict[str, int] = {}
+        """backend -> how many times its weights changed (stamps jobs; older results are stale)."""
+        self._epoch = 0
+        """Scenes opened (stamps jobs)."""
+        self._dataset_key: tuple | None = None
+        """current_key() of the dataset view whose metrics are shown, with its reference label."""
         self.bench_dialog = None
 
         self.overlays = {"a": SideOverlay(self.canvas, "a"), "b": SideOverlay(self.canvas, "b")}
@@ -265,12 +346,21 @@ class Comparator(QObject):
         self.loader.loaded.connect(self._on_gt_loaded)
         self.loader.failed.connect(self._on_gt_failed)
 
+        self.metrics_thread = QThread(self)
+        self.metrics_thread.setObjectName("compare-metrics")
+        self.runner = MetricsRunner(window.worker.device)
+        self.runner.moveToThread(self.metrics_thread)
+        self.metrics_thread.start()
+        self.runner.finished.connect(self._on_metrics_finished)
+        self.runner.failed.connect(self._on_metrics_failed)
+
         self._build_actions()
         w = window.worker
         w.frameReady.connect(self._on_frame)
         w.taskFinished.connect(self._on_task_finished)
         w.taskFailed.connect(self._on_task_failed)
-        w.backendLoaded.connect(lambda _info: self._refresh_backends())
+        w.backendLoaded.connect(self._on_backend_loaded)
+        w.weightsPublished.connect(self._on_weights_published)
         w.backendFailed.connect(lambda *_: self._refresh_backends())
         window.sceneOpened.connect(self._on_scene_opened)
         window.viewRequested.connect(self._on_view_requested)
@@ -435,22 +525,35 @@ class Comparator(QObject):
         self._store = GroundTruthStore(self.win.scene) if self.win.scene is not None else None
         self._a = self.win.backend
         self._gt_state.clear()
+        self._epoch += 1
+        self._cancel_metrics()
+        self.metrics.clear()
+        self._metric_errors.clear()
+        self._weights.clear()
+        self.runner.forget(None)
         self._invalidate()
         self._sync_controls()
         self.win.request_render()
 
     # ------------------------------------------------------------------------------ quality
     def _invalidate(self) -> None:
-        """The view (or a backend) changed: drop the quality of the old view."""
+        """The view (or a backend) changed: drop the quality of the old view and abort the
+        metrics jobs the current view does not need."""
         if self._pending_task is not None:
             self._pending_task.cancel.set()
         self._pending = self._pending_task = None
+        key = self.current_key()
+        self._cancel_metrics(keep=self._needed_metrics(key))
+        self._dataset_key = None
         if self.quality is not None or self.canvas.reference_frame is not None:
             self.quality = None
             self.canvas.set_compare_style(reference_frame=None)
             self.qualityChanged.emit(None)
         self.status = ""
-        self._update_overlays()
+        if key is not None and key[0] in ("gt", "gt-wait"):
+            self._measure(None)  # a dataset view is measured at once, never when a frame is final
+        else:
+            self._update_overlays()
 
     def current_key(self, frame: Frame | None = None) -> tuple | None:
         """What the quality of the view on screen is measured against, as a cache key."""
@@ -486,31 +589,114 @@ class Comparator(QObject):
             self._update_overlays()
             return
         if key[0] == "gt":
-            dv = dataset_view(self.win.scene, self.win.camera.dataset_index)
-            data, split = self._store.split(dv.split)
-            if dv.index >= len(split) or split.names[dv.index] != dv.name:
-                self._gt_state[dv.split] = f"the dataset's {dv.split} images do not match the scene's cameras"
-                self._measure(frame)
-                return
-            where = dv.name if dv.split in dv.name else f"{dv.split} {dv.name}"
-            fn = gt_quality_task(key, pair, dv, split, data.near, data.far, data.background,
-                                 f"ground truth ({where})")
-        else:
-            if frame is None:  # the teacher reference needs the shown frame: measured when it arrives
-                return
-            if TEACHER not in self.win.infos:
-                why = (f"{_label(TEACHER)} teacher not loaded" if self.win.backend_selector.is_enabled(TEACHER)
-                       else f"no {_label(TEACHER)} teacher in this scene")
-                self.status = f"no reference: {why}; snap to a dataset view with [ ]"
-                self._update_overlays()
-                return
-            images = frame.images if frame.mode == "rgb" and len(frame.images) == 2 else None
-            fn = teacher_quality_task(key, pair, frame.request, images)
-        task = WorkerTask(key, fn)
+            self._measure_dataset_view(key, frame)
+            return
+        if frame is None:  # the teacher reference needs the shown frame: measured when it arrives
+            return
+        if TEACHER not in self.win.infos:
+            why = (f"{_label(TEACHER)} teacher not loaded" if self.win.backend_selector.is_enabled(TEACHER)
+                   else f"no {_label(TEACHER)} teacher in this scene")
+            self.status = f"no reference: {why}; snap to a dataset view with [ ]"
+            self._update_overlays()
+            return
+        images = frame.images if frame.mode == "rgb" and len(frame.images) == 2 else None
+        task = WorkerTask(key, teacher_quality_task(key, pair, frame.request, images))
         self._pending, self._pending_task = key, task
         self.status = "measuring…"
         self._update_overlays()
         self.win.worker.submit_task(task)
+
+    def _needed_metrics(self, key: tuple | None) -> set:
+        """The metrics (backend, split, index) the view of ``key`` shows."""
+        if key is None or key[0] != "gt":
+            return set()
+        return {(name, key[1], key[2]) for name in key[3:]}
+
+    def _cancel_metrics(self, keep: set = frozenset()) -> None:
+        """Abort the metrics jobs not in ``keep`` (a running one stops at its next chunk)."""
+        for k in [k for k in self._metric_jobs if k not in keep]:
+            self._metric_jobs.pop(k).cancel.set()
+
+    def _stamp(self, backend: str) -> tuple:
+        return self._epoch, self._weights.get(backend, 0)
+
+    def _measure_dataset_view(self, key: tuple, frame: Frame | None) -> None:
+        """Both sides' metrics at the dataset view of ``key``: from the cache, else a job per side."""
+        dv = dataset_view(self.win.scene, self.win.camera.dataset_index)
+        data, split = self._store.split(dv.split)
+        if dv.index >= len(split) or split.names[dv.index] != dv.name:
+            self._gt_state[dv.split] = f"the dataset's {dv.split} images do not match the scene's cameras"
+            self._measure(frame)
+            return
+        needed = [(name, dv.split, dv.index) for name in key[3:]]
+        self._cancel_metrics(keep=set(needed))
+        for k in needed:
+            if k in self.metrics or k in self._metric_jobs or k in self._metric_errors:
+                continue
+            job = MetricsJob(k[0], dv.split, dv.index, split, data.near, data.far, tuple(data.background),
+                             self.win.scene, self._stamp(k[0]))
+            self._metric_jobs[k] = job
+            self.runner.submit(job)
+        self._dataset_key = (key, reference_label(dv.split, split.names[dv.index]))
+        self.status = ""
+        self._complete_dataset_view()
+
+    def _complete_dataset_view(self) -> None:
+        """Show the quality of the dataset view once both sides' metrics are in."""
+        if self._dataset_key is None:
+            self._update_overlays()
+            return
+        key, label = self._dataset_key
+        sides = [self.metrics.get(k) for k in ((name, key[1], key[2]) for name in key[3:])]
+        if all(sides) and (self.quality is None or self.quality.key != key):
+            result = dataset_quality(key, label, sides)
+            self._show_quality(result)
+            return
+        self._update_overlays()
+
+    def _on_metrics_finished(self, job: MetricsJob, result: ViewMetrics) -> None:
+        if self._metric_jobs.get(job.key) is job:
+            del self._metric_jobs[job.key]
+        if job.version != self._stamp(job.backend):
+            return  # another scene or other weights since it was submitted
+        self.metrics[job.key] = result
+        self._complete_dataset_view()
+
+    def _on_metrics_failed(self, job: MetricsJob, message: str) -> None:
+        if self._metric_jobs.get(job.key) is not job:
+            return
+        del self._metric_jobs[job.key]
+        if message != "aborted":
+            self._metric_errors[job.key] = message
+        self._update_overlays()
+
+    def _forget_backend(self, name: str) -> None:
+        """``name``'s weights changed: its metrics are stale (the other side's stay cached)."""
+        self._weights[name] = self._weights.get(name, 0) + 1
+        for d in (self.metrics, self._metric_errors):
+            for k in [k for k in d if k[0] == name]:
+                del d[k]
+        for k in [k for k in self._metric_jobs if k[0] == name]:
+            self._metric_jobs.pop(k).cancel.set()
+        if self.quality is not None and self.quality.reference == "gt" and name in self.quality.backends:
+            self.quality = None
+            self.canvas.set_compare_style(reference_frame=None)
+            self.qualityChanged.emit(None)
+
+    def _on_backend_loaded(self, info) -> None:
+        """The render thread (re)loaded a backend: measure it afresh from the scene."""
+        self._forget_backend(info.name)
+        self.runner.forget(info.name)
+        self._refresh_backends()
+        if self.active:
+            self._retry()
+
+    def _on_weights_published(self, name: str, state: dict, config) -> None:
+        """A trainer's snapshot was hot-swapped into ``name``: the metrics jobs use it too."""
+        self._forget_backend(name)
+        self.runner.publish(name, state, config)
+        if self.active:
+            self._retry()
 
     def _on_view_requested(self) -> None:
         """The view may have changed (drag, resize, backend) or be the same pixels under
@@ -518,7 +704,8 @@ class Comparator(QObject):
         if not self.active:
             return
         key = self.current_key()
-        if (self.quality is not None and self.quality.key != key) or (self._pending not in (None, key)):
+        if ((self.quality is not None and self.quality.key != key) or (self._pending not in (None, key))
+                or (self._dataset_key is not None and self._dataset_key[0] != key)):
             self._invalidate()
         self._retry()
 
@@ -528,6 +715,9 @@ class Comparator(QObject):
         self._pending = self._pending_task = None
         if not isinstance(result, QualityResult) or result.key != self.current_key(self._last_final):
             return
+        self._show_quality(result)
+
+    def _show_quality(self, result: QualityResult) -> None:
         self.quality = result
         self.status = ""
         h, w = result.images[-1].shape[:2]
@@ -563,9 +753,9 @@ class Comparator(QObject):
         self._retry()
 
     def _retry(self) -> None:
-        """Measure the current view: at a dataset view at once (both backends render the dataset
-        camera at its native size, whatever the window shows), elsewhere the final frame on
-        screen if it still shows the current view."""
+        """Measure the current view: at a dataset view at once (a metrics job per side renders the
+        dataset camera at its native size, whatever the window shows), elsewhere the final frame
+        on screen if it still shows the current view."""
         key = self.current_key()
         if key is not None and key[0] in ("gt", "gt-wait"):
             self._measure(None)
@@ -610,9 +800,24 @@ class Comparator(QObject):
         if q is not None and q.backends == names:
             lines.append(format_quality(q.psnr[i], q.ssim[i]))
             lines.append(f"vs {q.reference_label}")
+        elif self._dataset_key is not None and self._dataset_key[0][3:] == names:
+            m, text = self._side_metrics(i)
+            lines.append(text if m is None else format_quality(m.psnr, m.ssim))
+            lines.append(f"vs {self._dataset_key[1]}")
         elif self.status:
             lines.append(self.status)
         return lines
+
+    def _side_metrics(self, i: int) -> tuple[ViewMetrics | None, str]:
+        """Side ``i``'s metrics at the dataset view shown, or why there are none yet."""
+        key = self._dataset_key[0]
+        k = (key[3 + i], key[1], key[2])
+        m = self.metrics.get(k)
+        if m is not None:
+            return m, ""
+        if k in self._metric_errors:
+            return None, f"quality failed: {self._metric_errors[k]}"
+        return None, COMPUTING
 
     def _update_overlays(self) -> None:
         if not self.active:
@@ -621,6 +826,17 @@ class Comparator(QObject):
         for i, side in enumerate(("a", "b")):
             self.overlays[side].set_lines(self.side_lines(i))
         q = self.quality
+        if q is None and self._dataset_key is not None:
+            key, label = self._dataset_key
+            cells = []
+            for i, n in enumerate(key[3:]):
+                m, text = self._side_metrics(i)
+                cells.append((n, text, "") if m is None else (n, f"{m.psnr:.2f}", f"{m.ssim:.4f}"))
+            rows = "".join(f"<tr><td><b>{'AB'[i]}</b> {_label(n)}</td><td align=right>{p}</td>"
+                           f"<td align=right>{s}</td></tr>" for i, (n, p, s) in enumerate(cells))
+            self.panel.quality.setText(f"Quality vs {label}:<table cellspacing=4>"
+                                       f"<tr><th></th><th>PSNR dB</th><th>SSIM</th></tr>{rows}</table>")
+            return
         if q is None:
             self.panel.quality.setText(f"Quality: {self.status or '-'}")
             return
@@ -671,6 +887,10 @@ class Comparator(QObject):
     def shutdown(self) -> None:
         if self.bench_dialog is not None:
             self.bench_dialog.shutdown()
+        self._cancel_metrics()
+        if self.metrics_thread.isRunning():
+            self.metrics_thread.quit()
+            self.metrics_thread.wait()
         if self.loader_thread.isRunning():
             self.loader_thread.quit()
             self.loader_thread.wait()
