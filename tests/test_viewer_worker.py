@@ -140,6 +140,30 @@ def test_refinement_survives_the_wakes_of_replaced_requests(qtbot, worker, tiny_
     assert worker.frames[-1].serial == 2 and worker.frames[-1].refining
 
 
+def test_refinement_interrupted_in_its_last_level_still_ends_final(qtbot, worker, tiny_scene, tmp_path):
+    """A screenshot (offline job) that interrupts the full-resolution level of a refinement: the
+    refinement resumes afterwards and ends with a final frame equal to a direct render."""
+    from viewer.render_worker import OfflineJob
+
+    _load(qtbot, worker, tiny_scene, "nerf")
+    worker.refine_delay_ms = 0
+    worker.strip_ms = 1.0  # many strips per level
+    job = _job(tiny_scene, ["nerf"], 32, 24, serial=5)
+    worker.submit(job)
+    qtbot.waitUntil(lambda: any(f.refining and f.width == 32 and not f.final for f in worker.frames), timeout=30_000)
+    shot = tmp_path / "shot.png"
+    worker.submit_offline(OfflineJob("screenshot", [job.request.scaled(8, 6)], "nerf", str(shot)))
+    qtbot.waitUntil(lambda: shot.exists() and worker.frames[-1].final, timeout=30_000)
+    last = worker.frames[-1]
+    assert (last.width, last.height, last.serial) == (32, 24, 5)
+    from models.backends.nerf import NerfBackend
+
+    b = NerfBackend("cpu")
+    b.load(tiny_scene)
+    direct = b.render(job.request).rgb.numpy()
+    np.testing.assert_allclose(last.images[0], direct, atol=1e-5)
+
+
 def test_dynamic_frames_then_progressive_refinement_then_idle(qtbot, worker, tiny_scene):
     _load(qtbot, worker, tiny_scene, "nerf")
     worker.refine_delay_ms = 100

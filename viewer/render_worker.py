@@ -536,6 +536,8 @@ class RenderWorker(QObject):
         while scale < 1.0:
             scale = min(1.0, scale * 2.0)
             levels.append(scale)
+        if not levels:  # interrupted within the full-resolution level: its rows are partly upsampled
+            levels.append(1.0)
         sizes = [(full.width, full.height) if s >= 1.0 else (max(1, round(full.width * s)), max(1, round(full.height * s)))
                  for s in levels]
         total_pixels = sum(w * h for w, h in sizes)
