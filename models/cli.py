@@ -140,17 +140,14 @@ def dataset_options(a) -> dict:
 
 def cmd_train(a) -> int:
     from models.data import load_dataset
-    from models.training.jobs import StageSpec, open_or_create_scene, run_pipeline
-
-    from models.training.jobs import parse_settings, stage_config, stage_overrides
+    from models.training.jobs import StageSpec, parse_settings, run_pipeline, stage_config, stage_overrides
+    from models.training.pipeline import open_training_scene
 
     stage_config("teacher", a.preset)  # an unknown preset is an error before anything starts
     device = devices.resolve_device(a.device)
     opts = dataset_options(a)
     data = load_dataset(a.data, **opts)
-    scene = open_or_create_scene(Path(a.out), data, a.data_mismatch_ok)
-    scene.dataset["options"] = opts
-    scene.save_manifest()
+    scene = open_training_scene(a.out, data, opts, a.data_mismatch_ok)
     overrides = stage_overrides("teacher", a.preset, steps=a.steps, views=a.views, sparse_reg=a.sparse_reg,
                                 time_budget_s=a.time_budget, checkpoint_every_s=a.checkpoint_every)
     overrides.update(parse_settings("teacher", a.preset, a.set))
@@ -533,6 +530,8 @@ def add_events(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from models.training.jobs import DISTILL_STAGES
+
     ap = Parser(prog="main.py", description="Neural scene viewer: train, distil, evaluate and view "
                                  "NeRF / KiloNeRF / R2L scenes.")
     sub = ap.add_subparsers(dest="command")
@@ -573,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("distill", help="distil KiloNeRF or R2L from a scene's NeRF teacher")
     p.add_argument("scene")
-    p.add_argument("--backend", required=True, choices=["kilonerf", "r2l"])
+    p.add_argument("--backend", required=True, choices=list(DISTILL_STAGES))
     p.add_argument("--preset", default="standard", help="tiny | quick | standard | paper")
     p.add_argument("--steps", type=POSITIVE, default=None, help="override the preset's step count")
     p.add_argument("--data", default=None, help="dataset folder (default: the one in scene.json)")

@@ -1,10 +1,12 @@
 """Training from the viewer: the shared engine (``models.training``) in a child process.
 
-- ``TrainRequest``: what the training dialog asks for (JSON-friendly; saved next to the
-  checkpoints as ``checkpoints/training_job.json`` so "Resume" can continue the same job).
-- ``run_training(request, on_event, control, on_scene)``: plain Python, no Qt. Loads the dataset,
-  opens or creates the scene folder and calls ``models.training.jobs.run_pipeline``, exactly as
-  ``main.py train`` / ``distill`` do (``models/cli.py``); the GUI is a front-end on that engine.
+The pipeline itself is ``models.training.pipeline`` (Qt-free, used by the CLI too): the
+``TrainRequest`` the training dialog builds, ``run_training``, the saved-job record
+(``checkpoints/training_job.json``, read back by ``read_saved_job`` so "Resume" continues the
+same job), ``checkpoint_steps`` and the live-preview ``PreviewScene``. Stage names, labels and
+backends come from the stage table, ``models.training.jobs.STAGE_TABLE``. This module adds the
+GUI's process and thread plumbing, and re-exports the names the viewer's panels and window use:
+
 - ``train_in_child``: the child process's entry (``torch.multiprocessing``, spawn): runs
   ``run_training`` and puts every engine event on a queue (weight snapshots travel as tensors in
   shared memory); its output goes to a log file.
@@ -15,184 +17,39 @@
 - ``TrainingSession``: the GUI thread's handle: owns the thread, the ``JobControl`` (pause /
   resume / cancel / train_fraction / step, in shared memory, checked by the engine between
   steps) and a log.
-- ``PreviewScene``: a scene whose weights for one backend are a training snapshot, so the render
-  worker can create a live-preview backend with its ordinary ``load_backend`` path.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import queue as queue_module
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
 
 from PyQt6.QtCore import QObject, QThread, pyqtSignal, pyqtSlot
 
 from models.training.engine import JobCancelled, JobControl, TrainEvent
+from models.training.jobs import STAGE_TABLE
+from models.training.pipeline import (  # noqa: F401 - re-exported for the viewer's panels and window
+    JOB_FILE,
+    PreviewScene,
+    TrainRequest,
+    checkpoint_steps,
+    describe_event,
+    final_snapshot,
+    read_saved_job,
+    run_training,
+    write_saved_job,
+)
 
-STAGE_BACKEND = {"teacher": "nerf", "kilonerf": "kilonerf", "r2l": "r2l"}
-"""Which renderer backend each training stage produces."""
-STAGE_LABELS = {"teacher": "NeRF teacher", "kilonerf": "KiloNeRF distillation", "r2l": "R2L distillation"}
-JOB_FILE = "training_job.json"
-"""The GUI's job description, in the scene's checkpoints folder (not exported with the scene)."""
-
-
-# ------------------------------------------------------------------------------- the request
-@dataclass
-class TrainRequest:
-    """One training pipeline as the dialog describes it (plain data; JSON round-trips)."""
-
-    dataset: str
-    """Dataset folder (Blender, LLFF, transforms.json or procedural)."""
-    output: str
-    """Scene folder to write (created, or opened to resume / add distillations)."""
-    stages: list[str] = field(default_factory=lambda: ["teacher"])
-    """In order: "teacher", then "kilonerf" and/or "r2l"."""
-    preset: str = "standard"
-    """Preset name shared by every stage (tiny / quick / standard / paper)."""
-    steps: dict[str, int] = field(default_factory=dict)
-    """Per-stage step overrides (absent: the preset's)."""
-    device: str = "auto"
-    """"auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", "mps"."""
-    sparse_views: int = 0
-    """Teacher: keep only this many training views (0: all)."""
-    sparse_regularise: bool | str = False
-    """Teacher with sparse views: "regnerf" (also True: depth smoothness, sample-space annealing,
-    gradient clipping), "freenerf" (frequency and occlusion regularisation), "both", or False."""
-    dataset_options: dict = field(default_factory=dict)
-    """Loader options as in the CLI (half_res for Blender, factor for LLFF)."""
-    snapshot_every_s: float | None = None
-    """Seconds between live-preview snapshots (None: the preset's)."""
-    checkpoint_every_s: float | None = None
-    """Seconds between checkpoints (None: the preset's)."""
-    resume: bool = False
-    """Continue from the stages' checkpoints (False: start every stage over)."""
-
-    def stage_specs(self) -> list:
-        """The ``run_pipeline`` stage list; overrides built as ``cmd_train``/``cmd_distill`` build them."""
-        from models.training.jobs import StageSpec, stage_overrides
-
-        return [StageSpec(stage, self.preset, stage_overrides(
-                    stage, self.preset, steps=self.steps.get(stage),
-                    views=self.sparse_views if stage == "teacher" else None,
-                    sparse_reg=(self.sparse_regularise or None) if stage == "teacher" else None,
-                    snapshot_every_s=self.snapshot_every_s, checkpoint_every_s=self.checkpoint_every_s))
-                for stage in self.stages]
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @staticmethod
-    def from_json(d: dict) -> "TrainRequest":
-        names = {f.name for f in dataclasses.fields(TrainRequest)}
-        return TrainRequest(**{k: v for k, v in d.items() if k in names})
+STAGE_BACKEND = {name: s.backend for name, s in STAGE_TABLE.items()}
+"""Which renderer backend each training stage produces (a view of the stage table)."""
+STAGE_LABELS = {name: s.label for name, s in STAGE_TABLE.items()}
+"""Each training stage's human-readable name (a view of the stage table)."""
 
 
-def read_saved_job(scene_root: str | Path) -> tuple[TrainRequest, list[str]] | None:
-    """(request, stages completed) of the GUI job that wrote this scene's checkpoints, or None."""
-    path = Path(scene_root) / "checkpoints" / JOB_FILE
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-        return TrainRequest.from_json(d), [str(x) for x in d.get("completed", [])]
-    except (OSError, ValueError, TypeError, AttributeError):
-        return None
-
-
-def write_saved_job(scene_root: Path, request: TrainRequest, completed: list[str]) -> None:
-    path = Path(scene_root) / "checkpoints" / JOB_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**request.to_json(), "resume": True, "completed": completed}, indent=1),
-                   encoding="utf-8")
-    tmp.replace(path)
-
-
-def checkpoint_steps(scene_root: str | Path) -> dict[str, tuple[int, int]]:
-    """{stage: (step, total_steps)} of the checkpoints in a scene folder (metadata only)."""
-    from models.training.engine import checkpoint_path
-    from models.training.jobs import STAGES
-
-    out = {}
-    for stage in STAGES:
-        path = checkpoint_path(Path(scene_root), stage)
-        if not path.is_file():
-            continue
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-            out[stage] = (int(meta.get("step", 0)), int(meta.get("total_steps", 0)))
-        except Exception:  # noqa: BLE001 - an unreadable checkpoint is reported by the engine on resume
-            out[stage] = (0, 0)
-    return out
-
-
-# --------------------------------------------------------------------------- the job itself
-def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None], control: JobControl,
-                 on_scene: Callable[[str], None] | None = None) -> dict:
-    """Run ``request`` to completion on the calling thread (the engine does the work).
-
-    Raises what the engine raises: JobCancelled when cancelled (a checkpoint is written at that step), TrainingError
-    and friends on failure.
-    """
-    from models import devices
-    from models.data import load_dataset
-    from models.training.jobs import open_or_create_scene, run_pipeline
-
-    if not request.stages:
-        raise ValueError("no training stage selected")
-    device = devices.resolve_device(None if request.device in ("", "auto") else request.device)
-    first = request.stages[0]
-    log = lambda msg: on_event(TrainEvent("log", first, message=msg))  # noqa: E731
-    log(f"loading dataset {request.dataset} …")
-    t0 = time.perf_counter()
-    data = load_dataset(request.dataset, **request.dataset_options)
-    train = data.splits["train"]
-    log(f"{data.kind} dataset: {len(train)} train views, {train.width}x{train.height} "
-        f"(loaded in {time.perf_counter() - t0:.1f} s); device {devices.describe(device)}")
-    if control.cancelled:
-        raise JobCancelled()
-    scene = open_or_create_scene(Path(request.output), data)
-    scene.dataset["options"] = dict(request.dataset_options)
-    scene.save_manifest()
-    completed: list[str] = []
-    write_saved_job(scene.root, request, completed)
-    if on_scene is not None:
-        on_scene(str(scene.root))
-    stages = ", ".join(request.stages)
-    log(f"pipeline: {stages} (preset {request.preset}{', resuming from checkpoints' if request.resume else ''}); "
-        f"scene folder {scene.root}")
-
-    def forward(ev: TrainEvent) -> None:
-        on_event(ev)
-        if ev.kind == "finished":
-            completed.append(ev.stage)  # "Resume" continues with the stages after it
-            write_saved_job(scene.root, request, completed)
-            on_event(final_snapshot(scene, ev))  # the trained weights, as saved, for the viewer
-
-    return run_pipeline(scene, data, request.stage_specs(), device, forward, control, resume=request.resume)
-
-
-def final_snapshot(scene, ev: TrainEvent) -> TrainEvent:
-    """A snapshot event holding the weights a finished stage saved (read back from the scene
-    folder, so the viewer shows exactly what a later ``open_scene`` would load)."""
-    backend = STAGE_BACKEND[ev.stage]
-    state, config = scene.load_model(backend, "cpu")
-    if backend == "nerf":
-        grid = scene.load_occupancy("cpu")
-        if grid is not None:
-            state["occupancy.occupied"] = grid
-    return TrainEvent("snapshot", ev.stage, ev.step, ev.total_steps, elapsed_s=ev.elapsed_s, metrics=ev.metrics,
-                      snapshot={"backend": backend, "state": state, "config": config, "final": True})
-
-
+# ------------------------------------------------------------------------- the child process
 def train_in_child(request_json: dict, events, control: JobControl, log_path: str, received) -> None:
     """The training child process: ``run_training`` with every event put on ``events``.
 
@@ -436,51 +293,3 @@ class TrainingSession(QObject):
     def _thread_done(self) -> None:
         self.worker.deleteLater()
         self.stopped.emit(self.outcome or "failed")
-
-
-def describe_event(ev: TrainEvent) -> str:
-    """A log line for an engine event (step and snapshot events are not logged)."""
-    stamp = time.strftime("%H:%M:%S")
-    where = f"[{ev.stage}]"
-    if ev.kind == "started":
-        return f"{stamp} {where} started at step {ev.step} of {ev.total_steps}"
-    if ev.kind == "validation":
-        return f"{stamp} {where} step {ev.step}: validation PSNR {ev.psnr:.2f} dB"
-    if ev.kind == "checkpoint":
-        return f"{stamp} {where} checkpoint at step {ev.step}"
-    if ev.kind in ("paused", "resumed"):
-        return f"{stamp} {where} {ev.kind} at step {ev.step}"
-    if ev.kind == "finished":
-        return f"{stamp} {where} finished at step {ev.step}: {ev.message}"
-    if ev.kind in ("log", "cancelled", "failed"):
-        return f"{stamp} {where} {ev.message}"
-    return ""
-
-
-# ------------------------------------------------------------------------------ live preview
-class PreviewScene:
-    """A scene whose weights for ``backend`` come from a training snapshot (live preview).
-
-    Everything else (bounds, NDC, cameras, the other backends' weights) is the real scene's, so
-    ``backend.load(PreviewScene(...))`` builds exactly the backend the finished stage will give.
-    """
-
-    def __init__(self, scene, backend: str, state: dict, config: dict | None):
-        self._scene = scene
-        self._backend = backend
-        self._state = state
-        self._config = dict(config or {})
-
-    def __getattr__(self, name):
-        return getattr(self._scene, name)
-
-    def load_model(self, name: str, device="cpu"):
-        if name != self._backend:
-            return self._scene.load_model(name, device)
-        return {k: v.to(device) for k, v in self._state.items()}, dict(self._config)
-
-    def load_occupancy(self, device="cpu"):
-        # a snapshot carries its own occupancy ("occupancy.occupied"); a stale file must not win
-        if self._backend == "nerf":
-            return None
-        return self._scene.load_occupancy(device)

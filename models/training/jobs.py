@@ -1,13 +1,15 @@
-"""Job factory and pipelines: the same entry points for the CLI and the GUI's TrainWorker.
+"""The stage table, stage configs and pipelines: the same entry points for the CLI and the GUI.
 
-Stages: "teacher" (NeRF fit), "kilonerf" and "r2l" (distillation from the scene's teacher).
-Each stage module provides a ``TrainingJob`` subclass whose constructor is
-``Job(scene, data, config, device)`` and a ``PRESETS`` dict of frozen config dataclasses.
+Stages (``STAGE_TABLE``, in pipeline order): "teacher" (NeRF fit), "kilonerf" and "r2l"
+(distillation from the scene's teacher). Each stage names the module holding its ``TrainingJob``
+subclass and its ``PRESETS`` dict of frozen config dataclasses; ``Stage.make_job`` builds the job
+from ``(scene, data, config, device)`` whatever the order its constructor takes them in.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,24 +25,74 @@ from models.training.engine import (
     run_job,
 )
 
-STAGES = ("teacher", "kilonerf", "r2l")
+
+def _load(target: str):
+    """The object a ``"package.module:name"`` path names (imported on first use)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def stage_presets(stage: str) -> dict:
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: what it is called, what it trains and where its job and presets live."""
+
+    name: str
+    """Stage name used by the CLI, the GUI's requests and checkpoint file names."""
+    label: str
+    """Human-readable name (the viewer's training dialog and panel)."""
+    backend: str
+    """The renderer backend (``models.backends.registry`` name) whose weights the stage writes."""
+    presets_at: str
+    """``"module:name"`` of the stage's preset dict (preset name -> frozen config)."""
+    job_at: str
+    """``"module:name"`` of the stage's ``TrainingJob`` subclass."""
+    job_arguments: tuple[str, ...] = ("scene", "data", "config", "device")
+    """The order in which the job's constructor takes scene, data, config and device."""
+    distils_from: str | None = None
+    """The stage whose trained model this one is distilled from; the scene must hold that
+    stage's backend before this stage starts (None: trained from the dataset alone)."""
+
+    def presets(self) -> dict:
+        """The preset dict of the stage (name -> frozen config)."""
+        return _load(self.presets_at)
+
+    def job_class(self) -> type[TrainingJob]:
+        """The stage's ``TrainingJob`` subclass."""
+        return _load(self.job_at)
+
+    def make_job(self, scene: Scene, data: SceneData, config, device: torch.device) -> TrainingJob:
+        """The stage's job on ``scene`` and ``data`` with ``config`` (see ``stage_config``)."""
+        given = {"scene": scene, "data": data, "config": config, "device": device}
+        return self.job_class()(*(given[k] for k in self.job_arguments))
+
+
+STAGE_TABLE: dict[str, Stage] = {s.name: s for s in (
+    Stage("teacher", "NeRF teacher", "nerf", "models.training.configs:TEACHER_PRESETS",
+          "models.training.teacher:TeacherJob", job_arguments=("data", "scene", "config", "device")),
+    Stage("kilonerf", "KiloNeRF distillation", "kilonerf", "models.training.distill_kilonerf:PRESETS",
+          "models.training.distill_kilonerf:KiloNerfDistillJob", distils_from="teacher"),
+    Stage("r2l", "R2L distillation", "r2l", "models.training.distill_r2l:PRESETS",
+          "models.training.distill_r2l:R2LDistillJob", distils_from="teacher"),
+)}
+"""Every training stage, in pipeline order (the teacher first, then the distillations)."""
+
+STAGES = tuple(STAGE_TABLE)
+"""The stage names, in pipeline order."""
+DISTILL_STAGES = tuple(name for name, s in STAGE_TABLE.items() if s.distils_from)
+"""The stages ``distill`` runs on a scene that has its teacher."""
+
+
+def stage_entry(name: str) -> Stage:
+    """The table entry of stage ``name``; ValueError naming the known stages otherwise."""
+    try:
+        return STAGE_TABLE[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown stage '{name}' (choose from {', '.join(STAGES)})") from None
+
+
+def stage_presets(name: str) -> dict:
     """The preset dict of a stage (name -> frozen config)."""
-    if stage == "teacher":
-        from models.training.configs import TEACHER_PRESETS
-
-        return TEACHER_PRESETS
-    if stage == "kilonerf":
-        from models.training.distill_kilonerf import PRESETS
-
-        return PRESETS
-    if stage == "r2l":
-        from models.training.distill_r2l import PRESETS
-
-        return PRESETS
-    raise ValueError(f"unknown stage '{stage}' (choose from {', '.join(STAGES)})")
+    return stage_entry(name).presets()
 
 
 def stage_overrides(stage: str, preset: str, *, steps: int | None = None, views: int | None = None,
@@ -54,8 +106,7 @@ def stage_overrides(stage: str, preset: str, *, steps: int | None = None, views:
     (teacher only: ``views`` kept, ``sparse_reg`` regnerf / freenerf / both, ``True`` = regnerf),
     time budget, checkpoint and live-preview intervals. Unset values are left to the preset.
     """
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage '{stage}' (choose from {', '.join(STAGES)})")
+    stage_entry(stage)  # an unknown stage is an error
     out: dict = {}
     if steps:
         out["steps"] = int(steps)
@@ -148,25 +199,14 @@ def stage_config(stage: str, preset: str, overrides: dict | None = None):
     return cfg
 
 
-def job_class(stage: str):
-    if stage == "teacher":
-        from models.training.teacher import TeacherJob
-
-        return TeacherJob
-    if stage == "kilonerf":
-        from models.training.distill_kilonerf import KiloNerfDistillJob
-
-        return KiloNerfDistillJob
-    if stage == "r2l":
-        from models.training.distill_r2l import R2LDistillJob
-
-        return R2LDistillJob
-    raise ValueError(f"unknown stage '{stage}' (choose from {', '.join(STAGES)})")
+def job_class(name: str) -> type[TrainingJob]:
+    """The ``TrainingJob`` subclass of a stage."""
+    return stage_entry(name).job_class()
 
 
-def make_job(stage: str, scene: Scene, data: SceneData, config, device: torch.device) -> TrainingJob:
-    return job_class(stage)(scene, data, config, device) if stage != "teacher" else job_class(stage)(
-        data, scene, config, device)
+def make_job(name: str, scene: Scene, data: SceneData, config, device: torch.device) -> TrainingJob:
+    """The job of stage ``name`` on ``scene`` and ``data`` with ``config``."""
+    return stage_entry(name).make_job(scene, data, config, device)
 
 
 def data_mismatch(scene: Scene, data: SceneData) -> str | None:
@@ -258,9 +298,11 @@ def run_pipeline(
 def _run_stages(scene, data, stages, device, on_event, control, resume) -> dict:
     results = {}
     for spec in stages:
+        entry = stage_entry(spec.stage)
         cfg = stage_config(spec.stage, spec.preset, spec.overrides)
-        if spec.stage != "teacher" and "nerf" not in scene.backends:
-            raise SceneError(f"{scene.root}: distilling {spec.stage} needs a trained NeRF teacher first (run train)")
-        job = make_job(spec.stage, scene, data, cfg, device)
+        teacher = STAGE_TABLE[entry.distils_from] if entry.distils_from else None
+        if teacher is not None and teacher.backend not in scene.backends:
+            raise SceneError(f"{scene.root}: distilling {spec.stage} needs a trained {teacher.label} first (run train)")
+        job = entry.make_job(scene, data, cfg, device)
         results[spec.stage] = run_job(job, on_event, control, checkpoint_path(scene.root, spec.stage), resume)
     return results
