@@ -138,4 +138,54 @@ def test_cli_distill_and_eval_kilonerf(tiny_teacher_scene, tmp_path):
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     rep = json.loads((tmp_path / "e.json").read_text())["backends"]["kilonerf"]
-    assert rep["n_views"] == 1 and rep["psnr"] > 15 and rep["views"][0]["samples_per_ray"] > 0
+    # Reference: the evaluated view (the first test view) filled with its own mean colour, which
+    # is all an untrained or collapsed student can reach. Measured on the 2-core machine: that flat
+    # image 12.56 dB, KiloNeRF after these 60 steps 17.32 dB (its teacher 24.02 dB on the view);
+    # the 3 dB margin leaves 1.8 dB for run-to-run noise.
+    view = load_dataset(Scene.load(root).dataset["path"]).splits["test"].images[0]
+    flat = float(-10 * torch.log10(((view - view.reshape(-1, 3).mean(0)) ** 2).mean()))
+    print(f"KiloNeRF after 60 steps {rep['psnr']:.2f} dB, mean-colour image {flat:.2f} dB")
+    assert rep["n_views"] == 1 and rep["psnr"] > flat + 3.0 and rep["views"][0]["samples_per_ray"] > 0, (rep, flat)
+
+
+@pytest.mark.slow
+def test_validation_events_at_the_cadence_and_a_resumed_clock(tiny_teacher_scene, procedural_dataset, tmp_path):
+    """Like the teacher and R2L jobs, the KiloNeRF job reports validations (held-out views
+    rendered by the KiloNeRF backend: PSNR, render and ground truth) every ``validate_every``
+    steps, in both phases; a job resumed from its checkpoint continues them and its clock."""
+    import numpy as np
+
+    from models.training.engine import TimeBudget
+
+    root = copy_scene(tiny_teacher_scene, tmp_path / "scene")
+    data = load_dataset(procedural_dataset)
+    cfg = dataclasses.replace(PRESETS["tiny"], steps=24, validate_every=8, checkpoint_every_s=0.0)
+    ckpt = checkpoint_path(root, "kilonerf")
+    control = JobControl()
+    first = []
+
+    def stop_after_a_validation(ev):
+        first.append(ev)
+        if ev.kind == "step" and ev.step >= 12:
+            control.cancel()
+
+    job = KiloNerfDistillJob(Scene.load(root), data, cfg, torch.device("cpu"))
+    assert isinstance(job, TimeBudget)  # the engine's ETA and progress follow the job's own clock
+    with pytest.raises(JobCancelled):
+        run_job(job, stop_after_a_validation, control, ckpt, event_interval_s=0.0)
+    spent = job.elapsed()
+    assert spent > 0
+    resumed = []
+    job = KiloNerfDistillJob(Scene.load(root), data, cfg, torch.device("cpu"))
+    run_job(job, resumed.append, checkpoint=ckpt, event_interval_s=0.0)
+    assert job.elapsed() > spent  # the resumed run's clock continues the first run's
+
+    vals = [e for e in first + resumed if e.kind == "validation"]
+    assert [e.step for e in vals] == [8, 16, 24]  # distillation (step 8) and fine-tuning (16, 24)
+    side = cfg.validation_size
+    for e in vals:
+        assert e.stage == "kilonerf" and np.isfinite(e.psnr) and e.psnr > 5.0
+        assert e.image.dtype == np.uint8 and e.image.shape == e.target.shape and max(e.image.shape[:2]) == side
+        assert e.image.std() > 0  # a render, not a blank frame
+    steps = [e for e in resumed if e.kind == "step"]
+    assert steps[0].step == 13 and steps[-1].progress == 1.0

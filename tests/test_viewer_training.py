@@ -271,6 +271,10 @@ def test_distillation_stages_preview_live_and_become_selectable(qtbot, window, t
         assert any(n == backend and t.startswith("live preview") for n, t in notes), notes
         qtbot.waitUntil(lambda b=backend: b in window.infos, timeout=10_000)  # loaded on the render thread
         assert window.backend_selector.is_enabled(backend)
+    # each distillation reported validations, which the panel plots
+    for stage in ("kilonerf", "r2l"):
+        assert any(e.stage == stage and e.image is not None for e in rec.kinds("validation")), stage
+        assert ctrl.panel.psnr_plot.series[f"{stage}:val"].x.size >= 1
     assert window.backend == "nerf"  # the user's choice is kept; the new renderers are one key away
     assert window.set_backend("r2l")
     qtbot.waitUntil(lambda: window.last_frame is not None and window.last_frame.backends == ("r2l",), timeout=30_000)
@@ -334,7 +338,7 @@ KILLED_JOB = """
 import sys, torch
 torch.set_num_threads(1)
 from models.training.engine import JobControl
-from viewer.train_worker import TrainRequest, run_training
+from models.training.pipeline import TrainRequest, run_training
 req = TrainRequest(dataset=sys.argv[1], output=sys.argv[2], stages=["teacher"], preset="tiny",
                    steps={"teacher": 150}, device="cpu", checkpoint_every_s=0.3, snapshot_every_s=0.0)
 def on_event(ev):
@@ -372,7 +376,7 @@ def test_killed_job_resumes_from_checkpoint(qtbot, window, tmp_path, procedural_
     dlg.output_edit.setText(str(out))
     dlg.check_output()
     assert f"step {killed_at} of 150" in dlg.output_info.text()
-    assert dlg.resume_button.isEnabled()
+    assert dlg.resume_button.isEnabled() and dlg.resume_button.isDefault()  # Enter resumes
     rec = Recorder()
     ctrl.jobStarted.connect(lambda s: s.trainEvent.connect(rec))
     dlg.resume_button.click()  # takes the saved job (dataset, preset, steps) and resumes it
@@ -490,3 +494,243 @@ def test_cli_and_dialog_build_the_same_stage_config(monkeypatch, tmp_path, proce
     assert (from_gui.stage, from_gui.preset) == (from_cli.stage, from_cli.preset)
     assert stage_config(stage, "tiny", from_gui.overrides) == stage_config(stage, "tiny", from_cli.overrides)
     assert from_gui.overrides == from_cli.overrides
+
+
+# ------------------------------------------------------------- the progress panel, event by event
+@pytest.fixture
+def panel(qtbot):
+    from viewer.panels.training_panel import TrainingPanel
+
+    p = TrainingPanel()
+    qtbot.addWidget(p)
+    p.resize(1100, 270)
+    p.show()
+    qtbot.waitExposed(p)
+    return p
+
+
+def panel_session(tmp_path, stages=("teacher",), resume=False, output="scene"):
+    """A TrainingSession that is never started: the tests feed its panel events by hand."""
+    from viewer.train_worker import TrainingSession
+
+    req = TrainRequest(dataset=str(tmp_path / "data"), output=str(tmp_path / output), stages=list(stages),
+                       preset="tiny", device="cpu", resume=resume)
+    return TrainingSession(req)
+
+
+def event(kind, step, stage="teacher", **kw):
+    from models.training.engine import TrainEvent
+
+    return TrainEvent(kind, stage, step, 100, **kw)
+
+
+def feed_steps(panel, first, last, stage="teacher", validate_every=0):
+    for step in range(first, last + 1):
+        panel.on_event(event("step", step, stage, losses={"loss": 1.0 / step, "psnr": 10 + step / 10},
+                             steps_per_s=10.0, eta_s=(100 - step) / 10.0, elapsed_s=step / 10.0))
+        if validate_every and step % validate_every == 0:
+            img = np.full((8, 8, 3), step, np.uint8)
+            panel.on_event(event("validation", step, stage, psnr=15 + step / 10, image=img, target=img))
+    panel._redraw()
+
+
+def test_panel_shows_a_kilonerf_distillations_validations(qtbot, panel, tmp_path, tiny_teacher_scene,
+                                                           procedural_dataset):
+    """A tiny KiloNeRF distillation's own events put its validation image and curve in the panel."""
+    import dataclasses
+
+    from conftest import copy_scene
+
+    from models.data import load_dataset
+    from models.scene import Scene
+    from models.training.distill_kilonerf import PRESETS, KiloNerfDistillJob
+    from models.training.engine import run_job
+
+    root = copy_scene(tiny_teacher_scene, tmp_path / "scene")
+    cfg = dataclasses.replace(PRESETS["tiny"], steps=16, validate_every=8, checkpoint_every_s=0.0)
+    job = KiloNerfDistillJob(Scene.load(root), load_dataset(procedural_dataset), cfg, torch.device("cpu"))
+    events = []
+    run_job(job, events.append, event_interval_s=0.0)
+    assert [e.step for e in events if e.kind == "validation"] == [8, 16]
+
+    s = panel_session(tmp_path, stages=("kilonerf",))
+    panel.attach(s)
+    assert panel.val_image.text() == "—"
+    for ev in events:
+        panel.on_event(ev)
+    panel._redraw()
+    assert panel.val_image.pixmap() is not None and not panel.val_image.pixmap().isNull()
+    assert panel.gt_image.pixmap() is not None and not panel.gt_image.pixmap().isNull()
+    assert "KiloNeRF step 16" in panel.val_caption.text() and "dB" in panel.val_caption.text()
+    assert list(panel.psnr_plot.series["kilonerf:val"].x) == [8, 16]
+    assert panel.loss_plot.series["kilonerf"].x.size >= 10
+
+
+def test_panel_keeps_its_plots_across_pause_and_resume(qtbot, panel, tmp_path):
+    s = panel_session(tmp_path)
+    panel.attach(s)
+    panel.on_event(event("started", 0))
+    feed_steps(panel, 1, 40, validate_every=20)
+    panel.on_event(event("paused", 40, elapsed_s=4.0))
+    panel.on_event(event("resumed", 40, elapsed_s=9.0))
+    feed_steps(panel, 41, 60, validate_every=20)
+    loss = panel.loss_plot.series["teacher"]
+    assert list(loss.x) == list(range(1, 61))  # nothing was cleared by the pause
+    assert list(panel.psnr_plot.series["teacher:val"].x) == [20, 40, 60]
+
+    # cancelled (a checkpoint at step 60 ... but say the last one on disk is at step 50), then
+    # resumed from it in the same window: the plots continue from step 50
+    s.stopped.emit("cancelled")
+    s.add_log("teacher cancelled at step 60")
+    resumed = panel_session(tmp_path, resume=True)
+    panel.attach(resumed)
+    assert list(panel.loss_plot.series["teacher"].x) == list(range(1, 61))  # shown at once
+    assert not panel.val_image.pixmap().isNull()  # the last validation stays in view
+    assert "teacher cancelled at step 60" in panel.log.toPlainText()
+    panel.on_event(event("started", 50))
+    feed_steps(panel, 51, 70, validate_every=20)
+    assert list(panel.loss_plot.series["teacher"].x) == list(range(1, 71))
+    assert list(panel.psnr_plot.series["teacher:val"].x) == [20, 40, 60]
+
+    # a resumed job of another scene folder, or starting this one over, begins with empty plots
+    for other in (panel_session(tmp_path, resume=True, output="elsewhere"), panel_session(tmp_path)):
+        panel.attach(other)
+        assert panel.loss_plot.series["teacher"].x.size == 0 and panel.val_image.text() == "—"
+
+
+def test_a_resumed_pipeline_keeps_the_finished_stages_curves(qtbot, panel, tmp_path):
+    s = panel_session(tmp_path, stages=("teacher", "kilonerf"))
+    panel.attach(s)
+    panel.on_event(event("started", 0))
+    feed_steps(panel, 1, 30)
+    panel.on_event(event("finished", 30))
+    panel.on_event(event("started", 0, "kilonerf"))
+    feed_steps(panel, 1, 20, "kilonerf")
+    s.stopped.emit("cancelled")
+    panel.attach(panel_session(tmp_path, stages=("kilonerf",), resume=True))  # what Resume asks for
+    assert set(panel.rows) == {"kilonerf"}
+    assert panel.loss_plot.series["teacher"].x.size == 30 and panel.loss_plot.series["kilonerf"].x.size == 20
+
+
+def test_log_follows_the_newest_line_unless_scrolled_up(qtbot, panel, tmp_path):
+    s = panel_session(tmp_path)
+    panel.attach(s)
+    bar = panel.log.verticalScrollBar()
+    for i in range(200):
+        s.add_log(f"line {i}")
+    assert bar.maximum() > 0 and bar.value() == bar.maximum()
+
+    bar.setValue(bar.maximum() // 2)  # the user scrolls up to read: new lines leave the view alone
+    at = bar.value()
+    for i in range(50):
+        s.add_log(f"more {i}")
+    assert bar.value() == at and bar.maximum() > at
+
+    bar.setValue(bar.maximum())  # back at the bottom: follows again
+    s.add_log("newest")
+    assert bar.value() == bar.maximum()
+
+    panel.hide()  # lines arriving while the panel is hidden are at the bottom when it shows again
+    for i in range(100):
+        s.add_log(f"hidden {i}")
+    panel.show()
+    qtbot.waitExposed(panel)
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum() and bar.maximum() > 0, timeout=2_000)
+
+
+def test_panel_layout_does_not_move_as_a_job_reports(qtbot, panel, tmp_path):
+    from PyQt6.QtCore import QPoint
+    from PyQt6.QtWidgets import QWidget
+
+    s = panel_session(tmp_path, stages=("teacher", "r2l"))
+    panel.attach(s)
+    qtbot.wait(50)
+
+    def geometry():
+        return {w: (w.mapTo(panel, QPoint(0, 0)), w.size()) for w in panel.findChildren(QWidget) if w.isVisible()}
+
+    before = geometry()
+    panel.on_event(event("started", 0))
+    feed_steps(panel, 1, 20, validate_every=10)
+    panel.on_event(event("paused", 20))  # the button says "Resume" now
+    panel.on_event(event("finished", 20))
+    panel.on_event(event("started", 0, "r2l"))
+    feed_steps(panel, 1, 10, "r2l")
+    img = np.zeros((30, 40, 3), np.uint8)
+    panel.on_event(event("validation", 10, "r2l", psnr=21.5, image=img, target=img,
+                         metrics={"psnr_vs_teacher": 24.25}))
+    panel._redraw()
+    qtbot.wait(50)
+    assert "against the teacher" in panel.val_caption.text()
+    after = geometry()
+    moved = {w.objectName() or type(w).__name__: (before[w], after.get(w)) for w in before if after.get(w) != before[w]}
+    assert not moved, moved
+
+
+def test_row_eta_is_the_sooner_of_the_measured_rate_and_the_time_budget(qtbot):
+    from PyQt6.QtWidgets import QGridLayout, QWidget
+
+    from viewer.panels.training_panel import StageRow
+
+    host = QWidget()
+    qtbot.addWidget(host)
+    row = StageRow("teacher", QGridLayout(host), 0, budget_s=120.0)
+    row.update(event("started", 0))
+    row.update(event("step", 10, steps_per_s=2.0, eta_s=45.0, elapsed_s=5.0))
+    assert "2 steps/s" in row.stats.text() and "ETA 45 s" in row.stats.text()  # the rate ends first
+    row.update(event("step", 20, steps_per_s=2.0, eta_s=400.0, elapsed_s=60.0))
+    assert "ETA 60 s" in row.stats.text()  # the budget ends first
+
+
+def test_learned_rate_is_the_stages_average_without_pauses(qtbot, window, tmp_path):
+    from viewer.panels.training_controller import StageClock
+
+    clock = StageClock(100)
+    for ev in (event("step", 150, elapsed_s=5.0), event("paused", 150, elapsed_s=5.0),
+               event("resumed", 150, elapsed_s=15.0), event("finished", 200, elapsed_s=20.0)):
+        clock.update(ev)
+    assert clock.average_rate() == pytest.approx(10.0)  # 100 steps in 20 s less a 10 s pause
+
+    ctrl = window.training
+    ctrl.session = panel_session(tmp_path)  # never started: the controller only reads it here
+    ctrl._device_label = "test-device"
+    ctrl._on_event(event("started", 0))
+    ctrl._on_event(event("step", 30, steps_per_s=50.0, elapsed_s=2.0))  # the latest rate: not the average
+    ctrl._on_event(event("finished", 60, elapsed_s=4.0))
+    assert stage_rate(window.settings, "teacher", "tiny", "test-device")[0] == pytest.approx(15.0)
+    ctrl._on_stopped("cancelled")  # a stage is learned once per run
+    assert stage_rate(window.settings, "teacher", "tiny", "test-device")[0] == pytest.approx(15.0)
+    assert stage_rate(window.settings, "teacher", "tiny", "cpu (another)")[1].startswith("stated")
+    ctrl.session = None
+
+
+def test_dialog_defaults_to_resume_for_an_interrupted_job(qtbot, tmp_path, settings, procedural_dataset):
+    from PyQt6.QtCore import Qt
+
+    from models.data import load_dataset
+    from models.training.jobs import open_or_create_scene
+    from viewer.train_worker import write_saved_job
+
+    out = tmp_path / "scene"
+    open_or_create_scene(out, load_dataset(procedural_dataset))
+    saved = TrainRequest(dataset=str(procedural_dataset), output=str(out), stages=["teacher", "kilonerf"],
+                         preset="tiny", steps={"teacher": 150}, device="cpu")
+    write_saved_job(out, saved, completed=[])  # what a cancelled (or killed) job leaves
+
+    def press_enter(output):
+        dlg = TrainingDialog(settings, dataset=str(procedural_dataset), output=str(output))
+        qtbot.addWidget(dlg)
+        dlg.show()
+        qtbot.waitExposed(dlg)
+        qtbot.keyClick(dlg, Qt.Key.Key_Return)
+        return dlg
+
+    dlg = press_enter(out)
+    assert dlg.resume_button.isDefault() and not dlg.start_button.isDefault()
+    assert dlg.start_button.text() == "Start over"
+    req = dlg.result_request
+    assert req is not None and req.resume and req.stages == ["teacher", "kilonerf"] and req.steps == {"teacher": 150}
+
+    dlg = press_enter(tmp_path / "new")  # nothing to resume: Start is the default
+    assert dlg.start_button.isDefault() and not dlg.resume_button.isEnabled()
+    assert dlg.result_request is not None and not dlg.result_request.resume

@@ -48,6 +48,7 @@ from models.occupancy import OccupancyGrid
 from models.rendering import alpha_from_density, composite_packed
 from models.scene import Scene
 from models.training.engine import (
+    TimeBudget,
     TrainingError,
     TrainingJob,
     Validation,
@@ -217,8 +218,12 @@ def cell_network_map(occupied: torch.Tensor, cell_res: tuple[int, int, int], fac
 
 
 # ------------------------------------------------------------------------------------------ job
-class KiloNerfDistillJob(TrainingJob):
-    """Occupancy grid + distillation + fine-tuning of a KiloNeRF from the scene's NeRF teacher."""
+class KiloNerfDistillJob(TimeBudget, TrainingJob):
+    """Occupancy grid + distillation + fine-tuning of a KiloNeRF from the scene's NeRF teacher.
+
+    Under a time budget the engine reports progress and ETA by the job's own clock (``elapsed``:
+    both phases, resumed runs included), so a resumed job's ETA and bar continue where they were.
+    """
 
     stage = "kilonerf"
 
@@ -256,7 +261,7 @@ class KiloNerfDistillJob(TrainingJob):
         self.phase = -1  # optimiser built for: 0 distillation, 1 fine-tuning
         self.pool: dict[str, torch.Tensor] | None = None
         self.pool_ptr = 0
-        self.elapsed = [0.0, 0.0]  # wall seconds spent in each phase (restored on resume)
+        self.phase_seconds = [0.0, 0.0]  # wall seconds spent in each phase (restored on resume)
         self.clock: tuple[int, float] | None = None
         self.started = time.perf_counter()
 
@@ -321,10 +326,10 @@ class KiloNerfDistillJob(TrainingJob):
         c = self.config
         if step < self.distill_steps:
             f = step / max(self.distill_steps, 1)
-            share, spent = c.time_budget_s * c.distill_fraction, self.elapsed[0]
+            share, spent = c.time_budget_s * c.distill_fraction, self.phase_seconds[0]
         else:
             f = (step - self.distill_steps) / max(self.total_steps - self.distill_steps, 1)
-            share, spent = c.time_budget_s - self.elapsed[0], self.elapsed[1]
+            share, spent = c.time_budget_s - self.phase_seconds[0], self.phase_seconds[1]
         if c.time_budget_s > 0 and share > 0:
             f = max(f, spent / share)
         return min(f, 1.0)
@@ -344,12 +349,12 @@ class KiloNerfDistillJob(TrainingJob):
         if self.phase != phase:
             self.make_optimizer(phase)
         if self.clock is None or self.clock[0] != phase:
-            self.clock = (phase, time.perf_counter() - self.elapsed[phase])
-        self.elapsed[phase] = time.perf_counter() - self.clock[1]
+            self.clock = (phase, time.perf_counter() - self.phase_seconds[phase])
+        self.phase_seconds[phase] = time.perf_counter() - self.clock[1]
         for g in self.optimizer.param_groups:
             g["lr"] = self.lr_at(step)
         losses = self.distill_step() if phase == 0 else self.finetune_step()
-        self.elapsed[phase] = time.perf_counter() - self.clock[1]
+        self.phase_seconds[phase] = time.perf_counter() - self.clock[1]
         self.apply_budget(step, phase)
         return losses
 
@@ -359,12 +364,21 @@ class KiloNerfDistillJob(TrainingJob):
         if budget <= 0:
             return
         if phase == 0:
-            if self.elapsed[0] >= budget * self.config.distill_fraction and step + 1 < self.distill_steps:
+            if self.phase_seconds[0] >= budget * self.config.distill_fraction and step + 1 < self.distill_steps:
                 finetune = self.total_steps - self.distill_steps
                 self.distill_steps = step + 1
                 self.total_steps = self.distill_steps + finetune
-        elif sum(self.elapsed) >= budget:
+        elif sum(self.phase_seconds) >= budget:
             self.total_steps = step + 1
+
+    def elapsed(self) -> float:
+        """Seconds both phases have run, earlier (resumed) runs included (``TimeBudget``)."""
+        return float(sum(self.phase_seconds))
+
+    def done(self, step: int) -> bool:
+        """Never early: ``apply_budget`` ends each phase by shortening ``total_steps``, so the
+        engine still validates the last step."""
+        return False
 
     # distillation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -506,7 +520,7 @@ class KiloNerfDistillJob(TrainingJob):
             t["job.phase"] = torch.tensor(self.phase)
         t["job.distill_steps"] = torch.tensor(self.distill_steps)
         t["job.total_steps"] = torch.tensor(self.total_steps)
-        t["job.elapsed"] = torch.tensor(self.elapsed, dtype=torch.float64)
+        t["job.elapsed"] = torch.tensor(self.phase_seconds, dtype=torch.float64)
         t["scaler.scale"] = torch.tensor(float(self.scaler.get_scale()) if self.amp else 1.0)
         return t
 
@@ -514,7 +528,7 @@ class KiloNerfDistillJob(TrainingJob):
         self.distill_steps = int(tensors.get("job.distill_steps", torch.tensor(self.distill_steps)))
         self.total_steps = int(tensors.get("job.total_steps", torch.tensor(self.total_steps)))
         if "job.elapsed" in tensors:
-            self.elapsed = [float(x) for x in tensors["job.elapsed"]]
+            self.phase_seconds = [float(x) for x in tensors["job.elapsed"]]
         if "field.cell_to_net" not in tensors:
             return
         fs = {k: v.to(self.device) for k, v in strip_prefix(tensors, "field").items()}
@@ -543,8 +557,8 @@ class KiloNerfDistillJob(TrainingJob):
             "steps": self.total_steps,
             "distill_steps": self.distill_steps,
             "finetune_steps": self.total_steps - self.distill_steps,
-            "distill_seconds": round(self.elapsed[0], 1),
-            "finetune_seconds": round(self.elapsed[1], 1),
+            "distill_seconds": round(self.phase_seconds[0], 1),
+            "finetune_seconds": round(self.phase_seconds[1], 1),
             "train_seconds": round(time.perf_counter() - self.started, 1),
             "networks": f.n_networks,
             "params_per_network": f.params_per_network(),

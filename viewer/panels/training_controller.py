@@ -9,6 +9,9 @@ preview and the close/shutdown rules. One job at a time.
 - A failed job becomes an error dialog holding the log and the traceback.
 - Closing the window while a job runs asks first; on "Stop and close" the job is cancelled at its
   next step (the last checkpoint stays) and the window closes once the thread has ended.
+- When a stage ends (finished, or cancelled after it ran), its average speed over the run (steps
+  per second of training, pauses left out, undoing a reduced trainer share) is stored per stage,
+  preset and device for the dialog's next estimate (``record_rate``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,39 @@ from viewer.train_worker import STAGE_LABELS, TrainingSession, TrainRequest
 
 DOCK_HEIGHT = 270
 """Initial height of the progress dock (pixels)."""
+MIN_RATE_SECONDS = 1.0
+"""A stage's speed is learned only from at least this many seconds of training (less is noise)."""
+
+
+class StageClock:
+    """One stage's run as its events tell it: steps done and seconds trained, pauses left out."""
+
+    def __init__(self, start_step: int):
+        self.start_step = start_step
+        self.step = start_step
+        self.elapsed_s = 0.0
+        self.paused_s = 0.0
+        self.paused_at: float | None = None
+        self.recorded = False
+
+    def update(self, ev: TrainEvent) -> None:
+        if ev.kind == "started":
+            return
+        self.step = max(self.step, ev.step)
+        self.elapsed_s = max(self.elapsed_s, ev.elapsed_s)
+        if ev.kind == "paused" and self.paused_at is None:
+            self.paused_at = ev.elapsed_s
+        elif ev.kind == "resumed" and self.paused_at is not None:
+            self.paused_s += max(ev.elapsed_s - self.paused_at, 0.0)
+            self.paused_at = None
+
+    def average_rate(self) -> float:
+        """Steps per second over the run (0 when too short to tell)."""
+        active = self.elapsed_s - self.paused_s
+        if self.paused_at is not None:  # ended while paused
+            active -= max(self.elapsed_s - self.paused_at, 0.0)
+        steps = self.step - self.start_step
+        return steps / active if steps > 0 and active >= MIN_RATE_SECONDS else 0.0
 
 
 class TrainingController(QObject):
@@ -46,6 +82,8 @@ class TrainingController(QObject):
         self.error_box: QMessageBox | None = None
         self._close_after_stop = False
         self._rates: dict[str, float] = {}
+        """The engine's latest steps/s per stage (a fallback for a run too short to average)."""
+        self._clocks: dict[str, StageClock] = {}
         self._device_label = ""
         self._scene_root: Path | None = None
         """The running job's scene folder (snapshots are shown only while the window shows it)."""
@@ -134,6 +172,7 @@ class TrainingController(QObject):
             self.session.train_thread.wait(20_000)
             self.session.deleteLater()
         self._rates = {}
+        self._clocks = {}
         self._scene_root = None
         self._close_after_stop = False
         s = TrainingSession(request, self)
@@ -180,6 +219,11 @@ class TrainingController(QObject):
                 and Path(w.scene.root).resolve() == self._scene_root)
 
     def _on_event(self, ev: TrainEvent) -> None:
+        if ev.kind == "started":
+            self._clocks[ev.stage] = StageClock(ev.step)
+        elif ev.stage in self._clocks and ev.kind in ("step", "validation", "checkpoint", "paused", "resumed",
+                                                       "finished", "cancelled"):
+            self._clocks[ev.stage].update(ev)
         if ev.kind == "step" and ev.steps_per_s > 0:
             self._rates[ev.stage] = ev.steps_per_s
         elif ev.kind == "snapshot" and ev.snapshot and self._showing_job_scene():
@@ -200,12 +244,17 @@ class TrainingController(QObject):
                 + " — its renderer is selectable now", 10000)
 
     def _remember_rate(self, stage: str) -> None:
+        """Store the stage's speed of this run for the dialog's next estimate (once per run)."""
         s = self.session
-        rate = self._rates.get(stage, 0.0)
-        if s is None or not (rate > 0 and math.isfinite(rate)):
+        clock = self._clocks.get(stage)
+        if s is None or clock is None or clock.recorded:
             return
+        rate = clock.average_rate() or self._rates.get(stage, 0.0)
+        if not (rate > 0 and math.isfinite(rate)):
+            return
+        clock.recorded = True
         frac = max(s.control.train_fraction, 0.05)
-        # the engine's rate includes the sleeps of a reduced trainer share; undo that
+        # the measured rate includes the sleeps of a reduced trainer share; undo that
         record_rate(self.settings, stage, s.request.preset, self._device_label, rate / frac)
 
     def _on_failed(self, message: str, details: str) -> None:
@@ -229,7 +278,7 @@ class TrainingController(QObject):
         s = self.session
         if outcome == "cancelled" and s is not None:
             for stage in s.request.stages:
-                self._remember_rate(stage) if stage in self._rates else None
+                self._remember_rate(stage)  # the stages that ran (a finished one is stored already)
             self.window.statusBar().showMessage("Training cancelled; progress saved in a checkpoint "
                                                 "(Train → New training… → Resume continues it)", 10000)
         elif outcome == "finished":

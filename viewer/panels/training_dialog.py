@@ -456,6 +456,12 @@ class TrainingDialog(QDialog):
         can_resume = bool(self.existing.get("resumable")) and ("output" not in self.errors)
         can_resume = can_resume and (self.existing.get("saved") is not None or not msgs)
         self.resume_button.setEnabled(can_resume)
+        # an interrupted job in the output folder: Resume is the default (Enter), Start begins again
+        self.resume_button.setDefault(can_resume)
+        self.start_button.setDefault(not can_resume)
+        self.start_button.setText("Start over" if can_resume else "Start")
+        self.start_button.setToolTip("Train every selected stage from scratch (the checkpoints are replaced)"
+                                     if can_resume else "")
 
     def _preset_steps(self, stage: str) -> int:
         from models.training.jobs import stage_config

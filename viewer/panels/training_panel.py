@@ -6,11 +6,17 @@ Everything here runs on the GUI thread and stays cheap: events only store values
 (progress bars, plots, images) are updated by a timer at most 5 times per second. That matters:
 in a window holding a QOpenGLWidget every repaint is composited through OpenGL (in software under
 Xvfb), and QProgressBar.setValue repaints synchronously.
+
+A job resumed from its checkpoints in the same window (same scene folder) continues the plots,
+the validation view and the log of the run it continues; pausing never clears anything. The log
+follows its newest line unless the user has scrolled up. Labels whose text changes have fixed
+sizes, so nothing in the panel moves while a job reports.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from PyQt6.QtCore import Qt, QTimer, pyqtSignal
@@ -37,6 +43,53 @@ from viewer.train_worker import STAGE_LABELS, TrainingSession
 STAGE_COLOURS = {"teacher": (31, 119, 180), "kilonerf": (255, 127, 14), "r2l": (44, 160, 44)}
 IMAGE_SIZE = 112
 """Longest side of the validation / ground-truth thumbnails (pixels)."""
+
+
+class LogView(QPlainTextEdit):
+    """A read-only log that follows its newest line as a terminal does: new lines scroll it to
+    the bottom unless the user has scrolled up; scrolling back to the bottom follows again."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.following = True
+        """True while the view sticks to the newest line."""
+        self._adjusting = False
+        bar = self.verticalScrollBar()
+        bar.valueChanged.connect(self._scrolled)
+        bar.rangeChanged.connect(self._range_changed)
+
+    def append_line(self, line: str) -> None:
+        follow = self.following
+        self._adjusting = True  # scroll-bar changes made while appending are not the user's
+        try:
+            self.appendPlainText(line)
+        finally:
+            self._adjusting = False
+        self.following = follow
+        if follow:
+            self.scroll_to_end()
+
+    def clear_log(self) -> None:
+        self.clear()
+        self.following = True
+
+    def scroll_to_end(self) -> None:
+        bar = self.verticalScrollBar()
+        self._adjusting = True
+        try:
+            bar.setValue(bar.maximum())
+        finally:
+            self._adjusting = False
+
+    def _scrolled(self, value: int) -> None:
+        if not self._adjusting:
+            self.following = value >= self.verticalScrollBar().maximum()
+
+    def _range_changed(self, _lo: int, _hi: int) -> None:
+        # more lines, or a resize: stay at the end when following
+        if self.following and not self._adjusting:
+            self.scroll_to_end()
 
 
 class StageRow:
@@ -115,6 +168,9 @@ class TrainingPanel(QWidget):
         self.session: TrainingSession | None = None
         self.rows: dict[str, StageRow] = {}
         self.curves: dict[str, dict[str, list]] = {}
+        """Per stage: "step", "loss", "psnr" (training batches) and "val_step", "val_psnr"."""
+        self.job_folder: str | None = None
+        """The scene folder of the job shown (a resumed job of the same folder continues its plots)."""
         self._dirty = False
         self._pending_rows: dict[str, TrainEvent] = {}
         self._pending_validation: TrainEvent | None = None
@@ -134,6 +190,9 @@ class TrainingPanel(QWidget):
         self.pause_button.setObjectName("training-pause")
         self.pause_button.setCheckable(True)
         self.pause_button.toggled.connect(self._pause_toggled)
+        # wide enough for either caption: the buttons beside it must not move when it changes
+        self.pause_button.setMinimumWidth(max(self.pause_button.fontMetrics().horizontalAdvance(t)
+                                              for t in ("Pause", "Resume")) + 24)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setObjectName("training-cancel")
         self.cancel_button.setToolTip("Stop the job at the next step and save a checkpoint there (Resume continues)")
@@ -189,20 +248,27 @@ class TrainingPanel(QWidget):
             lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
             lab.setStyleSheet("background: #222; color: #aaa;")
             lab.setText("—")
-        self.val_caption = QLabel("render")
-        self.val_caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.val_caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        render_caption = QLabel("render")
         gt_caption = QLabel("ground truth")
-        gt_caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        # the validation's numbers: two lines under both images, of a fixed size, so the panel's
+        # layout never moves when they appear or change
+        self.val_caption = QLabel("")
+        self.val_caption.setObjectName("validation-caption")
+        self.val_caption.setWordWrap(True)
+        self.val_caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.val_caption.setFixedHeight(2 * self.val_caption.fontMetrics().lineSpacing() + 2)
+        for lab in (render_caption, gt_caption, self.val_caption):
+            lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
         il.addWidget(self.val_image, 0, 0)
         il.addWidget(self.gt_image, 0, 1)
-        il.addWidget(self.val_caption, 1, 0)
+        il.addWidget(render_caption, 1, 0)
         il.addWidget(gt_caption, 1, 1)
+        il.addWidget(self.val_caption, 2, 0, 1, 2)
+        images.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
 
         # --- log
-        self.log = QPlainTextEdit()
+        self.log = LogView()
         self.log.setObjectName("training-log")
-        self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(5000)
         self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
         self.log.setMinimumWidth(180)
@@ -220,9 +286,20 @@ class TrainingPanel(QWidget):
 
     # ------------------------------------------------------------------------------ session
     def attach(self, session: TrainingSession) -> None:
-        """Show ``session`` (clears the previous job's plots and rows)."""
+        """Show ``session``. A job resuming the shown job (same scene folder) keeps the plots,
+        validation view and log, trimmed to where each stage resumes; any other clears them."""
+        if self.session is not None and self.session is not session:
+            for signal, slot in ((self.session.trainEvent, self.on_event), (self.session.logLine, self.log.append_line),
+                                 (self.session.stopped, self._on_stopped)):
+                try:
+                    signal.disconnect(slot)
+                except (TypeError, RuntimeError):  # never connected, or the session is gone
+                    pass
         self.session = session
         r = session.request
+        folder = _folder_key(r.output)
+        keep = bool(r.resume) and folder == self.job_folder
+        self.job_folder = folder
         for row in self.rows.values():
             for w in (row.name, row.bar, row.stats):
                 self.grid.removeWidget(w)
@@ -230,33 +307,42 @@ class TrainingPanel(QWidget):
         self.rows.clear()
         for i, spec in enumerate(r.stage_specs()):
             self.rows[spec.stage] = StageRow(spec.stage, self.grid, 2 * i, _budget(spec))
+        kept = {st: c for st, c in self.curves.items() if c["step"] or c["val_step"]} if keep else {}
         self.curves.clear()
         self._pending_rows.clear()
         self._pending_validation = None
         self.loss_plot.clear()
         self.psnr_plot.clear()
-        for i, stage in enumerate(r.stages):
+        # stages in pipeline order: those of this job, and (resuming) those shown before it
+        order = [st for st in STAGE_LABELS if st in r.stages or st in kept]
+        for i, stage in enumerate(order):
             colour = STAGE_COLOURS[stage]
-            self.curves[stage] = {"step": [], "loss": [], "psnr": [], "val_step": [], "val_psnr": []}
+            self.curves[stage] = kept.get(stage) or {"step": [], "loss": [], "psnr": [], "val_step": [],
+                                                     "val_psnr": []}
             self.loss_plot.add_series(stage, STAGE_LABELS[stage], colour, 1.5)
             self.psnr_plot.add_series(stage, "training batch" if i == 0 else None, colour, 1.0)
             self.psnr_plot.add_series(stage + ":val", "validation" if i == 0 else None, colour, markers=True)
-        self.log.clear()
+        if keep:
+            self.log.append_line("— resumed —")
+        else:
+            self.log.clear_log()
+            for lab in (self.val_image, self.gt_image):
+                lab.clear()
+                lab.setText("—")
+            self.val_caption.setText("")
         for line in session.log:
-            self.log.appendPlainText(line)
-        for lab in (self.val_image, self.gt_image):
-            lab.clear()
-            lab.setText("—")
-        self.val_caption.setText("render")
+            self.log.append_line(line)
         what = "resume" if r.resume else "new"
         self.title.setText(f"<b>{' → '.join(STAGE_LABELS[s] for s in r.stages)}</b> ({what}, preset {r.preset}, "
                            f"device {r.device})<br><span style='color: gray'>{r.output}</span>")
         session.trainEvent.connect(self.on_event)
-        session.logLine.connect(self.log.appendPlainText)
+        session.logLine.connect(self.log.append_line)
         session.stopped.connect(self._on_stopped)
         self.pause_button.setChecked(False)
         session.set_train_fraction(self.share.value() / 100.0)
         self._set_running(True)
+        self._dirty = True  # the kept curves are drawn by the first redraw
+        self._redraw()
         self._redraw_timer.start()
 
     def _set_running(self, running: bool) -> None:
@@ -275,7 +361,7 @@ class TrainingPanel(QWidget):
         for row in self.rows.values():
             if row.state in ("waiting", "running", "paused"):
                 row.state = {"finished": "finished"}.get(outcome, outcome if row.state != "waiting" else "not run")
-                row.bar.setFormat(f"%v / %m steps  ({row.state})" if row.total else row.state)
+                row.bar.setFormat(f"step {row.step} · %p%  ({row.state})" if row.total else row.state)
 
     # ------------------------------------------------------------------------------ events
     def on_event(self, ev: TrainEvent) -> None:
@@ -289,6 +375,9 @@ class TrainingPanel(QWidget):
             self._pending_rows[ev.stage] = ev  # progress: shown by the next redraw
             self._dirty = True
         c = self.curves[ev.stage]
+        if ev.kind == "started":
+            _trim(c, ev.step)  # a resumed stage continues from its checkpoint's step
+            self._dirty = True
         if ev.kind == "step" and ev.losses:
             loss = ev.losses.get("loss")
             if loss is not None and math.isfinite(loss) and loss > 0:
@@ -319,8 +408,8 @@ class TrainingPanel(QWidget):
         if ev.target is not None:
             self.gt_image.setPixmap(_pixmap(ev.target))
         gap = ev.metrics.get("psnr_vs_teacher") if ev.metrics else None
-        self.val_caption.setText(f"step {ev.step}: {ev.psnr:.2f} dB"
-                                 + (f" · {gap:.2f} dB against the teacher" if gap is not None else ""))
+        self.val_caption.setText(f"{STAGE_LABELS[ev.stage].split()[0]} step {ev.step}: {ev.psnr:.2f} dB"
+                                 + (f"\n{gap:.2f} dB against the teacher" if gap is not None else ""))
 
     def _redraw(self) -> None:
         if not self._dirty:
@@ -356,13 +445,31 @@ class TrainingPanel(QWidget):
             self.session.cancel()
             self.cancel_button.setEnabled(False)
             self.pause_button.setEnabled(False)
-            self.log.appendPlainText("cancelling at the next step …")
+            self.log.append_line("cancelling at the next step …")
 
     def _share_changed(self, value: int) -> None:
         self.share_label.setText(f"{value}%")
         if self.session is not None:
             self.session.set_train_fraction(value / 100.0)
         self.trainFractionChanged.emit(value / 100.0)
+
+
+def _folder_key(path: str) -> str:
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (OSError, RuntimeError):
+        return str(path)
+
+
+def _trim(curves: dict[str, list], step: int) -> None:
+    """Drop the points after ``step`` (a stage resumed from an earlier checkpoint redoes them)."""
+    for xs, ys in (("step", ("loss", "psnr")), ("val_step", ("val_psnr",))):
+        n = len(curves[xs])
+        while n and curves[xs][n - 1] > step:
+            n -= 1
+        del curves[xs][n:]
+        for y in ys:
+            del curves[y][n:]
 
 
 def _budget(spec) -> float:
