@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -59,3 +60,75 @@ def copy_scene(src: Path, dst: Path) -> Path:
 
     shutil.copytree(src, dst)
     return dst
+
+
+# ------------------------------------------------------------------ synthetic LLFF scene
+# A forward-facing scene small enough to write in a fraction of a second: LLFF_VIEWS cameras near the
+# world origin, looking down -z (with a few degrees of yaw and pitch each) at a textured plane
+# z = -LLFF_PLANE_DEPTH. ``poses_bounds.npy`` describes 320x240 originals (focal 280 px); the
+# images are ray-traced at the resolution of each downsampled folder (images_4: 80x60, images_8:
+# 40x30) with the project's pixel-centre convention, so poses, intrinsics and pixels agree exactly.
+LLFF_VIEWS = 10
+LLFF_FULL_HWF = (240.0, 320.0, 280.0)
+LLFF_PLANE_DEPTH = 4.0
+
+
+def llff_plane_colour(x, y):
+    """(..., 3) RGB in [0.15, 0.85] of the plane z = -LLFF_PLANE_DEPTH at world (x, y)."""
+    return np.stack([0.5 + 0.35 * np.sin(2.1 * x + 0.3), 0.5 + 0.35 * np.sin(1.7 * y - 0.4),
+                     0.5 + 0.3 * np.sin(1.3 * (x + y))], -1)
+
+
+def llff_camera_poses() -> np.ndarray:
+    """(LLFF_VIEWS, 4, 4) float64 OpenGL camera-to-world poses of the synthetic LLFF scene."""
+    poses = []
+    for i in range(LLFF_VIEWS):
+        yaw, pitch = np.radians(4.0 * np.sin(1.3 * i + 0.2)), np.radians(3.0 * np.cos(0.9 * i))
+        cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
+        rot = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]) @ np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+        c2w = np.eye(4)
+        c2w[:3, :3] = rot
+        c2w[:3, 3] = [0.5 * np.cos(0.7 * i), 0.3 * np.sin(1.1 * i), 0.1 * np.sin(0.5 * i)]
+        poses.append(c2w)
+    return np.stack(poses)
+
+
+def render_llff_view(c2w, width: int, height: int, focal: float) -> np.ndarray:
+    """(H, W, 3) float64 image of the textured plane through pixel centres of a pinhole camera."""
+    v, u = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    d = np.stack([(u - width / 2) / focal, -(v - height / 2) / focal, -np.ones_like(u)], -1) @ c2w[:3, :3].T
+    t = (-LLFF_PLANE_DEPTH - c2w[2, 3]) / d[..., 2]
+    hit = c2w[:3, 3] + t[..., None] * d
+    return llff_plane_colour(hit[..., 0], hit[..., 1])
+
+
+def write_llff_dataset(root: Path, factors=(4, 8)) -> Path:
+    """Write the synthetic LLFF scene: ``poses_bounds.npy`` + ``images_{factor}/imageNNN.png``."""
+    from PIL import Image
+
+    h_full, w_full, f_full = LLFF_FULL_HWF
+    poses = llff_camera_poses()
+    rows = []
+    for c2w in poses:
+        # OpenGL [right, up, back] -> LLFF's [down, right, back] rotation columns, then [t | hwf]
+        llff = np.concatenate([-c2w[:3, 1:2], c2w[:3, 0:1], c2w[:3, 2:3], c2w[:3, 3:4],
+                               np.array([[h_full], [w_full], [f_full]])], 1)
+        depth = LLFF_PLANE_DEPTH + c2w[2, 3]  # of the plane along this camera's axis, to within a few %
+        rows.append(np.concatenate([llff.reshape(-1), [0.8 * depth, 1.25 * depth]]))
+    root.mkdir(parents=True, exist_ok=True)
+    np.save(root / "poses_bounds.npy", np.stack(rows))
+    for factor in factors:
+        folder = root / f"images_{factor}"
+        folder.mkdir(exist_ok=True)
+        w, h, f = int(w_full) // factor, int(h_full) // factor, f_full / factor
+        for i, c2w in enumerate(poses):
+            img = np.round(render_llff_view(c2w, w, h, f) * 255).astype(np.uint8)
+            Image.fromarray(img).save(folder / f"image{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def llff_dataset(tmp_path_factory) -> Path:
+    """The synthetic LLFF scene (10 views; images_4 at 80x60, images_8 at 40x30), written once
+    per test session. Tests that modify it must copy it first (``shutil.copytree``)."""
+    return write_llff_dataset(tmp_path_factory.mktemp("llff") / "plane")

@@ -86,7 +86,7 @@ def _main(*args, env=None, timeout=600):
 
 @pytest.mark.slow
 def test_cli_distill_the_papers_network_and_eval(distilled, tmp_path):
-    root, _, _, _ = distilled
+    root, data, _, _ = distilled
     scene = copy_scene(root, tmp_path / "scene")
     out = _main("distill", str(scene), "--backend", "r2l", "--preset", "tiny", "--variant", "W64D8", "--steps", "20",
                 "--restart", "--quiet")
@@ -96,7 +96,14 @@ def test_cli_distill_the_papers_network_and_eval(distilled, tmp_path):
     out = _main("eval", str(scene), "--backend", "r2l", "--max-views", "1", "--quiet", "--json", str(tmp_path / "e.json"))
     assert out.returncode == 0, out.stderr
     rep = json.loads((tmp_path / "e.json").read_text())
-    assert rep["backends"]["r2l"]["n_views"] == 1 and rep["backends"]["r2l"]["psnr"] > 10
+    # Reference: the evaluated view (the first test view) filled with its own mean colour, which
+    # is all an untrained or collapsed network can reach. Measured on the 2-core machine: that flat
+    # image 12.56 dB, this 20-step W64D8 student 14.07 dB (its teacher 24.02 dB on the view); the
+    # 0.5 dB margin asks for learned structure and leaves 1 dB for run-to-run noise.
+    view = data.splits["test"].images[0]
+    flat = float(-10 * torch.log10(((view - view.reshape(-1, 3).mean(0)) ** 2).mean()))
+    print(f"R2L W64D8 after 20 steps {rep['backends']['r2l']['psnr']:.2f} dB, mean-colour image {flat:.2f} dB")
+    assert rep["backends"]["r2l"]["n_views"] == 1 and rep["backends"]["r2l"]["psnr"] > flat + 0.5, (rep, flat)
 
 
 @pytest.mark.parametrize("args, message", [

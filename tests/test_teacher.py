@@ -130,6 +130,16 @@ def test_export_half_precision_keeps_quality(tiny_teacher_scene, procedural_data
     assert abs(res[0] - res[1]) < 0.05
 
 
+def mean_colour_validation_psnr(job) -> float:
+    """What ``job.validate()`` reports for a model that renders the mean training colour everywhere
+    (same views, same validation size): the score of a model that learned no geometry at all."""
+    from models.evaluation import validate_views
+
+    mean = job.data.splits["train"].images.reshape(-1, 3).mean(0)
+    return validate_views(lambda cam: mean.expand(cam.height, cam.width, 3), job.val_split, job.val_indices,
+                          job.config.validation_size).psnr
+
+
 def _static_job(procedural_dataset, tmp_path, **overrides):
     from models.training.jobs import open_or_create_scene, stage_config
     from models.training.teacher import TeacherJob
@@ -193,7 +203,8 @@ def test_static_step_loss_and_gradients_equal_the_packed_reference(procedural_da
 @pytest.mark.slow
 def test_static_step_trains_like_the_eager_step(procedural_dataset, tmp_path):
     """200 tiny steps through the fixed-shape step (the CUDA-graph path, run eagerly on the CPU)
-    reach the validation PSNR of the eager packed step within 1 dB."""
+    reach the validation PSNR of the eager packed step within 1 dB, and both are far above the
+    mean-colour image on the same validation views."""
     from models.training.engine import run_job
 
     res = {}
@@ -202,7 +213,11 @@ def test_static_step_trains_like_the_eager_step(procedural_dataset, tmp_path):
         job.use_static = static
         run_job(job, lambda e: None)
         res[static] = job.validate().psnr
-    assert res[True] > 15.0 and abs(res[True] - res[False]) < 1.0, res
+    flat = mean_colour_validation_psnr(job)
+    print(f"200 steps: eager {res[False]:.2f} dB, static {res[True]:.2f} dB, mean colour {flat:.2f} dB")
+    # Measured on the 2-core machine: eager 24.10 dB, static 23.62 dB, mean colour 11.22 dB; the
+    # 9 dB margin over the mean colour leaves 3.4 dB for run-to-run noise.
+    assert min(res.values()) > flat + 9.0 and abs(res[True] - res[False]) < 1.0, (res, flat)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -232,4 +247,9 @@ def test_cuda_graph_replay_equals_the_eager_static_step(procedural_dataset, tmp_
     from models.training.engine import run_job
 
     run_job(job, lambda e: None)
-    assert job.validate().psnr > 18.0
+    # The same 300 steps through the same static step, run eagerly on the 2-core CPU machine,
+    # reached 24.24 dB against 11.22 dB for the mean-colour image on these validation views; the
+    # 8 dB margin leaves 5 dB for the graph's different random stream and arithmetic.
+    psnr, flat = job.validate().psnr, mean_colour_validation_psnr(job)
+    print(f"300 CUDA-graph steps: {psnr:.2f} dB, mean colour {flat:.2f} dB")
+    assert psnr > flat + 8.0, (psnr, flat)

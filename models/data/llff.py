@@ -88,8 +88,8 @@ def read_poses_bounds(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: unreadable ({what})") from None
     if arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] < 1:
         raise DatasetError(f"{path}: expected an (N, 17) array of 3x5 poses + 2 bounds, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise DatasetError(f"{path}: expected numbers, got dtype {arr.dtype}")
+    if arr.dtype.kind not in "iuf":  # np.number would admit complex and timedelta64 values
+        raise DatasetError(f"{path}: expected real numbers, got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
