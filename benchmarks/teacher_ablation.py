@@ -29,7 +29,7 @@ def child(data, out, seconds, overrides):
         ov[k] = type(getattr(stage_config("teacher", "standard"), k))(v) if v not in ("True", "False") else v == "True"
     data = load_dataset(data)
     scene = open_or_create_scene(Path(out), data)
-    job = TeacherJob(data, scene, stage_config("teacher", "standard", ov), torch.device("cuda"))
+    job = TeacherJob(scene, data, stage_config("teacher", "standard", ov), torch.device("cuda"))
     log = []
 
     def ev(e):

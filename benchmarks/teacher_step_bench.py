@@ -46,7 +46,7 @@ def main() -> None:
             cfg = teacher_preset(args.preset).replace(cuda_graph=graph, target_samples=samples, time_budget_s=0.0,
                                                      validate_every=0, sample_headroom=args.headroom)
             scene = Scene.create(Path(args.out) / f"g{int(graph)}_{samples}", data)
-            job = TeacherJob(data, scene, cfg, dev)
+            job = TeacherJob(scene, data, cfg, dev)
             t_w = time.perf_counter()
             for s in range(args.warmup):
                 out = job.train_step(s)

@@ -33,7 +33,7 @@ def main() -> None:
     data = load_dataset(args.data)
     cfg = teacher_preset("standard").replace(cuda_graph=bool(args.graph), target_samples=args.samples,
                                              time_budget_s=0.0, validate_every=0)
-    job = TeacherJob(data, Scene.create(Path(args.out), data), cfg, torch.device("cuda"))
+    job = TeacherJob(Scene.create(Path(args.out), data), data, cfg, torch.device("cuda"))
     for s in range(args.warmup):
         job.train_step(s)
     torch.cuda.synchronize()

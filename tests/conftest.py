@@ -49,7 +49,7 @@ def tiny_teacher_scene(procedural_dataset, tmp_path_factory) -> Path:
 
     data = load_dataset(procedural_dataset)
     scene = open_or_create_scene(tmp_path_factory.mktemp("tiny_teacher") / "scene", data)
-    job = TeacherJob(data, scene, stage_config("teacher", "tiny"), torch.device("cpu"))
+    job = TeacherJob(scene, data, stage_config("teacher", "tiny"), torch.device("cpu"))
     run_job(job, lambda e: None, checkpoint=checkpoint_path(scene.root, "teacher"))
     return scene.root
 

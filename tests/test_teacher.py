@@ -146,7 +146,7 @@ def _static_job(procedural_dataset, tmp_path, **overrides):
 
     data = load_dataset(procedural_dataset)
     scene = open_or_create_scene(tmp_path / "scene", data)
-    job = TeacherJob(data, scene, stage_config("teacher", "tiny").replace(**overrides), torch.device("cpu"))
+    job = TeacherJob(scene, data, stage_config("teacher", "tiny").replace(**overrides), torch.device("cpu"))
     return job
 
 
@@ -229,7 +229,7 @@ def test_cuda_graph_replay_equals_the_eager_static_step(procedural_dataset, tmp_
 
     data = load_dataset(procedural_dataset)
     scene = open_or_create_scene(tmp_path / "scene", data)
-    job = TeacherJob(data, scene, stage_config("teacher", "tiny").replace(steps=300, validate_every=0,
+    job = TeacherJob(scene, data, stage_config("teacher", "tiny").replace(steps=300, validate_every=0,
                                                                          cuda_graph=True), torch.device("cuda"))
     assert job.use_static
     for step in range(3):

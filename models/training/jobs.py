@@ -2,8 +2,8 @@
 
 Stages (``STAGE_TABLE``, in pipeline order): "teacher" (NeRF fit), "kilonerf" and "r2l"
 (distillation from the scene's teacher). Each stage names the module holding its ``TrainingJob``
-subclass and its ``PRESETS`` dict of frozen config dataclasses; ``Stage.make_job`` builds the job
-from ``(scene, data, config, device)`` whatever the order its constructor takes them in.
+subclass and its ``PRESETS`` dict of frozen config dataclasses; every job's constructor takes
+``(scene, data, config, device)`` (``Stage.make_job``).
 """
 
 from __future__ import annotations
@@ -46,8 +46,6 @@ class Stage:
     """``"module:name"`` of the stage's preset dict (preset name -> frozen config)."""
     job_at: str
     """``"module:name"`` of the stage's ``TrainingJob`` subclass."""
-    job_arguments: tuple[str, ...] = ("scene", "data", "config", "device")
-    """The order in which the job's constructor takes scene, data, config and device."""
     distils_from: str | None = None
     """The stage whose trained model this one is distilled from; the scene must hold that
     stage's backend before this stage starts (None: trained from the dataset alone)."""
@@ -62,13 +60,12 @@ class Stage:
 
     def make_job(self, scene: Scene, data: SceneData, config, device: torch.device) -> TrainingJob:
         """The stage's job on ``scene`` and ``data`` with ``config`` (see ``stage_config``)."""
-        given = {"scene": scene, "data": data, "config": config, "device": device}
-        return self.job_class()(*(given[k] for k in self.job_arguments))
+        return self.job_class()(scene, data, config, device)
 
 
 STAGE_TABLE: dict[str, Stage] = {s.name: s for s in (
     Stage("teacher", "NeRF teacher", "nerf", "models.training.configs:TEACHER_PRESETS",
-          "models.training.teacher:TeacherJob", job_arguments=("data", "scene", "config", "device")),
+          "models.training.teacher:TeacherJob"),
     Stage("kilonerf", "KiloNeRF distillation", "kilonerf", "models.training.distill_kilonerf:PRESETS",
           "models.training.distill_kilonerf:KiloNerfDistillJob", distils_from="teacher"),
     Stage("r2l", "R2L distillation", "r2l", "models.training.distill_r2l:PRESETS",

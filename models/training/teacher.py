@@ -130,7 +130,7 @@ class TeacherJob(TimeBudget, TrainingJob):
 
     stage = "teacher"
 
-    def __init__(self, data: SceneData, scene: Scene, config: TeacherConfig, device: torch.device):
+    def __init__(self, scene: Scene, data: SceneData, config: TeacherConfig, device: torch.device):
         self.data, self.scene, self.config, self.device = data, scene, config, torch.device(device)
         c = config
         self.total_steps = c.steps

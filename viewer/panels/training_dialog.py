@@ -233,7 +233,7 @@ class TrainingDialog(QDialog):
         sl = QFormLayout(stages_box)
         self.stage_checks: dict[str, QCheckBox] = {}
         self.stage_steps: dict[str, QSpinBox] = {}
-        for stage in ("teacher", "kilonerf", "r2l"):
+        for stage in STAGE_LABELS:
             cb = QCheckBox(STAGE_LABELS[stage])
             cb.setChecked(stage == "teacher")
             sp = QSpinBox()
