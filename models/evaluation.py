@@ -47,28 +47,17 @@ def evaluate(
     Returns {"views": [{name, psnr, ssim, ms, samples_per_ray, flops_per_ray}], "psnr", "ssim",
     "ms_mean", "n_views", "width", "height"} and, with ``keep_images``, "images" (list of (H,W,3)).
     """
-    cams = split_cameras(split)
-    n = len(cams) if max_views is None else min(max_views, len(cams))
+    n = len(split) if max_views is None else min(max_views, len(split))
     views, images = [], []
+    width = height = 0
     for i in range(n):
-        cam = cams[i]
-        if size is not None and max(cam.width, cam.height) != size:
-            s = size / max(cam.width, cam.height)
-            cam = cam.scaled(max(1, round(cam.width * s)), max(1, round(cam.height * s)))
-        req = RenderRequest.from_camera(cam, near, far, background=tuple(background), precision=precision)
-        res = backend.render(req)
-        gt = resize_image(split.images[i], cam.height, cam.width)
-        row = {
-            "name": split.names[i],
-            "psnr": psnr(res.rgb, gt),
-            "ssim": ssim(res.rgb, gt),
-            "ms": res.elapsed_ms,
-            "samples_per_ray": res.samples_per_ray,
-            "flops_per_ray": res.flops_per_ray,
-        }
+        row = evaluate_view(backend, split, i, near, far, background, size, precision)
+        rgb, req = row.pop("rgb"), row.pop("request")
+        row.pop("gt")
+        width, height = req.width, req.height
         views.append(row)
         if keep_images:
-            images.append(res.rgb)
+            images.append(rgb)
         if on_view:
             on_view(i, n, row)
     out = {
@@ -77,8 +66,8 @@ def evaluate(
         "psnr": sum(v["psnr"] for v in views) / max(n, 1),
         "ssim": sum(v["ssim"] for v in views) / max(n, 1),
         "ms_mean": sum(v["ms"] for v in views) / max(n, 1),
-        "width": cam.width if n else 0,
-        "height": cam.height if n else 0,
+        "width": width,
+        "height": height,
     }
     if keep_images:
         out["images"] = images
@@ -103,7 +92,7 @@ def evaluate_view(
     "request" (the RenderRequest rendered). ``should_abort`` is checked between chunks
     (``RenderAborted`` when it returns True).
     """
-    cam = split_cameras(split)[index]
+    cam = Camera(split.c2w[index], split.width, split.height, *(float(x) for x in split.intrinsics[index]))
     if size is not None and max(cam.width, cam.height) != size:
         s = size / max(cam.width, cam.height)
         cam = cam.scaled(max(1, round(cam.width * s)), max(1, round(cam.height * s)))
