@@ -20,6 +20,8 @@
 #   PRESET       teacher preset (default standard); R2L_PRESET (default standard)
 #   W256_BUDGET  seconds of W256D88 distillation in stage w256 (default 0: skip it)
 #   RENDER_VARIANTS  students timed by stage render (benchmarks/r2l_render.py; default: its own list)
+#   RENDER_ARGS  extra arguments of stage render (e.g. "--sweep 64x8,128x4"); RENDER_SCENE=1 times the
+#                kernels in the scene's feature box, with its occupancy masks and first test camera (--scene)
 #   ABLATIONS    stage ablate: "NAME=DISTILL ARGS;NAME=DISTILL ARGS;..." (e.g. "k64=--variant
 #                P8x4-512-K64-W256D12;lr=--variant P8x4-512-K64-W256D12 --set lr=1e-3"): each trains on the
 #                R2L preset's schedule for ABL_SECONDS (default 160) and is then stopped, so the
@@ -68,8 +70,11 @@ run_smoke() {  # the CUDA tests of the R2L kernels (fused renderers, feature-pla
 }
 
 run_render() {  # render time of students at BIG x BIG (random weights), RENDER_VARIANTS comma list
+  local extra=()
+  if [ "${RENDER_SCENE:-0}" = 1 ]; then extra=(--scene "$S"); fi
+  # shellcheck disable=SC2086
   $PY benchmarks/r2l_render.py --size "$BIG" --json "$W/render/render.json" \
-    ${RENDER_VARIANTS:+--variants "$RENDER_VARIANTS"}
+    ${RENDER_VARIANTS:+--variants "$RENDER_VARIANTS"} "${extra[@]}" ${RENDER_ARGS:-}
 }
 
 run_step() {

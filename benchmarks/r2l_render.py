@@ -15,7 +15,13 @@ channels x 2 bytes) with the implied gather bandwidth; the bf16 GEMM peak is mea
 process.
 
     python benchmarks/r2l_render.py [--variants P8x4-512-K32-W256D12,P8x4-512-K64-W256D12,W256D88]
-        [--size 800] [--json FILE] [--sweep 64x8,128x4,...]
+        [--size 800] [--json FILE] [--sweep 64x8,128x4,...] [--scene SCENE]
+
+``--scene`` takes the feature box, the occupancy mask of "-M" variants (built from the scene's
+occupancy grid as distillation builds it) and the camera (its first test view, scaled to
+``--size``) from a trained scene, so that the kernels skip the texels of that scene's empty
+space; without it the box is [-1, 1]^3, masks keep every cell, and the camera is the lego-like
+one above.
 
 Prints a Markdown table; needs CUDA.
 """
@@ -47,18 +53,52 @@ def texel_bytes(cfg: R2LMLPConfig) -> int:
     return cfg.n_points * len(cfg.plane_resolutions) * 3 * 4 * cfg.plane_channels * 2
 
 
-def measure(name: str, size: int) -> dict:
+class Setup:
+    """Feature box, occupancy grid and camera of the timing: a trained scene's, or the defaults."""
+
+    def __init__(self, size: int, scene_dir: str | None):
+        self.size = size
+        self.box = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+        self.occupied = self.aabb = None
+        focal = 1111.0 * size / 800
+        c2w, fx, fy, cx, cy = (look_at(torch.tensor([0.0, -3.4, 2.1]), torch.zeros(3), torch.tensor([0.0, 0, 1])),
+                               focal, focal, size / 2, size / 2)
+        self.near, self.far = 2.0, 6.0
+        if scene_dir:
+            from models.scene import Scene
+            from models.training.distill_r2l import R2LDistillConfig, occupied_box
+
+            scene = Scene.load(Path(scene_dir))
+            self.aabb = torch.tensor(scene.aabb, dtype=torch.float32)
+            self.occupied = scene.load_occupancy("cpu")
+            self.box = occupied_box(self.aabb, self.occupied, R2LDistillConfig().box_margin)
+            self.near, self.far = float(scene.near), float(scene.far)
+            cam = (scene.cameras.get("test") or scene.cameras["train"])[0]
+            k = size / float(cam["width"])
+            c2w = torch.tensor(cam["c2w"], dtype=torch.float32)
+            fx, fy, cx, cy = (float(cam[n]) * k for n in ("fx", "fy", "cx", "cy"))
+        self.camera = Camera(c2w, size, size, fx, fy, cx, cy)
+
+    def backend(self, cfg: R2LMLPConfig) -> tuple[R2LBackend, float]:
+        """A fused backend of random weights over the box; the kept fraction of its mask cells."""
+        torch.manual_seed(0)
+        b = R2LBackend("cuda", cfg, accel="fused")
+        kept = 1.0
+        if cfg.encoding == "planes":
+            b.net.set_box(self.box)
+            if cfg.mask_resolution and self.occupied is not None:
+                kept = b.net.set_mask_from_occupancy(self.occupied, self.aabb)
+                b.net.to("cuda")
+        return b, kept
+
+
+def measure(name: str, setup: Setup) -> dict:
     import triton.testing
 
     cfg = R2LMLPConfig.from_name(name)
-    torch.manual_seed(0)
-    b = R2LBackend("cuda", cfg, accel="fused")
-    if cfg.encoding == "planes":
-        b.net.set_box(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
-    focal = 1111.0 * size / 800
-    cam = Camera(look_at(torch.tensor([0.0, -3.4, 2.1]), torch.zeros(3), torch.tensor([0.0, 0, 1])), size, size,
-                 focal, focal, size / 2, size / 2)
-    req = RenderRequest.from_camera(cam, 2.0, 6.0, precision="fp16")
+    b, kept = setup.backend(cfg)
+    size, cam = setup.size, setup.camera
+    req = RenderRequest.from_camera(cam, setup.near, setup.far, precision="fp16")
     b.render(req)  # builds and checks the fused kernel
     path = b.active_path()
     times = []
@@ -78,12 +118,12 @@ def measure(name: str, size: int) -> dict:
     flops = b.net.flops_per_ray()
     tb = texel_bytes(cfg)
     return {"variant": name, "path": path, "kernel_ms": kernel_ms, "render_ms": render_ms,
-            "fps": 1e3 / render_ms, "mflops_per_ray": flops / 1e6,
+            "fps": 1e3 / render_ms, "mflops_per_ray": flops / 1e6, "mask_kept": kept,
             "tflops": flops * rays / (kernel_ms * 1e-3) / 1e12, "texel_bytes_per_ray": tb,
             "gather_tb_s": tb * rays / (kernel_ms * 1e-3) / 1e12}
 
 
-def sweep(name: str, size: int, configs: list[tuple[int, ...]]) -> list[dict]:
+def sweep(name: str, setup: Setup, configs: list[tuple[int, ...]]) -> list[dict]:
     """Kernel time of a feature-plane variant's fused renderer for launch configurations (rays per
     program, warps, optionally software-pipelining stages), each checked against the default
     configuration's colours."""
@@ -92,21 +132,18 @@ def sweep(name: str, size: int, configs: list[tuple[int, ...]]) -> list[dict]:
     from models.backends.r2l import FusedR2LPlanes
 
     cfg = R2LMLPConfig.from_name(name)
-    torch.manual_seed(0)
-    b = R2LBackend("cuda", cfg, accel="fused")
-    b.net.set_box(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    b, _ = setup.backend(cfg)
     net = b.net
-    focal = 1111.0 * size / 800
-    cam = Camera(look_at(torch.tensor([0.0, -3.4, 2.1]), torch.zeros(3), torch.tensor([0.0, 0, 1])), size, size,
-                 focal, focal, size / 2, size / 2)
-    o, d = camera_rays(cam)
+    size = setup.size
+    o, d = camera_rays(setup.camera)
     o, d = o.reshape(-1, 3).cuda(), d.reshape(-1, 3).cuda()
-    ref = FusedR2LPlanes(net, 2.0, 6.0)(o, d)
+    near, far = setup.near, setup.far
+    ref = FusedR2LPlanes(net, near, far)(o, d)
     rows = []
     for conf in configs:
         bm, warps, stages = (*conf, 1)[:3]
         try:
-            k = FusedR2LPlanes(net, 2.0, 6.0, block_m=bm, num_warps=warps, num_stages=stages)
+            k = FusedR2LPlanes(net, near, far, block_m=bm, num_warps=warps, num_stages=stages)
             err = float((k(o, d) - ref).abs().max())
             ms = float(triton.testing.do_bench(lambda: k(o, d), warmup=30, rep=200, return_mode="median"))
         except Exception as e:  # noqa: BLE001 - a configuration that does not compile is reported
@@ -124,6 +161,8 @@ def main() -> int:
     ap.add_argument("--variants", default="P8x4-512-K32-W256D12,P8x4-512-K64-W256D12,W256D88")
     ap.add_argument("--size", type=int, default=800)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--scene", default=None, help="trained scene: its feature box, occupancy (masks) and first "
+                    "test camera")
     ap.add_argument("--sweep", default=None, metavar="BMxWARPS[xSTAGES],...",
                     help="feature-plane variants: also time the fused kernel at these launch configurations "
                     "(rays per program x warps [x pipelining stages], e.g. 64x8,128x4,64x8x2)")
@@ -140,21 +179,27 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("error: needs CUDA", file=sys.stderr)
         return 2
+    try:
+        setup = Setup(a.size, a.scene)
+    except Exception as e:  # noqa: BLE001 - a scene that does not open is a one-line error
+        print(f"error: --scene {a.scene}: {e}", file=sys.stderr)
+        return 2
     peak = bf16_peak_tflops()
-    rows = [measure(v, a.size) for v in a.variants.split(",")]
+    rows = [measure(v, setup) for v in a.variants.split(",")]
     print(f"{torch.cuda.get_device_name()}; torch {torch.__version__}; bf16 GEMM peak {peak:.0f} TFLOP/s; "
           f"{a.size}x{a.size}")
-    print("| variant | path | kernel ms | render ms | FPS | MFLOPs/ray | TFLOP/s | of peak | texel KB/ray | gather TB/s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| variant | path | kernel ms | render ms | FPS | MFLOPs/ray | TFLOP/s | of peak | texel KB/ray | gather TB/s "
+          "| mask kept |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['variant']} | {r['path']} | {r['kernel_ms']:.2f} | {r['render_ms']:.2f} | {r['fps']:.1f} | "
               f"{r['mflops_per_ray']:.2f} | {r['tflops']:.0f} | {100 * r['tflops'] / peak:.1f} % | "
-              f"{r['texel_bytes_per_ray'] / 1024:.1f} | {r['gather_tb_s']:.1f} |")
+              f"{r['texel_bytes_per_ray'] / 1024:.1f} | {r['gather_tb_s']:.1f} | {100 * r['mask_kept']:.0f} % |")
     sweeps = []
     if configs:
         for v in a.variants.split(","):
             if R2LMLPConfig.from_name(v).encoding == "planes":
-                sweeps += sweep(v, a.size, configs)
+                sweeps += sweep(v, setup, configs)
         print("\n| variant | rays/program | warps | stages | kernel ms | gather TB/s | max diff vs default |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for r in sweeps:

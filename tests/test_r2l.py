@@ -500,15 +500,19 @@ def test_feature_plane_kernels_on_cuda():
     torch.manual_seed(0)
     cfg = VARIANTS["P8x4-512-K32-W256D12"]
     assert planes_kernel_error(FeaturePlanes(8, cfg.plane_resolutions).cuda(), torch.device("cuda"), n=1 << 16) < 1e-4
-    b = R2LBackend("cuda", cfg, accel="fused")
-    b.net.set_box(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
-    req = _request(64)
-    fused = b.render(req).rgb
-    assert b.active_path() == "fused", b.accel_note
-    plain = R2LBackend("cuda", cfg, accel="torch")
-    plain.load_state_dict(b.net.state_dict(), {"mlp": cfg.to_dict()})
-    ref32 = plain.render(RenderRequest(**{**req.__dict__, "precision": "fp32"})).rgb
-    assert (fused - ref32).abs().max() < 2e-2
+    for cfg in (cfg, R2LMLPConfig.from_name("P8x4-512-K32-W256D12-M16")):
+        b = R2LBackend("cuda", cfg, accel="fused")
+        b.net.set_box(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+        if cfg.mask_resolution:  # every other cell empty: every ray crosses kept and empty cells
+            idx = torch.arange(cfg.mask_resolution, device="cuda")
+            b.net.mask.copy_(((idx[:, None, None] + idx[None, :, None] + idx[None, None, :]) % 2).to(torch.uint8))
+        req = _request(64)
+        fused = b.render(req).rgb
+        assert b.active_path() == "fused", b.accel_note
+        plain = R2LBackend("cuda", cfg, accel="torch")
+        plain.load_state_dict(b.net.state_dict(), {"mlp": cfg.to_dict()})
+        ref32 = plain.render(RenderRequest(**{**req.__dict__, "precision": "fp32"})).rgb
+        assert (fused - ref32).abs().max() < 2e-2, cfg.name
 
 
 def test_occupancy_mask_zeroes_the_features_of_empty_cells():

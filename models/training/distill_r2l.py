@@ -202,6 +202,22 @@ PRESETS: dict[str, R2LDistillConfig] = {
 """Presets: data, not code branches. ``steps`` is overridden by ``distill --steps``."""
 
 
+def occupied_box(aabb: torch.Tensor, occupied: torch.Tensor | None, margin: float) -> torch.Tensor:
+    """(2, 3) box around the occupied voxels of a grid ``occupied`` (X, Y, Z) over ``aabb`` (2, 3),
+    grown by ``margin`` times the box size on every side and clipped to ``aabb`` (the whole
+    ``aabb`` when there is no grid or it is empty)."""
+    aabb = torch.as_tensor(aabb, dtype=torch.float32).cpu()
+    if occupied is None or not bool(occupied.any()):
+        return aabb
+    res = torch.tensor(occupied.shape, dtype=torch.float32)
+    idx = torch.nonzero(occupied.cpu()).float()
+    size = aabb[1] - aabb[0]
+    lo = aabb[0] + idx.min(0).values / res * size
+    hi = aabb[0] + (idx.max(0).values + 1) / res * size
+    m = margin * size
+    return torch.stack([torch.maximum(lo - m, aabb[0]), torch.minimum(hi + m, aabb[1])])
+
+
 # ================================================================================= pseudo pool
 class PseudoPool:
     """Teacher-rendered pseudo images: poses + intrinsics + uint8 colours, filled progressively.
@@ -455,17 +471,7 @@ class R2LDistillJob(TimeBudget, TrainingJob):
         """(2, 3) box the feature planes span: the teacher's occupied voxels plus a margin."""
         if self.ndc is not None:
             return torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
-        aabb = self.data.aabb.float().cpu()
-        occ = self.scene.load_occupancy("cpu")
-        if occ is not None and bool(occ.any()):
-            res = torch.tensor(occ.shape, dtype=torch.float32)
-            idx = torch.nonzero(occ).float()
-            size = aabb[1] - aabb[0]
-            lo = aabb[0] + idx.min(0).values / res * size
-            hi = aabb[0] + (idx.max(0).values + 1) / res * size
-            m = self.config.box_margin * size
-            return torch.stack([torch.maximum(lo - m, aabb[0]), torch.minimum(hi + m, aabb[1])])
-        return aabb
+        return occupied_box(self.data.aabb, self.scene.load_occupancy("cpu"), self.config.box_margin)
 
     def _planes_accel(self) -> str:
         """"triton" if requested (or "auto" on CUDA) and the kernels agree with grid_sample."""
