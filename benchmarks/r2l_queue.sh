@@ -160,7 +160,7 @@ pack() {  # the finished stages' small result files into $1/results.tgz
   local out=$1
   mkdir -p "$out"
   cp "$W/queue.log" "$out/" 2>/dev/null
-  ( cd "$W" && find . \( -name '*.log' -o -name '*.jsonl' -o -name '*.json' -o -name '*.csv' -o -name '*.md' \
+  ( cd "$W" && find . \( -name '*.log' -o -name '*.jsonl' -o -name '*.json' -o -name '*.csv' -o -name '*.md' -o -name '*.txt' -o -name best_args \
       -o -name '*.png' \) ! -path './repo/*' ! -path '*/checkpoints/*' -size -4M | tar -czf "$out/results.tgz" -T - )
   if [ -f "$W/done.export" ] && [ ! -f "$out/teacher.tgz" ]; then
     ( cd "$W/teacher_export" && tar -czf "$out/teacher.tgz" . )

@@ -14,7 +14,7 @@ feature-plane variants the texel bytes gathered per ray (K points x levels x 3 p
 channels x 2 bytes) with the implied gather bandwidth; the bf16 GEMM peak is measured in the same
 process.
 
-    python benchmarks/r2l_render.py [--variants P8x4-512-K32-W256D12,P8x4-512-K64-W256D12,W256D88]
+    python benchmarks/r2l_render.py [--variants P8x4-512-K128-W256D12-M128,P8x4-512-K64-W256D12,W256D88]
         [--size 800] [--json FILE] [--sweep 64x8,128x4,...] [--scene SCENE]
 
 ``--scene`` takes the feature box, the occupancy mask of "-M" variants (built from the scene's
@@ -158,7 +158,7 @@ def sweep(name: str, setup: Setup, configs: list[tuple[int, ...]]) -> list[dict]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", default="P8x4-512-K32-W256D12,P8x4-512-K64-W256D12,W256D88")
+    ap.add_argument("--variants", default="P8x4-512-K128-W256D12-M128,P8x4-512-K64-W256D12,W256D88")
     ap.add_argument("--size", type=int, default=800)
     ap.add_argument("--json", default=None)
     ap.add_argument("--scene", default=None, help="trained scene: its feature box, occupancy (masks) and first "

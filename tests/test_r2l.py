@@ -108,7 +108,7 @@ def test_config_validation_and_names():
     with pytest.raises(ValueError):
         R2LMLPConfig.from_name("big")
     assert set(PRESETS) == {"tiny", "quick", "standard", "long", "paper"}
-    assert PRESETS["standard"].mlp.name == "P8x4-512-K64-W256D12" and PRESETS["standard"].time_budget_s <= 900
+    assert PRESETS["standard"].mlp.name == "P8x4-512-K128-W256D12-M128" and PRESETS["standard"].time_budget_s <= 900
     assert PRESETS["paper"].mlp.name == "W256D88" and PRESETS["paper"].steps == 1_600_000
     assert PRESETS["paper"].pseudo_source == "pool" and PRESETS["standard"].pseudo_source == "online"
     for name, cfg in VARIANTS.items():
@@ -571,3 +571,10 @@ def test_a_masked_student_distils_saves_and_renders(tiny_teacher_scene, procedur
     assert b.config.mask_resolution == 32 and torch.equal(b.net.mask, mask)
     out = b.render(_request(16)).rgb
     assert torch.isfinite(out).all()
+    # a scene without an occupancy grid: the same network without the mask, and a note saying so
+    bare = Scene.load(copy_scene(tiny_teacher_scene, tmp_path / "bare"))
+    bare.occupancy = None
+    bare.save_manifest()
+    job = R2LDistillJob(Scene.load(bare.root), load_dataset(procedural_dataset), cfg, torch.device("cpu"))
+    assert job.config.mlp == R2LMLPConfig.from_name("P8x4-128-K32-W128D8") and job.student.config.mask_resolution == 0
+    assert any("no occupancy grid" in n and "distilling P8x4-128-K32-W128D8" in n for n in job.notes), job.notes

@@ -394,14 +394,17 @@ class FusedR2LPlanes:
 
     SUPPORTED_WIDTHS = (64, 128, 256)
 
-    def __init__(self, net: R2LMLP, near: float, far: float, block_m: int = 64, num_warps: int | None = None,
-                 num_stages: int = 1):
+    def __init__(self, net: R2LMLP, near: float, far: float, block_m: int | None = None,
+                 num_warps: int | None = None, num_stages: int = 1):
         if not can_run_kernels():
             raise RuntimeError("the fused R2L kernel needs CUDA (or TRITON_INTERPRET=1 for testing on CPU)")
         cfg = net.config
         if not self.supports(cfg):
             raise ValueError(f"fused planes R2L kernel does not support {cfg.name}")
-        num_warps = num_warps or (8 if cfg.width >= 256 else 4)  # 4 accumulator chunks of BM x W/4 in registers
+        # W256: 128 rays x 8 warps, 1.9-2.1x faster than 64 x 8 for K64 and K128 on an H200 (800x800,
+        # benchmarks/r2l_render.py --sweep; docs/benchmarks.md); 4 accumulator chunks of BM x W/4 in registers
+        block_m = block_m or (128 if cfg.width >= 256 else 64)
+        num_warps = num_warps or (8 if cfg.width >= 256 else 4)
         _fused_kernel()  # binds _chunk_dot
         self.kernel = _planes_kernel()
         dev = net.head.weight.device
