@@ -455,7 +455,7 @@ PLANES_CHECK = """
 import os, torch
 os.environ["TRITON_INTERPRET"] = "1"
 from models.fields.feature_planes import FeaturePlanes, planes_kernel_error
-from models.fields.r2l_mlp import R2LMLP, R2LMLPConfig
+from models.fields.r2l_mlp import R2LMLP, R2LMLPConfig, box_segments
 from models.backends.r2l import FusedR2LPlanes
 torch.manual_seed(0)
 # gather kernels: values and table gradients against grid_sample, points in and outside the box
@@ -468,12 +468,17 @@ for cfg in [R2LMLPConfig(64, 4, n_points=4, encoding="planes", plane_channels=8,
             R2LMLPConfig(64, 2, n_points=3, encoding="planes", plane_channels=16, plane_resolutions=(5,),
                          ray_freqs=2),
             R2LMLPConfig(64, 2, n_points=6, encoding="planes", plane_channels=8, plane_resolutions=(8, 16),
-                         mask_resolution=4)]:
+                         mask_resolution=4),
+            R2LMLPConfig(64, 2, n_points=12, encoding="planes", plane_channels=8, plane_resolutions=(8, 16),
+                         mask_resolution=8)]:
     net = R2LMLP(cfg)
     net.set_box(torch.tensor([[-1.0, -0.8, -0.5], [1.0, 0.9, 1.2]]))
-    if cfg.mask_resolution:  # half the cells empty, in a pattern that every ray crosses
+    if cfg.mask_resolution == 4:  # half the cells empty, in a pattern that every ray crosses
         idx = torch.arange(4)
         net.mask.copy_(((idx[:, None, None] + idx[None, :, None] + idx[None, None, :]) % 2).to(torch.uint8))
+    if cfg.mask_resolution == 8:  # one kept cell: most points are empty on every ray of a tile and skipped
+        net.mask.zero_()
+        net.mask[3:5, 3:5, 4] = 1
     with torch.no_grad():
         for p in net.parameters(): p.mul_(2.0)
     o = torch.randn(150, 3) + torch.tensor([0, 0, 4.0]); d = torch.randn(150, 3) * 0.3; d[:, 2] = -1
@@ -483,6 +488,13 @@ for cfg in [R2LMLPConfig(64, 4, n_points=4, encoding="planes", plane_channels=8,
         got = FusedR2LPlanes(net, 2.0, 6.0, block_m=32, num_warps=4)(o, d)
     err = float((got - ref).abs().max())
     assert err < 5e-3, (cfg.name, err)
+    if cfg.mask_resolution == 8:  # the kernel skipped some (tile, point) pairs and computed others
+        t0, t1 = box_segments(o, d, near, far, net.box)
+        t = t0[:, None] + (t1 - t0)[:, None] * torch.linspace(0, 1, cfg.n_points)
+        x = (o[:, None] + t[..., None] * d[:, None] - net.box.mean(0)) / (0.5 * (net.box[1] - net.box[0]))
+        keep = net.mask_at(x.reshape(-1, 3)).reshape(150, cfg.n_points)
+        live = torch.nn.functional.pad(keep, (0, 0, 0, 10)).reshape(5, 32, cfg.n_points).any(1)
+        assert live.any() and (~live).any(), live
 print("ok")
 """
 

@@ -389,7 +389,8 @@ class FusedR2LPlanes:
     fp16 channels, 16-byte loads), multiplies the planes, and accumulates the head layer group by group as tensor-core products;
     then the ray's encoded Pluecker coordinates, the residual blocks and the tail, as in
     ``FusedR2L``. Reads 24 bytes of ray and writes 12 bytes of colour per ray; the planes
-    (fp16) and weights stream from L2.
+    (fp16) and weights stream from L2. With an occupancy mask, a point that lies in empty cells on
+    every ray of the tile is skipped: no lookups and no head products (its features are zero).
     """
 
     SUPPORTED_WIDTHS = (64, 128, 256)
@@ -586,17 +587,23 @@ def _planes_kernel():
                 inside = (mi >= 0) & (mi < MR) & (mj >= 0) & (mj < MR) & (mk >= 0) & (mk < MR) & rmask
                 kept = tl.load(mask_ptr + (mi * MR + mj) * MR + mk, mask=inside, other=0)
                 pmask = inside & (kept != 0)
+                # a point that is empty on every ray of the tile adds nothing to the head: skip its
+                # lookups and its head products (tiles are runs of neighbouring pixels, so whole
+                # tiles see the same empty space)
+                live = tl.max(pmask.to(tl.int32), axis=0) > 0
             else:
                 pmask = rmask
-            for g in tl.static_range(LC // 16):
-                if CH == 16:
-                    f = _level_features(table, res_ptr, off_ptr, g, px, py, pz, pmask, ch, CH)
-                else:
-                    fa = _level_features(table, res_ptr, off_ptr, 2 * g, px, py, pz, pmask, ch, CH)
-                    fb = _level_features(table, res_ptr, off_ptr, 2 * g + 1, px, py, pz, pmask, ch, CH)
-                    f = tl.reshape(tl.join(fa, fb), (BM, 16))
-                h0, h1, h2, h3 = _head_chunks(h0, h1, h2, h3, f.to(tl.float16), wf_ptr + (k * LC + g * 16) * W,
-                                              W, C)
+                live = True
+            if live:
+                for g in tl.static_range(LC // 16):
+                    if CH == 16:
+                        f = _level_features(table, res_ptr, off_ptr, g, px, py, pz, pmask, ch, CH)
+                    else:
+                        fa = _level_features(table, res_ptr, off_ptr, 2 * g, px, py, pz, pmask, ch, CH)
+                        fb = _level_features(table, res_ptr, off_ptr, 2 * g + 1, px, py, pz, pmask, ch, CH)
+                        f = tl.reshape(tl.join(fa, fb), (BM, 16))
+                    h0, h1, h2, h3 = _head_chunks(h0, h1, h2, h3, f.to(tl.float16),
+                                                  wf_ptr + (k * LC + g * 16) * W, W, C)
         # ---- the ray's encoded Pluecker coordinates: [v (6), sin(2^0 v), cos(2^0 v), ...], padded to 64
         nx, ny, nz = dx / hx, dy / hy, dz / hz
         inv = 1.0 / tl.maximum(tl.sqrt(nx * nx + ny * ny + nz * nz), 1e-12)
