@@ -12,7 +12,8 @@
 #
 # WORK is a scratch folder (the queue copies the repository there, so later edits of the checkout
 # never change the code under running jobs); DATA the dataset folder. Environment:
-#   STAGES       stages to run, in order (default: env smoke step teacher export teval r2l reval w256);
+#   STAGES       stages to run, in order (default: env smoke step teacher export teval r2l reval w256; also
+#                kilonerf: KiloNeRF from the same teacher, and bench: every backend of the scene in one table);
 #                stage export writes the teacher as float16 (main.py export) to WORK/teacher_export, which
 #                `wait` packs into OUT/teacher.tgz, so a later run can start from it (TEACHER=DIR
 #                copies DIR to the scene instead of training, then skips stage teacher)
@@ -115,6 +116,20 @@ run_reval() {
     --json "$W/reval/eval_r2l.json" | tail -n 3
   $PY main.py bench "$S" --backends r2l --size "$BIG" --precision fp16 --device "$DEVICE" --views 1 \
     --out "$W/reval/bench" --quiet
+}
+
+run_kilonerf() {  # KiloNeRF distilled from the same teacher, and its test-view quality
+  local t0=$(date +%s)
+  $PY main.py distill "$S" --backend kilonerf --preset "${KILONERF_PRESET:-standard}" --device "$DEVICE" --restart \
+    --quiet --events "$W/kilonerf/events.jsonl"
+  echo "distill wall seconds (process start to exit): $(( $(date +%s) - t0 ))"
+  $PY main.py eval "$S" --backend kilonerf --split test --precision fp16 --device "$DEVICE" --quiet \
+    --json "$W/kilonerf/eval_kilonerf.json" | tail -n 3
+}
+
+run_bench() {  # every trained backend of the scene at BIG x BIG: one table (quality on the test views)
+  $PY main.py bench "$S" --backends all --size "$BIG" --precision fp16 --device "$DEVICE" \
+    ${BENCH_VIEWS:+--views "$BENCH_VIEWS"} --out "$W/bench/out" --quiet
 }
 
 run_w256() {
