@@ -13,8 +13,9 @@ Scheduling (see ../shared/ARCHITECTURE.md, "Threading in the viewer"):
 - When no new job has arrived for ``refine_delay_ms`` (200 ms), the view is refined to full
   resolution coarse-to-fine: resolution doubles per level, each level rendered in row strips of
   about ``strip_ms`` of work drawn over the previous level, each strip emitted, every strip
-  abortable by the next move. After the full-resolution level the worker does nothing until
-  the next job (idle CPU/GPU).
+  abortable by the next move (the schedule is ``viewer.refinement.refine_frames``, a Qt-free
+  generator). After the full-resolution level the worker does nothing until the next job
+  (idle CPU/GPU).
 - Offline jobs (screenshots, videos) run on the same thread and are not aborted by camera
   moves; they have their own cancel flag.
 - Backends are created and loaded here too (``load_backend``), and stay loaded, so switching
@@ -33,8 +34,8 @@ import math
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal, pyqtSlot
@@ -42,6 +43,7 @@ from PyQt6.QtCore import QObject, QTimer, pyqtSignal, pyqtSlot
 from models import devices
 from models.backends import registry
 from models.backends.base import BackendUnavailable, RenderAborted, RendererBackend, RenderRequest
+from viewer.refinement import SideStats, crop_rows, refine_frames  # noqa: F401 - crop_rows: part of this module's API
 
 MODES = ("rgb", "depth", "acc")
 """Display modes: colour, colour-mapped depth, opacity (accumulated alpha)."""
@@ -102,16 +104,6 @@ class DynamicResolution:
 
 
 # -------------------------------------------------------------------------------- messages
-@dataclass(frozen=True)
-class SideStats:
-    """Timing and cost of one backend's share of a frame."""
-
-    render_ms: float
-    """Time in backend.render (summed over the strips of a refinement level)."""
-    samples_per_ray: float
-    flops_per_ray: float
-
-
 @dataclass(frozen=True)
 class ViewJob:
     """What the GUI wants on screen: a full-resolution request, backends and a display mode."""
@@ -219,11 +211,6 @@ def depth_range(depth: np.ndarray) -> tuple[float, float]:
         return 0.0, 1.0
     lo, hi = np.percentile(d, [2, 98])
     return float(lo), float(max(hi, lo + 1e-6))
-
-
-def crop_rows(request: RenderRequest, y0: int, y1: int) -> RenderRequest:
-    """The rows y0..y1 of a request as a request of their own (principal point shifted)."""
-    return replace(request, height=y1 - y0, cy=request.cy - y0)
 
 
 def to_display(result, mode: str) -> np.ndarray:
@@ -512,12 +499,10 @@ class RenderWorker(QObject):
 
     @pyqtSlot()
     def _refine(self) -> None:
-        """Coarse-to-fine full-resolution render of the last job, strip by strip, abortable."""
+        """Coarse-to-fine full-resolution render of the last job (``refine_frames``): every strip
+        is emitted as a frame, a newer view or an offline job aborts it between strips."""
         with self._lock:
-            if self._pending is not None or self._offline:
-                busy = True
-            else:
-                busy = False
+            busy = self._pending is not None or bool(self._offline)
             generation = self._generation
         if busy:
             self._process()
@@ -526,70 +511,29 @@ class RenderWorker(QObject):
         if job is None or last is None or last.final or last.request != job.request:
             return
         full = job.request
-        base = np.stack(last.images) if len(last.images) > 1 else last.images[0][None]
-        scale = last.width / full.width
-        ms_per_pixel = last.frame_ms / max(last.width * last.height, 1)
-        t_start = time.perf_counter()
-        render_ms = 0.0
-        spr = last.samples_per_ray
-        levels = []
-        while scale < 1.0:
-            scale = min(1.0, scale * 2.0)
-            levels.append(scale)
-        if not levels:  # interrupted within the full-resolution level: its rows are partly upsampled
-            levels.append(1.0)
-        sizes = [(full.width, full.height) if s >= 1.0 else (max(1, round(full.width * s)), max(1, round(full.height * s)))
-                 for s in levels]
-        total_pixels = sum(w * h for w, h in sizes)
-        done_pixels = 0
-        for li, (w, h) in enumerate(sizes):
-            req = replace(full, outputs=output_kinds(job.mode)).scaled(w, h)
-            # start from the previous level, nearest-upsampled; strips overwrite it
-            ys = (np.arange(h) * base.shape[1] // h).clip(0, base.shape[1] - 1)
-            xs = (np.arange(w) * base.shape[2] // w).clip(0, base.shape[2] - 1)
-            canvas = base[:, ys][:, :, xs].copy()
-            level_ms = [0.0] * len(job.backends)
-            level_cost = [(0.0, 0.0)] * len(job.backends)  # samples and FLOPs summed over the level's rays
-            rows = max(1, int(self.strip_ms / max(ms_per_pixel * w, 1e-6)))
-            y0 = 0
-            while y0 < h:
-                y1 = min(h, y0 + rows)
-                try:
-                    images, ms, spr, stats = self._render_all(job.backends, crop_rows(req, y0, y1), job.mode,
-                                                              lambda: self._aborted(generation))
-                except RenderAborted:
-                    self._process()
-                    return
-                except Exception as e:  # noqa: BLE001
-                    self._report(job.backends, e)
-                    return
-                render_ms += ms
-                level_ms = [t + s.render_ms for t, s in zip(level_ms, stats)]
-                rays = w * (y1 - y0)
-                level_cost = [(c[0] + s.samples_per_ray * rays, c[1] + s.flops_per_ray * rays)
-                              for c, s in zip(level_cost, stats)]
-                ms_per_pixel = 0.5 * ms_per_pixel + 0.5 * ms / max(w * (y1 - y0), 1)
-                for i, im in enumerate(images):
-                    canvas[i, y0:y1] = im
-                done_pixels += w * (y1 - y0)
-                y0 = y1
-                done_level = y0 >= h
-                final = done_level and li == len(levels) - 1
-                imgs = [canvas[i].copy() for i in range(canvas.shape[0])]  # canvas keeps changing
-                self._emit(Frame(imgs, job.mode, w, h, full.width, full.height, job.backends, render_ms,
-                                 # samples/ray over the rows done so far, not the last strip's
-                                 (time.perf_counter() - t_start) * 1000.0,
-                                 max(c[0] for c in level_cost) / max(w * y0, 1),
-                                 value_range=self._range(imgs, job.mode) if done_level else last.value_range,
-                                 final=final, refining=True, progress=done_pixels / max(total_pixels, 1),
-                                 serial=job.serial, request=full,
-                                 side_stats=tuple(SideStats(t, c[0] / (w * y0), c[1] / (w * y0))
-                                                  for t, c in zip(level_ms, level_cost))))
-                if self._aborted(generation):
-                    self._process()
-                    return
-            base = canvas
-        self.idle.emit()
+
+        def render_strip(request, should_abort):
+            images, _, _, stats = self._render_all(job.backends, request, job.mode, should_abort)
+            return images, stats
+
+        steps = refine_frames(render_strip, replace(full, outputs=output_kinds(job.mode)), last.images,
+                              last.frame_ms, self.strip_ms, lambda: self._aborted(generation))
+        step = None
+        try:
+            for step in steps:
+                self._emit(Frame(step.images, job.mode, step.width, step.height, full.width, full.height,
+                                 job.backends, step.render_ms, step.elapsed_ms, step.samples_per_ray,
+                                 value_range=self._range(step.images, job.mode) if step.level_done
+                                 else last.value_range,
+                                 final=step.final, refining=True, progress=step.progress, serial=job.serial,
+                                 request=full, side_stats=step.side_stats))
+        except Exception as e:  # noqa: BLE001 - any backend failure becomes a message, never a crash
+            self._report(job.backends, e)
+            return
+        if step is not None and step.final and not self._aborted(generation):
+            self.idle.emit()
+        else:  # aborted: a newer view or an offline job is waiting
+            self._process()
 
     @pyqtSlot(object, str)
     def _load_backend(self, scene, name: str) -> None:
@@ -710,7 +654,7 @@ class RenderWorker(QObject):
         if writer is not None:
             try:
                 writer.close()
-            except Exception:  # noqa: BLE001 - already failing; the partial file is removed below
+            except Exception:  # noqa: BLE001, S110 - already failing; the partial file is removed below
                 pass
         if os.path.exists(path):
             os.remove(path)
