@@ -119,6 +119,9 @@ def cli_values(c: Corpus, data: Path, scene: Path) -> None:
                  ["render", scene, "--out", c.work / "o.gif", "--views", "99"],
                  ["render", scene, "--out", c.work / "o.gif", "--views", "a,b"],
                  ["bench", scene, "--repeats", "0"], ["bench", scene, "--views", "0"],
+                 ["eval", scene, "--accel", "kilonerf=cuda"], ["eval", scene, "--accel", "nerf=fused"],
+                 ["eval", scene, "--accel", "nonsense=torch"], ["bench", scene, "--accel", "torch"],
+                 ["render", scene, "--out", c.work / "o.gif", "--accel", "r2l=fused,r2l=torch"],
                  ["make-scene", c.work / "m", "--size", "-1"], ["make-scene", c.work / "m", "--size", "100000"],
                  ["export", scene, "--out", c.work / "e", "--backends", "nonsense"],
                  ["nonsense-command"]):

@@ -104,8 +104,13 @@ def run_bench(
     on_fraction: Callable[[float], None] = lambda f: None,
     should_cancel: Callable[[], bool] = lambda: False,
     warmup: int = 2,
+    accel: dict[str, str] | None = None,
 ) -> dict:
     """Benchmark ``backend_names`` on the scene's test split; returns the report dict.
+
+    ``accel``: backend name -> execution path it is created with (others: "auto"; not used with
+    ``load``, which creates the backends itself). Each row records the path asked for (``accel``)
+    and the one that rendered (``path``).
 
     ``on_fraction`` gets the fraction of renders done (0..1) after each render;
     ``should_cancel`` is polled between renders and raises BenchCancelled.
@@ -132,7 +137,7 @@ def run_bench(
         if should_cancel():
             raise BenchCancelled("benchmark cancelled")
         on_progress(f"loading {name}")
-        backend = load(name) if load else load_backend(scene, name, device)
+        backend = load(name) if load else load_backend(scene, name, device, (accel or {}).get(name, "auto"))
         on_progress(f"{name}: quality on {n_quality} test views")
         q = evaluate(backend, split, data.near, data.far, data.background, None, views, precision, on_view=step)
         on_progress(f"{name}: timing at {size or 'native'} px")
@@ -140,7 +145,8 @@ def run_bench(
                          on_frame=step)
         rows.append({"backend": name, "label": type(backend).label, "psnr": q["psnr"], "ssim": q["ssim"],
                      "quality_views": q["n_views"], "quality_size": f"{q['width']}x{q['height']}",
-                     "params": backend.parameter_count(), **t})
+                     "params": backend.parameter_count(), "accel": backend.accel, "path": backend.active_path(),
+                     **t})
         del backend
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -229,6 +229,11 @@ def backends_arg(scene, value: str) -> list[str]:
     return names
 
 
+def accel_for(a, name: str) -> str:
+    """The execution path ``--accel`` asks of backend ``name`` ("auto" where it names none)."""
+    return (getattr(a, "accel", None) or {}).get(name, "auto")
+
+
 def cmd_eval(a) -> int:
     from tqdm import tqdm
 
@@ -246,13 +251,15 @@ def cmd_eval(a) -> int:
     from models.backends.registry import load_backend
 
     for name in backends_arg(scene, a.backend):
-        backend = load_backend(scene, name, device)
+        backend = load_backend(scene, name, device, accel_for(a, name))
         n = len(split) if a.max_views is None else min(a.max_views, len(split))
         with tqdm(total=n, desc=f"eval {name}", unit="view", disable=a.quiet) as bar:
             res = evaluate(backend, split, data.near, data.far, data.background, a.size, a.max_views, a.precision,
                            on_view=lambda i, n, row: bar.update(1))
+        res["accel"], res["path"] = backend.accel, backend.active_path()
         report["backends"][name] = res
-        print(f"\n{name}: {res['n_views']} {a.split} views at {res['width']}x{res['height']}")
+        print(f"\n{name}: {res['n_views']} {a.split} views at {res['width']}x{res['height']}, "
+              f"execution path {res['path']}")
         print(f"{'view':<24}{'PSNR':>8}{'SSIM':>8}{'ms':>10}")
         for v in res["views"]:
             print(f"{v['name']:<24}{v['psnr']:8.2f}{v['ssim']:8.4f}{v['ms']:10.1f}")
@@ -283,7 +290,7 @@ def cmd_render(a) -> int:
     scene = Scene.load(Path(a.scene))
     from models.backends.registry import load_backend
 
-    backend = load_backend(scene, a.backend, device)
+    backend = load_backend(scene, a.backend, device, accel_for(a, a.backend))
     cams: list[Camera]
     if a.path == "test":
         cams = scene.camera_list("test") or scene.camera_list("train")
@@ -413,7 +420,8 @@ def cmd_bench(a) -> int:
     if a.out and Path(a.out).exists() and not Path(a.out).is_dir():
         raise ValueError(f"--out {a.out}: is a file; bench writes a folder of tables and a plot")
     report = run_bench(scene, data, names, device, a.size, Path(a.out) if a.out else None, a.views, a.timing_views,
-                       a.repeats, a.precision, on_progress=lambda m: None if a.quiet else print(m, file=sys.stderr))
+                       a.repeats, a.precision, accel=a.accel,
+                       on_progress=lambda m: None if a.quiet else print(m, file=sys.stderr))
     print(markdown_table(report))
     if a.out:
         print(f"wrote bench.md, bench.csv, bench.json and bench.png to {a.out}")
@@ -503,6 +511,16 @@ def device_name(text: str) -> str:
     return text
 
 
+def accel_paths(text: str) -> dict[str, str]:
+    """An argparse type: BACKEND=PATH[,BACKEND=PATH], each path one of that backend's ``ACCEL_CHOICES``."""
+    from models.backends.registry import parse_accel
+
+    try:
+        return parse_accel(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 POSITIVE = int_at_least(1)
 IMAGE_SIZE = int_at_least(1, 16384)
 
@@ -515,6 +533,15 @@ def add_set(p: argparse.ArgumentParser) -> None:
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, type=device_name, help="cuda, mps or cpu (default: best available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_accel(p: argparse.ArgumentParser) -> None:
+    from models.backends.registry import BACKENDS
+
+    paths = "; ".join(f"{n}: {'|'.join(cls.ACCEL_CHOICES)}" for n, cls in BACKENDS.items())
+    p.add_argument("--accel", type=accel_paths, default=None, metavar="BACKEND=PATH[,BACKEND=PATH]",
+                   help=f"execution path of a backend on CUDA, e.g. kilonerf=torch,r2l=fused ({paths}; default "
+                   "auto: the fastest that works; backends this command does not render are ignored)")
 
 
 def add_data_mismatch(p: argparse.ArgumentParser) -> None:
@@ -598,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=IMAGE_SIZE, default=None, help="render with the longest side this many pixels")
     p.add_argument("--max-views", type=POSITIVE, default=None)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
+    add_accel(p)
     p.add_argument("--data", default=None, help="dataset folder (default: the one in scene.json)")
     add_common(p)
     add_data_mismatch(p)
@@ -614,6 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "opacity colour-mapped)")
     p.add_argument("--fps", type=int_at_least(1, 240), default=30)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
+    add_accel(p)
     add_common(p)
 
     p = sub.add_parser("export", help="copy a scene without checkpoints, weights as float16 (for sharing)")
@@ -635,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-views", type=POSITIVE, default=5, help="test cameras timed")
     p.add_argument("--repeats", type=POSITIVE, default=3, help="timed renders of each timing camera")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
+    add_accel(p)
     p.add_argument("--data", default=None, help="dataset folder (default: the one in scene.json)")
     add_common(p)
     add_data_mismatch(p)

@@ -59,6 +59,7 @@ def test_bench_command_writes_reports_that_parse(bench_scene, tmp_path, capsys):
     assert row["ms_p95"] >= row["ms_median"] > 0 and row["fps"] == pytest.approx(1000 / row["ms_median"])
     assert row["speedup_vs_nerf"] == pytest.approx(1.0)
     assert row["params"] == _nerf(Scene.load(bench_scene)).parameter_count()
+    assert (row["accel"], row["path"]) == ("auto", "torch-fp32")  # no --accel: the default path, on the CPU
 
     # quality columns are eval's numbers for the same views
     scene = Scene.load(bench_scene)

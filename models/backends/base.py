@@ -104,11 +104,24 @@ class RendererBackend(abc.ABC):
     """Display name, e.g. "NeRF"."""
     supported_outputs: ClassVar[frozenset[str]] = OUTPUT_KINDS
     """Which of rgb/depth/acc this backend can produce."""
+    ACCEL_CHOICES: ClassVar[tuple[str, ...]] = ("auto",)
+    """Execution paths this backend can be asked for (``accel``); "auto" picks the fastest one that
+    works on the device. A backend that lists more than "auto" takes ``accel=`` in its constructor."""
 
-    def __init__(self, device: torch.device | str | None = None):
+    def __init__(self, device: torch.device | str | None = None, accel: str = "auto"):
         self.device = devices.resolve_device(device if device is None else str(device))
         self.ndc: dict | None = None
         self.chunk_override: int | None = None
+        self.accel = self.check_accel(accel)
+        """The execution path asked for, one of ``ACCEL_CHOICES`` (``active_path()`` says which one renders)."""
+
+    @classmethod
+    def check_accel(cls, accel: str) -> str:
+        """``accel`` if it is one of ``ACCEL_CHOICES``, else a ValueError naming the valid ones."""
+        if accel not in cls.ACCEL_CHOICES:
+            raise ValueError(f"{cls.name or cls.__name__} has no execution path {accel!r} "
+                             f"(choose from {', '.join(cls.ACCEL_CHOICES)})")
+        return accel
 
     # ----------------------------------------------------------------- what a backend implements
     @classmethod
@@ -181,6 +194,11 @@ class RendererBackend(abc.ABC):
         for m in self.modules():
             m.to(self.device)
         return self
+
+    def active_path(self) -> str:
+        """Which execution path renders a frame at the default precision: "torch-fp16" on CUDA,
+        "torch-fp32" elsewhere (backends with faster paths name theirs)."""
+        return "torch-fp16" if self.device.type == "cuda" else "torch-fp32"
 
     def parameter_count(self) -> int:
         return sum(p.numel() for m in self.modules() for p in m.parameters())

@@ -42,7 +42,6 @@ Two implementations of the pass loop give the same samples and images:
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -486,9 +485,6 @@ def marcher_disagreement(field: KiloNerfGrid, ess: EssGrid, config: KiloNerfRend
 
 
 # ------------------------------------------------------------------------------------- backend
-ACCEL_CHOICES = ("auto", "fused", "fused-net", "torch")
-
-
 def check_kilonerf_tensors(state: dict[str, torch.Tensor], fcfg: KiloNerfFieldConfig) -> None:
     """Refuse weights whose tables disagree with each other before anything is allocated from them:
     ``cell_to_net`` must name networks 0..M-1 (or -1 for an empty cell) where M is the number of
@@ -517,7 +513,8 @@ def check_kilonerf_tensors(state: dict[str, torch.Tensor], fcfg: KiloNerfFieldCo
 class KiloNerfBackend(RendererBackend):
     """Thousands of tiny MLPs with ESS + ERT (Reiser et al. 2021).
 
-    Execution on CUDA in fp16 (``accel``, or the environment variable ``NSV_KILONERF_ACCEL``):
+    Execution on CUDA in fp16 (the ``accel`` constructor argument, one of ``ACCEL_CHOICES``; from the
+    command line ``--accel kilonerf=PATH``):
 
     * ``"fused"`` / ``"auto"`` (default): the networks are evaluated by one Triton kernel per pass
       (``FusedKiloNerf``) and the passes run on the Triton marcher (``TritonMarcher``: march,
@@ -532,9 +529,10 @@ class KiloNerfBackend(RendererBackend):
 
     name = "kilonerf"
     label = "KiloNeRF"
+    ACCEL_CHOICES = ("auto", "fused", "fused-net", "torch")
 
-    def __init__(self, device=None, accel: str | None = None):
-        super().__init__(device)
+    def __init__(self, device=None, accel: str = "auto"):
+        super().__init__(device, accel)
         self.field: KiloNerfGrid | None = None
         self.ess: EssGrid | None = None
         self.render_config = KiloNerfRenderConfig()
@@ -542,10 +540,6 @@ class KiloNerfBackend(RendererBackend):
         self.last_passes = 0
         self.compile = False
         """Fuse the marching stages with torch.compile (experimental; the first frames compile)."""
-        self.accel = accel or os.environ.get("NSV_KILONERF_ACCEL", "auto")
-        """Execution on CUDA in fp16: auto | fused | fused-net | torch (see the class docstring)."""
-        if self.accel not in ACCEL_CHOICES:
-            raise ValueError(f"KiloNeRF accel must be one of {', '.join(ACCEL_CHOICES)}, got '{self.accel}'")
         self.accel_note = ""
         """Why the fused kernel is not used although asked for, if it is not (HUDs, benchmarks)."""
         self._fused: FusedKiloNerf | None = None

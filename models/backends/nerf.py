@@ -134,9 +134,11 @@ class NerfBackend(RendererBackend):
 
     name = "nerf"
     label = "NeRF"
+    ACCEL_CHOICES = ("auto", "torch")
+    """One execution path: PyTorch ops (fp16 autocast on CUDA, float32 elsewhere); "auto" is "torch"."""
 
-    def __init__(self, device=None, sampling: HierarchicalConfig = HierarchicalConfig()):
-        super().__init__(device)
+    def __init__(self, device=None, sampling: HierarchicalConfig = HierarchicalConfig(), accel: str = "auto"):
+        super().__init__(device, accel)
         self.sampling = sampling
         self.config = NerfMLPConfig()
         self.coarse = NerfMLP(self.config).to(self.device).eval()

@@ -2,8 +2,8 @@
 
 Rendering a chunk of rays = encode the rays (K points: positional encoding, or feature-plane
 lookups for the "planes" variants; float32) and run the residual MLP once. On CUDA the network runs in fp16 from a persistent half-precision copy of the
-weights; three execution paths are available (``R2LBackend.accel``, or the environment
-variable ``NSV_R2L_ACCEL``):
+weights; three execution paths are available (the ``accel`` constructor argument, one of
+``R2LBackend.ACCEL_CHOICES``; from the command line ``--accel r2l=PATH``):
 
 ``"fused"`` (default on CUDA when Triton is importable and the width is 64, 128 or 256)
     One Triton kernel per chunk: each program keeps a tile of rays on chip across *all* layers
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import warnings
 from typing import TYPE_CHECKING
 
@@ -45,26 +44,21 @@ from models.triton_support import bind_triton, can_run_kernels, cdiv
 if TYPE_CHECKING:
     from models.scene import Scene
 
-ACCEL_CHOICES = ("auto", "fused", "torch", "compile")
-
-
 class R2LBackend(RendererBackend):
     """The distilled R2L light field as a renderer."""
 
     name = "r2l"
     label = "R2L"
     supported_outputs = frozenset({"rgb"})
+    ACCEL_CHOICES = ("auto", "fused", "torch", "compile")
+    """Execution paths on CUDA (see the module docstring); "auto" is "fused" where it works."""
 
-    def __init__(self, device=None, config: R2LMLPConfig = R2LMLPConfig(), accel: str | None = None):
-        super().__init__(device)
+    def __init__(self, device=None, config: R2LMLPConfig = R2LMLPConfig(), accel: str = "auto"):
+        super().__init__(device, accel)
         self.config = config
         self.net = R2LMLP(config).to(self.device).eval()
         self.near, self.far = 2.0, 6.0
         """Sampling bounds the network was trained with (0, 1 for NDC scenes)."""
-        self.accel = accel or os.environ.get("NSV_R2L_ACCEL", "auto")
-        """Execution path on CUDA: auto | fused | torch | compile (see the module docstring)."""
-        if self.accel not in ACCEL_CHOICES:
-            raise ValueError(f"R2L accel must be one of {', '.join(ACCEL_CHOICES)}, got '{self.accel}'")
         self.accel_note = ""
         """Why the requested fast path is not used, if it is not (for HUDs and benchmarks)."""
         self._half: R2LMLP | None = None
