@@ -12,6 +12,11 @@ from PyQt6.QtWidgets import QButtonGroup, QGroupBox, QLabel, QRadioButton, QVBox
 from models.backends import registry
 
 
+def backend_label(name: str) -> str:
+    """The label a registered backend is shown by (its name when it has none)."""
+    return registry.BACKENDS[name].label or name
+
+
 class BackendSelector(QGroupBox):
     """Radio list of backends; emits ``selected(name)`` when the user picks an enabled one."""
 
@@ -57,7 +62,7 @@ class BackendSelector(QGroupBox):
         return list(self._buttons)
 
     def set_availability(self, name: str, available: bool, reason: str = "") -> None:
-        btn, note = self._buttons[name], self._notes[name]
+        btn = self._buttons[name]
         self.reasons[name] = "" if available else (reason or "unavailable")
         btn.setEnabled(available)
         btn.setToolTip("" if available else self.reasons[name])
