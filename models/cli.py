@@ -568,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, type=device_name, help="cuda, mps or cpu (default: best available)")
     p.add_argument("--quit-after", type=positive_seconds, default=None, help="close after this many seconds (smoke tests)")
     p.add_argument("--screenshot", default=None, help="with --quit-after: save the GL canvas to this PNG first")
+    add_accel(p)
 
     p = sub.add_parser("make-scene", help="write the project's procedural scene as a Blender-format dataset")
     p.add_argument("out")

@@ -224,3 +224,25 @@ def test_unloadable_backend_reports_why(qtbot, worker, tmp_path):
     worker.load_backend(scene, "nerf")
     qtbot.waitUntil(lambda: bool(failed), timeout=10_000)
     assert failed[0][0] == "nerf" and "nerf.safetensors" in failed[0][1]
+
+
+def test_backends_load_with_the_execution_path_asked_of_them(qtbot, worker, tiny_scene):
+    infos = {}
+    worker.backendLoaded.connect(lambda info: infos.setdefault(info.name, info))
+    worker.accel = {"nerf": "torch"}  # as `main.py view --accel nerf=torch` hands it to the window
+    worker.load_backend(tiny_scene, "nerf")
+    worker.load_backend(tiny_scene, "flat")
+    qtbot.waitUntil(lambda: {"nerf", "flat"} <= set(infos), timeout=20_000)
+    assert infos["nerf"].accel == "torch" and infos["flat"].accel == "auto"
+
+
+def test_view_rejects_a_bad_execution_path_in_one_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "main.py", "view", "--accel", "r2l=warp-drive"], cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip().startswith("error:") and "r2l" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr

@@ -66,7 +66,8 @@ class MainWindow(QMainWindow):
     viewRequested = pyqtSignal()
     """request_render ran (the view may have changed, or a snap kept the same pixels)."""
 
-    def __init__(self, settings: QSettings | None = None, device: str | None = None, parent=None):
+    def __init__(self, settings: QSettings | None = None, device: str | None = None, parent=None,
+                 accel: dict[str, str] | None = None):
         super().__init__(parent)
         self.settings = settings if settings is not None else QSettings("neural-scene-viewer", "viewer")
         self.setWindowTitle(APP_NAME)
@@ -85,7 +86,7 @@ class MainWindow(QMainWindow):
         # --- render thread
         self.render_thread = QThread(self)
         self.render_thread.setObjectName("render")
-        self.worker = RenderWorker(device, float(self.settings.value("target_fps", 30.0, type=float)))
+        self.worker = RenderWorker(device, float(self.settings.value("target_fps", 30.0, type=float)), accel)
         self.worker.moveToThread(self.render_thread)
         self.render_thread.start()
         self.worker.frameReady.connect(self._on_frame)

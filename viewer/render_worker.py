@@ -180,6 +180,8 @@ class BackendInfo:
     parameters: int
     supported_outputs: frozenset[str]
     load_ms: float
+    accel: str = "auto"
+    """The execution path asked of the backend ("auto": the fastest that works)."""
 
 
 @dataclass
@@ -254,9 +256,11 @@ class RenderWorker(QObject):
     _clear = pyqtSignal()
     _swap = pyqtSignal(str, object, object)
 
-    def __init__(self, device: str | None = None, target_fps: float = 30.0):
+    def __init__(self, device: str | None = None, target_fps: float = 30.0, accel: dict[str, str] | None = None):
         super().__init__()
         self.device = device
+        self.accel = dict(accel or {})
+        """Execution path per backend name (``main.py view --accel``; "auto" for the others)."""
         self.target_fps = target_fps
         self.dynamic = True
         """Dynamic resolution on; off: every interactive frame renders at full resolution."""
@@ -543,7 +547,7 @@ class RenderWorker(QObject):
             return
         t0 = time.perf_counter()
         try:
-            backend = registry.create(name, self.device)
+            backend = registry.create(name, self.device, self.accel.get(name, "auto"))
             backend.load(scene)
         except BackendUnavailable as e:
             self._failed[name] = str(e)
@@ -568,7 +572,7 @@ class RenderWorker(QObject):
     @staticmethod
     def _info(b: RendererBackend, load_ms: float) -> BackendInfo:
         return BackendInfo(b.name, b.label or b.name, devices.describe(b.device), b.parameter_count(),
-                           frozenset(b.supported_outputs), load_ms)
+                           frozenset(b.supported_outputs), load_ms, b.accel)
 
     @pyqtSlot()
     def _clear_backends(self) -> None:

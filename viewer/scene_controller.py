@@ -145,7 +145,8 @@ class SceneController(QObject):
     def _on_backend_loaded(self, info: BackendInfo) -> None:
         win = self.win
         win.infos[info.name] = info
-        win.backend_selector.set_note(info.name, f"{info.device} · {info.parameters / 1e6:.2f} M params")
+        path = "" if info.accel == "auto" else f" · {info.accel} path"
+        win.backend_selector.set_note(info.name, f"{info.device}{path} · {info.parameters / 1e6:.2f} M params")
         if info.name in (win.backend, win.compare_backend):
             win.sync_modes()
         win.update_hud()
