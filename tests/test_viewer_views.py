@@ -12,20 +12,26 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
-from PyQt6.QtCore import QSettings, Qt
-from viewer_fixtures import one_torch_thread, tiny_scene, viewer_backends  # noqa: F401 - fixtures
+from PyQt6.QtCore import Qt
+from viewer_fixtures import (  # noqa: F401 - fixtures
+    CANVAS_H,
+    CANVAS_W,
+    one_torch_thread,
+    tiny_scene,
+    viewer_backends,
+    window,
+)
 
 from models.backends.base import RenderRequest
-from models.cameras import look_at, pixel_rays
+from models.cameras import Camera, look_at, pixel_rays
 from viewer.camera import DatasetCamera, dataset_cameras
 from viewer.colormap import display_to_uint8
-from viewer.main_window import MainWindow
 from viewer.panels.overlays import format_value
 from viewer.panels.view_panel import parse_size
 from viewer.render_worker import depth_range
 from viewer.scene_guides import box_segments, frustum_segments, project_segments
 
-W, H = 64, 48
+W, H = CANVAS_W, CANVAS_H
 
 
 def _pose(eye) -> np.ndarray:
@@ -62,7 +68,7 @@ def test_box_and_frustum_segments():
     lengths = np.sort(np.linalg.norm(box[:, 1] - box[:, 0], axis=1))
     np.testing.assert_allclose(lengths, [2.0] * 4 + [4.0] * 4 + [6.0] * 4)  # axis-aligned edges
     c2w = _pose([0.0, -4.0, 1.0])
-    cam = DatasetCamera("train", "a", c2w, 40, 30, 30.0, 30.0, 20.0, 15.0)
+    cam = DatasetCamera("train", "a", Camera(torch.from_numpy(c2w), 40, 30, 30.0, 30.0, 20.0, 15.0))
     f = frustum_segments([cam], 0.5)
     assert f.shape == (1, 10, 2, 3)
     np.testing.assert_allclose(f[0, :4, 0], np.broadcast_to(c2w[:3, 3], (4, 3)))  # rays start at the eye
@@ -85,21 +91,6 @@ def test_screenshot_size_parsing():
 
 
 # ------------------------------------------------------------------------------- window
-@pytest.fixture
-def window(qtbot, tmp_path, tiny_scene, viewer_backends):  # noqa: F811
-    win = MainWindow(settings=QSettings(str(tmp_path / "viewer.ini"), QSettings.Format.IniFormat), device="cpu")
-    qtbot.addWidget(win)
-    win.worker.refine_delay_ms = 50
-    win.canvas.setFixedSize(W, H)
-    win.show()
-    qtbot.waitExposed(win)
-    win.activateWindow()  # window shortcuts (F, [ ]) need the active window
-    qtbot.waitUntil(win.isActiveWindow, timeout=5_000)
-    assert win.open_scene(tiny_scene.root)
-    yield win
-    win.close()
-
-
 def _wait_final(qtbot, win, timeout=30_000):
     def ok():
         f = win.last_frame
@@ -131,7 +122,7 @@ def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a - b).max(-1) > 8
 
 
-def test_guides_toggle_draws_the_frustums_and_box_but_not_into_screenshots(qtbot, window, tmp_path):
+def test_guides_toggle_draws_the_frustums_and_box_but_not_into_screenshots(qtbot, window, tmp_path):  # noqa: F811
     canvas = window.canvas
     assert not window.guides_action.isChecked() and not canvas.guides_drawn()  # off by default
     _wait_final(qtbot, window)
@@ -169,20 +160,23 @@ def test_guides_toggle_draws_the_frustums_and_box_but_not_into_screenshots(qtbot
     assert "dataset camera frustums" in window.help.text()
 
 
-def test_camera_list_snaps_the_view_to_the_clicked_camera(qtbot, window):
+def test_camera_list_snaps_the_view_to_the_clicked_camera(qtbot, window):  # noqa: F811
     cams = dataset_cameras(window.scene)
     lst = window.camera_box.cameras
     assert [lst.item(i).text() for i in range(lst.count())] == [c.label for c in cams]
     assert lst.item(0).text() == "test / v0" and lst.count() == 8
-    assert DatasetCamera("train", "train/r_3.png", np.eye(4), 8, 8, 8.0, 8.0, 4.0, 4.0).label == "train / r_3"
+    named = DatasetCamera("train", "train/r_3.png", Camera(torch.eye(4), 8, 8, 8.0, 8.0, 4.0, 4.0))
+    assert named.label == "train / r_3"
     item = lst.item(3)
     lst.scrollToItem(item)
     qtbot.mouseClick(lst.viewport(), Qt.MouseButton.LeftButton, pos=lst.visualItemRect(item).center())
     cam = window.camera
     assert cam.dataset_index == 3
-    np.testing.assert_allclose(cam.c2w(), cams[3].c2w, atol=1e-6)
-    assert cam.fov_deg == pytest.approx(math.degrees(2 * math.atan(0.5 * cams[3].height / cams[3].fy)))
-    np.testing.assert_allclose(np.asarray(window.current_request().c2w), cams[3].c2w, atol=1e-6)  # rendered from it
+    snapped = cams[3].camera
+    np.testing.assert_allclose(cam.c2w(), snapped.c2w.numpy(), atol=1e-6)
+    assert cam.fov_deg == pytest.approx(math.degrees(2 * math.atan(0.5 * snapped.height / snapped.fy)))
+    rendered = np.asarray(window.current_request().c2w)
+    np.testing.assert_allclose(rendered, snapped.c2w.numpy(), atol=1e-6)  # rendered from it
     assert window.camera_box.dataset.text() == "#4 of 8"
     assert window.canvas.guides_current == 3  # its frustum is the highlighted one
     qtbot.keyClick(window.canvas, Qt.Key.Key_BracketRight)  # the list follows [ ]
@@ -191,7 +185,7 @@ def test_camera_list_snaps_the_view_to_the_clicked_camera(qtbot, window):
     assert cam.dataset_index == -1 and not lst.selectedItems()
 
 
-def test_colour_bar_shows_the_range_of_the_frame(qtbot, window):
+def test_colour_bar_shows_the_range_of_the_frame(qtbot, window):  # noqa: F811
     bar = window.colour_bar
     _wait_final(qtbot, window)
     assert not bar.isVisible()  # RGB: no colour bar
@@ -219,7 +213,7 @@ def test_colour_bar_shows_the_range_of_the_frame(qtbot, window):
     assert not bar.isVisible()
 
 
-def test_render_resolution_and_screenshot_size(qtbot, window, tmp_path):
+def test_render_resolution_and_screenshot_size(qtbot, window, tmp_path):  # noqa: F811
     box = window.performance_box
     assert box.render_scale() == 1.0 and window.current_request().width == W
     box.scale.setCurrentIndex(box.scale.findData(0.5))  # what choosing "50% of window" does

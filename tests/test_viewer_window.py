@@ -9,31 +9,19 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
-from PyQt6.QtCore import QPoint, QSettings, Qt, QTimer
+from PyQt6.QtCore import QPoint, Qt, QTimer
+from viewer_fixtures import (  # noqa: F401 - fixtures
+    CANVAS_H,
+    CANVAS_W,
+    one_torch_thread,
+    tiny_scene,
+    viewer_backends,
+    window,
+)
 
-from viewer.main_window import MainWindow
 from viewer.panels.video_dialog import VideoSettings
-from viewer_fixtures import one_torch_thread, tiny_scene, viewer_backends  # noqa: F401 - fixtures
 
-W, H = 64, 48
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, tiny_scene, viewer_backends):  # noqa: F811
-    win = MainWindow(settings=QSettings(str(tmp_path / "viewer.ini"), QSettings.Format.IniFormat), device="cpu")
-    qtbot.addWidget(win)
-    win.worker.refine_delay_ms = 50
-    win.canvas.setFixedSize(W, H)
-    win.show()
-    qtbot.waitExposed(win)
-    win.activateWindow()  # window shortcuts (1/2/3, H, [ ]) need the active window
-    qtbot.waitUntil(win.isActiveWindow, timeout=5_000)
-    win.frames = []
-    win.worker.frameReady.connect(win.frames.append)
-    assert win.open_scene(tiny_scene.root)
-    yield win
-    win.close()
-    assert not win.render_thread.isRunning()
+W, H = CANVAS_W, CANVAS_H
 
 
 def _wait_final(qtbot, win, backend=None, timeout=30_000):
@@ -59,7 +47,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
-def test_drag_orbits_and_right_drag_pans(qtbot, window):
+def test_drag_orbits_and_right_drag_pans(qtbot, window):  # noqa: F811
     _wait_final(qtbot, window)
     cam = window.camera
     c2w, target = cam.c2w(), cam.target.copy()
@@ -82,7 +70,7 @@ def test_drag_orbits_and_right_drag_pans(qtbot, window):
     assert cam.distance == pytest.approx(d * 0.9)
 
 
-def test_fly_keys_and_snapping(qtbot, window):
+def test_fly_keys_and_snapping(qtbot, window):  # noqa: F811
     cam = window.camera
     window.canvas.setFocus()
     eye = cam.eye.copy()
@@ -98,7 +86,7 @@ def test_fly_keys_and_snapping(qtbot, window):
     assert cam.dataset_index == -1
 
 
-def test_number_keys_switch_backends_instantly(qtbot, window):
+def test_number_keys_switch_backends_instantly(qtbot, window):  # noqa: F811
     sel = window.backend_selector
     assert window.backend == "nerf"
     assert not sel.is_enabled("missing") and sel.reasons["missing"] == "not distilled yet"
@@ -128,7 +116,7 @@ def test_number_keys_switch_backends_instantly(qtbot, window):
     _wait_final(qtbot, window, "nerf")
 
 
-def test_grabbed_frame_matches_direct_backend_render(qtbot, window):
+def test_grabbed_frame_matches_direct_backend_render(qtbot, window):  # noqa: F811
     from models.backends.nerf import NerfBackend
 
     for mode in ("rgb", "acc"):
@@ -157,7 +145,7 @@ def test_grabbed_frame_matches_direct_backend_render(qtbot, window):
         assert psnr > 40.0, f"{mode}: PSNR {psnr:.1f} dB"
 
 
-def test_event_loop_serves_events_during_slow_renders(qtbot, window):
+def test_event_loop_serves_events_during_slow_renders(qtbot, window):  # noqa: F811
     import threading
 
     from viewer_fixtures import SlowBackend
@@ -196,7 +184,7 @@ def test_event_loop_serves_events_during_slow_renders(qtbot, window):
     assert SlowBackend.threads and threading.main_thread().ident not in SlowBackend.threads
 
 
-def test_screenshot_and_video_export(qtbot, window, tmp_path):
+def test_screenshot_and_video_export(qtbot, window, tmp_path):  # noqa: F811
     _wait_final(qtbot, window, "nerf")
     path = tmp_path / "shot.png"
     with qtbot.waitSignal(window.screenshotSaved, timeout=20_000):
@@ -230,7 +218,7 @@ def test_screenshot_and_video_export(qtbot, window, tmp_path):
     assert len(frames) == 3 and frames[0].shape[:2] == (16, 20)
 
 
-def test_video_export_can_be_cancelled(qtbot, window, tmp_path):
+def test_video_export_can_be_cancelled(qtbot, window, tmp_path):  # noqa: F811
     window.set_backend("slow")
     mp4 = tmp_path / "cancelled.mp4"
     with qtbot.waitSignal(window.worker.offlineProgress, timeout=20_000):
@@ -242,7 +230,7 @@ def test_video_export_can_be_cancelled(qtbot, window, tmp_path):
     assert window._progress is None
 
 
-def test_errors_are_shown_in_the_window(qtbot, window, tmp_path):
+def test_errors_are_shown_in_the_window(qtbot, window, tmp_path):  # noqa: F811
     assert not window.open_scene(tmp_path / "does-not-exist")
     assert window.banner.isVisible() and window.banner.kind == "error"
     assert "not found" in window.banner.text()
@@ -256,7 +244,7 @@ def test_errors_are_shown_in_the_window(qtbot, window, tmp_path):
     _wait_final(qtbot, window, "nerf")
 
 
-def test_hud_and_help_toggle(qtbot, window):
+def test_hud_and_help_toggle(qtbot, window):  # noqa: F811
     _wait_final(qtbot, window, "nerf")
     text = window.hud.text()
     for key in ("Backend", "NeRF", "FPS", "ms/frame", f"{W}x{H}", "Samples/ray", "Device", "cpu"):
@@ -294,7 +282,7 @@ def test_a_scene_opens_on_its_fastest_backend():
     assert opening_backend("nerf", None, []) is None
 
 
-def test_near_and_far_follow_the_zoom(qtbot, window):
+def test_near_and_far_follow_the_zoom(qtbot, window):  # noqa: F811
     centre = np.asarray(window.scene.aabb, dtype=np.float64).mean(0)
     before, d0 = window.current_request(), np.linalg.norm(window.camera.eye - centre)
     window.camera.dolly(-10)  # ten wheel notches out
@@ -304,7 +292,7 @@ def test_near_and_far_follow_the_zoom(qtbot, window):
     assert after.far - after.near == pytest.approx(before.far - before.near)  # the same slab of space
 
 
-def test_switching_backends_aborts_a_slow_frame_at_once(qtbot, window, viewer_backends, monkeypatch):
+def test_switching_backends_aborts_a_slow_frame_at_once(qtbot, window, viewer_backends, monkeypatch):  # noqa: F811
     monkeypatch.setattr(viewer_backends["slow"], "delay", 0.5)  # 12 chunks of 0.5 s: a 6 s frame
     window.worker.dynamic = False
     window.set_backend("slow")

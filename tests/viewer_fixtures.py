@@ -1,4 +1,5 @@
-"""Shared fixtures of the viewer tests: a tiny NeRF scene on disk and cheap test backends.
+"""Shared fixtures of the viewer tests: a tiny NeRF scene on disk, cheap test backends and the
+main window on that scene.
 
 The scene holds a small randomly initialised (seeded) NeRF (2 x 32 MLP, 16 + 16 samples per ray)
 so a 96x72 frame renders in well under a second on CPU; it does not need the training code.
@@ -19,6 +20,8 @@ from models.fields.nerf_mlp import NerfMLP, NerfMLPConfig
 from models.scene import Scene
 
 SCENE_W, SCENE_H = 64, 48
+CANVAS_W, CANVAS_H = 64, 48
+"""Canvas size of the ``window`` fixture (pixels)."""
 
 
 @pytest.fixture(autouse=True)
@@ -159,5 +162,33 @@ def viewer_backends(monkeypatch):
     return backends
 
 
-__all__ = ["make_tiny_scene", "tiny_scene", "viewer_backends", "FlatBackend", "SlowBackend", "FailingBackend",
-           "UnavailableBackend", "RenderAborted", "SCENE_W", "SCENE_H"]
+@pytest.fixture
+def window(qtbot, tmp_path, tiny_scene, viewer_backends):
+    """The real main window on ``tiny_scene`` with the test backends, shown and active, its canvas
+    CANVAS_W x CANVAS_H and refinement starting 50 ms after the camera stops. ``win.frames``
+    collects every frame the render worker delivers. Closing it must stop its render thread.
+
+    A module using it imports ``tiny_scene`` and ``viewer_backends`` too (pytest looks the
+    fixtures it depends on up in the test module)."""
+    from PyQt6.QtCore import QSettings
+
+    from viewer.main_window import MainWindow
+
+    win = MainWindow(settings=QSettings(str(tmp_path / "viewer.ini"), QSettings.Format.IniFormat), device="cpu")
+    qtbot.addWidget(win)
+    win.worker.refine_delay_ms = 50
+    win.canvas.setFixedSize(CANVAS_W, CANVAS_H)
+    win.show()
+    qtbot.waitExposed(win)
+    win.activateWindow()  # window shortcuts (1/2/3, F, H, [ ]) need the active window
+    qtbot.waitUntil(win.isActiveWindow, timeout=5_000)
+    win.frames = []
+    win.worker.frameReady.connect(win.frames.append)
+    assert win.open_scene(tiny_scene.root)
+    yield win
+    win.close()
+    assert not win.render_thread.isRunning()
+
+
+__all__ = ["CANVAS_H", "CANVAS_W", "SCENE_H", "SCENE_W", "FailingBackend", "FlatBackend", "RenderAborted",
+           "SlowBackend", "UnavailableBackend", "make_tiny_scene", "tiny_scene", "viewer_backends", "window"]

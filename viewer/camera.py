@@ -25,8 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyrr
+import torch
 
 from models.backends.base import RenderRequest
+from models.cameras import Camera
 
 MIN_POLE_ANGLE_DEG = 3.0
 """Orbit pitch stops this far from looking straight along the up axis."""
@@ -264,18 +266,14 @@ def ordered_splits(cameras: dict) -> list[str]:
 
 @dataclass(frozen=True)
 class DatasetCamera:
-    """One camera of a scene's dataset, as listed in its manifest (pixels, OpenGL c2w)."""
+    """One camera of a scene's dataset, as listed in its manifest: where it comes from plus the
+    pinhole camera itself."""
 
     split: str
     name: str
-    c2w: np.ndarray
-    """(4, 4) camera-to-world."""
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
+    """Image name recorded in scene.json (its index in the split when the manifest has none)."""
+    camera: Camera
+    """Intrinsics in pixels and the (4, 4) OpenGL c2w, a float64 CPU tensor."""
 
     @property
     def label(self) -> str:
@@ -287,7 +285,9 @@ class DatasetCamera:
         return f"{self.split} / {name}"
 
     def pose(self) -> CameraPose:
-        return CameraPose(self.c2w, math.degrees(2 * math.atan(0.5 * self.height / self.fy)))
+        """The camera's pose and vertical field of view (c2w as a float64 array sharing its memory)."""
+        cam = self.camera
+        return CameraPose(cam.c2w.numpy(), math.degrees(2 * math.atan(0.5 * cam.height / cam.fy)))
 
 
 def dataset_cameras(scene) -> list[DatasetCamera]:
@@ -299,9 +299,9 @@ def dataset_cameras(scene) -> list[DatasetCamera]:
             if c2w.shape == (3, 4):
                 c2w = np.vstack([c2w, [0, 0, 0, 1]])
             w, h = int(c["width"]), int(c["height"])
-            fx, fy = float(c["fx"]), float(c["fy"])
-            out.append(DatasetCamera(split, str(c.get("name", i)), c2w, w, h, fx, fy,
-                                     float(c.get("cx", w / 2.0)), float(c.get("cy", h / 2.0))))
+            cam = Camera(torch.from_numpy(c2w), w, h, float(c["fx"]), float(c["fy"]),
+                         float(c.get("cx", w / 2.0)), float(c.get("cy", h / 2.0)))
+            out.append(DatasetCamera(split, str(c.get("name", i)), cam))
     return out
 
 

@@ -47,7 +47,8 @@ def frustum_segments(cameras: list[DatasetCamera], depth: float) -> np.ndarray:
     (which way is up)."""
     if not cameras:
         return np.zeros((0, 10, 2, 3))
-    k = np.array([[c.width, c.height, c.fx, c.fy, c.cx, c.cy] for c in cameras], dtype=np.float64)
+    k = np.array([[c.camera.width, c.camera.height, c.camera.fx, c.camera.fy, c.camera.cx, c.camera.cy]
+                  for c in cameras], dtype=np.float64)
     w, h, fx, fy, cx, cy = (k[:, i:i + 1] for i in range(6))
     u = np.concatenate([np.zeros_like(w), w, w, np.zeros_like(w)], 1)   # corners: TL, TR, BR, BL
     v = np.concatenate([np.zeros_like(h), np.zeros_like(h), h, h], 1)
@@ -62,7 +63,7 @@ def frustum_segments(cameras: list[DatasetCamera], depth: float) -> np.ndarray:
     cam = np.concatenate([np.stack([origin, corners], 2),                 # (N, 4, 2, 3) rays
                           np.stack([corners, nxt], 2),                    # (N, 4, 2, 3) rectangle
                           np.stack([tri[:, :2], tri[:, 1:]], 2)], 1)      # (N, 2, 2, 3) up tick
-    c2w = np.stack([c.c2w for c in cameras])                               # (N, 4, 4)
+    c2w = np.stack([c.camera.c2w.numpy() for c in cameras])               # (N, 4, 4)
     return np.einsum("nij,nsej->nsei", c2w[:, :3, :3], cam) + c2w[:, None, None, :3, 3]
 
 
