@@ -6,6 +6,8 @@
     python main.py make-scene OUT       write the procedural dataset
     python main.py train DATA --out S   fit the NeRF teacher
     python main.py distill S --backend kilonerf|r2l
+    python main.py pipeline DATA --out S [--stages teacher,kilonerf,r2l]
+                                        teacher then students, resumable
     python main.py eval S [--backend all]
     python main.py render S --out FILE.mp4
     python main.py bench S [--backends all]

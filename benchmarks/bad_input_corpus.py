@@ -128,6 +128,24 @@ def cli_values(c: Corpus, data: Path, scene: Path) -> None:
         c.case(cls, " ".join(str(a).replace(str(c.work) + "/", "") for a in args), args, watch=[scene])
 
 
+def pipeline_values(c: Corpus, data: Path, scene: Path) -> None:
+    """``pipeline``'s stages and ``--set STAGE.KEY=VALUE``: refused before anything is written (no
+    new scene folder, the existing scene unchanged)."""
+    cls = "cli"
+    new = c.work / "p"
+    shutil.rmtree(new, ignore_errors=True)
+    for args in (["--stages", "nerf"], ["--stages", "r2l,teacher"], ["--stages", "teacher,teacher"],
+                 ["--stages", "kilonerf"], ["--set", "lr=1e-3"], ["--stages", "teacher", "--set", "r2l.lr=1e-3"],
+                 ["--set", "teacher.no_such_setting=1"], ["--set", "r2l.lr=fast"], ["--set", "kilonerf.steps=0"],
+                 ["--preset", "nonsense"]):
+        c.case(cls, "pipeline data --out p " + " ".join(args), ["pipeline", data, "--out", new, *args],
+               watch=[scene, new])
+    c.case(cls, "pipeline data --out scene --stages r2l --set r2l.lr=-1",
+           ["pipeline", data, "--out", scene, "--stages", "r2l", "--set", "r2l.lr=-1"], watch=[scene])
+    c.case("dataset", "pipeline: missing folder", ["pipeline", c.work / "nowhere", "--out", new, "--preset", "tiny"],
+           watch=[new])
+
+
 def datasets(c: Corpus, data: Path) -> None:
     cls = "dataset"
     c.case(cls, "missing folder", ["train", c.work / "nowhere", "--out", c.work / "t1", "--preset", "tiny"])
@@ -285,6 +303,7 @@ def main() -> int:
     c = Corpus(work)
     data, scene = build(c)
     cli_values(c, data, scene)
+    pipeline_values(c, data, scene)
     datasets(c, data)
     scenes(c, data, scene)
     outputs(c, scene)

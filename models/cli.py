@@ -1,4 +1,4 @@
-"""Headless commands behind ``main.py``: make-scene, train, distill, eval, render.
+"""Headless commands behind ``main.py``: make-scene, train, distill, pipeline, eval, render.
 
 Every command turns the project's own exceptions into one readable line (exit code 2); only
 genuine bugs produce tracebacks.
@@ -138,23 +138,28 @@ def dataset_options(a) -> dict:
     return opts
 
 
+def train_overrides(a) -> dict:
+    """The teacher-config overrides that ``train``'s options ask for (``stage_overrides``, as the
+    training dialog and ``pipeline`` build them)."""
+    from models.training.jobs import stage_overrides
+
+    return stage_overrides("teacher", a.preset, steps=a.steps, views=a.views, sparse_reg=a.sparse_reg,
+                           time_budget_s=a.time_budget, checkpoint_every_s=a.checkpoint_every,
+                           cuda_graph=getattr(a, "cuda_graph", False),
+                           samples_per_step=getattr(a, "samples_per_step", None), settings=a.set)
+
+
 def cmd_train(a) -> int:
     from models.data import load_dataset
-    from models.training.jobs import StageSpec, parse_settings, run_pipeline, stage_config, stage_overrides
+    from models.training.jobs import StageSpec, run_pipeline, stage_config
     from models.training.pipeline import open_training_scene
 
     stage_config("teacher", a.preset)  # an unknown preset is an error before anything starts
+    overrides = train_overrides(a)  # so are bad options: nothing is written before they are checked
     device = devices.resolve_device(a.device)
     opts = dataset_options(a)
     data = load_dataset(a.data, **opts)
     scene = open_training_scene(a.out, data, opts, a.data_mismatch_ok)
-    overrides = stage_overrides("teacher", a.preset, steps=a.steps, views=a.views, sparse_reg=a.sparse_reg,
-                                time_budget_s=a.time_budget, checkpoint_every_s=a.checkpoint_every)
-    overrides.update(parse_settings("teacher", a.preset, a.set))
-    if getattr(a, "cuda_graph", False):
-        overrides["cuda_graph"] = True
-    if getattr(a, "samples_per_step", None):
-        overrides["target_samples"] = a.samples_per_step
     progress = Progress(a.quiet, a.events)
     print(f"training NeRF teacher on {data.kind} dataset {data.root} ({len(data.splits['train'])} train views, "
           f"{data.splits['train'].width}x{data.splits['train'].height}) on {devices.describe(device)}; "
@@ -168,29 +173,13 @@ def cmd_train(a) -> int:
 
 
 def distill_overrides(a) -> dict:
-    """The stage-config overrides that ``distill``'s options ask for (validated here)."""
-    from models.training.jobs import parse_settings, stage_overrides
+    """The stage-config overrides that ``distill``'s options ask for (``stage_overrides``, as the
+    training dialog and ``pipeline`` build them; validated there)."""
+    from models.training.jobs import stage_overrides
 
-    overrides = stage_overrides(a.backend, a.preset, steps=a.steps, time_budget_s=a.time_budget,
-                                checkpoint_every_s=a.checkpoint_every)
-    overrides.update(parse_settings(a.backend, a.preset, a.set))
-    r2l_only = {"--variant": a.variant, "--pseudo": a.pseudo, "--teacher": a.teacher, "--batch-rays": a.batch_rays}
-    if a.backend != "r2l":
-        used = [k for k, v in r2l_only.items() if v is not None]
-        if used:
-            raise ValueError(f"{', '.join(used)} apply to --backend r2l only")
-        return overrides
-    if a.variant is not None:
-        from models.fields.r2l_mlp import R2LMLPConfig
-
-        overrides["mlp"] = R2LMLPConfig.from_name(a.variant)
-    if a.batch_rays is not None:
-        overrides["batch_rays"] = a.batch_rays
-    if a.pseudo is not None:
-        overrides["pseudo_source"] = a.pseudo
-    if a.teacher is not None:
-        overrides["pseudo_renderer"] = a.teacher
-    return overrides
+    return stage_overrides(a.backend, a.preset, steps=a.steps, time_budget_s=a.time_budget,
+                           checkpoint_every_s=a.checkpoint_every, variant=a.variant, batch_rays=a.batch_rays,
+                           pseudo=a.pseudo, pseudo_teacher=a.teacher, settings=a.set)
 
 
 def cmd_distill(a) -> int:
@@ -214,6 +203,64 @@ def cmd_distill(a) -> int:
         distributed.shutdown()
     if info.is_main:
         print(f"{a.backend} saved to {scene.root}" + (f" ({info.world} processes)" if info.enabled else ""))
+    return 0
+
+
+def pipeline_request(a):
+    """The ``TrainRequest`` that ``pipeline``'s options describe, checked (``check_request``)
+    before anything is loaded or written."""
+    from models.training.pipeline import TrainRequest, check_request, parse_stages, stage_settings
+
+    stages = parse_stages(a.stages)
+    request = TrainRequest(dataset=str(Path(a.data).expanduser().absolute()),
+                           output=str(Path(a.out).expanduser().absolute()), stages=stages, preset=a.preset,
+                           settings=stage_settings(a.set, stages), device=a.device or "auto",
+                           dataset_options=dataset_options(a), checkpoint_every_s=a.checkpoint_every,
+                           resume=not a.restart)
+    check_request(request)
+    return request
+
+
+def cmd_pipeline(a) -> int:
+    """Train the stages of a request in order, as the viewer's training dialog does; a rerun of the
+    same command skips the stages the scene's saved job completed and resumes the others from
+    their checkpoints. The first Ctrl-C stops at the next step with a checkpoint written there."""
+    import signal
+    import threading
+
+    from models.training.engine import JobCancelled, JobControl
+    from models.training.pipeline import run_training, stages_done
+
+    request = pipeline_request(a)
+    done = [] if a.restart else stages_done(request)
+    if done == request.stages:
+        print(f"{', '.join(done)} already trained in {request.output} by this pipeline with these settings; "
+              "nothing to resume (--restart trains again)")
+        return 0
+    control = JobControl()
+    progress = Progress(a.quiet, a.events)
+
+    def stop(signum, frame):
+        if control.cancelled:
+            raise KeyboardInterrupt
+        control.cancel()
+        progress.write("stopping after this step with a checkpoint (Ctrl-C again to stop at once)")
+
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, stop) if on_main_thread else None
+    try:
+        run_training(request, progress, control, done=done, allow_mismatch=a.data_mismatch_ok)
+        cancelled = False
+    except JobCancelled:
+        cancelled = True
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGINT, previous)
+        progress.close()
+    if cancelled:
+        print("interrupted (run the same command to resume from the last checkpoint)", file=sys.stderr)
+        return 130
+    print(f"{', '.join(s for s in request.stages if s not in done)} saved to {request.output}")
     return 0
 
 
@@ -557,7 +604,7 @@ def add_events(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from models.training.jobs import DISTILL_STAGES
+    from models.training.jobs import DISTILL_STAGES, STAGES
 
     ap = Parser(prog="main.py", description="Neural scene viewer: train, distil, evaluate and view "
                                  "NeRF / KiloNeRF / R2L scenes.")
@@ -614,6 +661,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="r2l: which renderer labels the pseudo rays (default auto: the fastest the scene has)")
     p.add_argument("--batch-rays", type=POSITIVE, default=None, help="r2l: rays per step (per process under torchrun)")
     add_set(p)
+    add_common(p)
+    add_data_mismatch(p)
+    add_events(p)
+
+    p = sub.add_parser(
+        "pipeline", help="train the teacher, then distil students, as one resumable job (the viewer's training dialog)",
+        description="Train the stages of --stages in order into the scene folder --out, as the viewer's training "
+        "dialog does. The job is recorded in SCENE/checkpoints/training_job.json: rerunning the same command "
+        "after an interruption (Ctrl-C, kill) skips the stages it completed and resumes the others from their "
+        "checkpoints (a stage whose options changed since runs again, continuing from its checkpoint as train and "
+        "distill do); --restart starts every stage over. The first Ctrl-C stops at the next step and writes a "
+        "checkpoint there. A student (kilonerf, r2l) needs the teacher: in --stages, or already trained in --out.")
+    p.add_argument("data", help="dataset folder (Blender, LLFF or transforms.json)")
+    p.add_argument("--out", required=True, help="scene folder to write (new, or an existing scene to resume or to add "
+                   "students to)")
+    p.add_argument("--stages", default=",".join(STAGES), metavar="STAGE[,STAGE]",
+                   help=f"the stages to run, in the order {','.join(STAGES)} (default: all of them)")
+    p.add_argument("--preset", default="standard", help="tiny | quick | standard | paper (every stage)")
+    p.add_argument("--set", action="append", default=None, metavar="STAGE.KEY=VALUE",
+                   help="override one scalar setting of one stage's preset (repeatable); the stage must be one of "
+                   "--stages, e.g. --set teacher.steps=2000 --set r2l.lr=1e-3")
+    p.add_argument("--half-res", action="store_true", help="Blender: train at half resolution")
+    p.add_argument("--factor", type=POSITIVE, default=None, help="LLFF: image downsampling factor (images_N)")
+    p.add_argument("--restart", action="store_true", help="start every stage over (ignore the saved job and the "
+                   "checkpoints)")
     add_common(p)
     add_data_mismatch(p)
     add_events(p)
@@ -676,6 +748,7 @@ COMMANDS = {
     "make-scene": cmd_make_scene,
     "train": cmd_train,
     "distill": cmd_distill,
+    "pipeline": cmd_pipeline,
     "doctor": cmd_doctor,
     "eval": cmd_eval,
     "render": cmd_render,

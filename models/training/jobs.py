@@ -94,14 +94,22 @@ def stage_presets(name: str) -> dict:
 
 def stage_overrides(stage: str, preset: str, *, steps: int | None = None, views: int | None = None,
                     sparse_reg: bool | str | None = None, time_budget_s: float | None = None,
-                    checkpoint_every_s: float | None = None, snapshot_every_s: float | None = None) -> dict:
+                    checkpoint_every_s: float | None = None, snapshot_every_s: float | None = None,
+                    cuda_graph: bool | None = None, samples_per_step: int | None = None,
+                    variant: str | None = None, batch_rays: int | None = None, pseudo: str | None = None,
+                    pseudo_teacher: str | None = None, settings: list[str] | None = None) -> dict:
     """The config overrides of one stage from the settings a user gives, for ``stage_config``.
 
-    The one place where the CLI's options (``train`` / ``distill``) and the training dialog's fields
-    become overrides: ``steps`` (a teacher outside the ``paper`` preset then decays its learning
-    rate over exactly those steps, so a shortened run still ends at the low rate), sparse views
-    (teacher only: ``views`` kept, ``sparse_reg`` regnerf / freenerf / both, ``True`` = regnerf),
-    time budget, checkpoint and live-preview intervals. Unset values are left to the preset.
+    The one place where the CLI's options (``train`` / ``distill`` / ``pipeline``) and the training
+    dialog's fields become overrides: ``steps`` (a teacher outside the ``paper`` preset then decays
+    its learning rate over exactly those steps, so a shortened run still ends at the low rate),
+    sparse views (teacher only: ``views`` kept, ``sparse_reg`` regnerf / freenerf / both, ``True`` =
+    regnerf), time budget, checkpoint and live-preview intervals; teacher only: ``cuda_graph`` and
+    ``samples_per_step`` (the adaptive batch's target); r2l only: ``variant`` (student network
+    name), ``batch_rays``, ``pseudo`` (pseudo-ray source) and ``pseudo_teacher`` (the renderer that
+    labels them). ``settings`` are ``KEY=VALUE`` strings (``--set``, see ``parse_settings``), applied
+    last, so an explicit setting wins over an option for the same key. Unset values are left to the
+    preset.
     """
     stage_entry(stage)  # an unknown stage is an error
     out: dict = {}
@@ -123,6 +131,29 @@ def stage_overrides(stage: str, preset: str, *, steps: int | None = None, views:
         out["checkpoint_every_s"] = float(checkpoint_every_s)
     if snapshot_every_s is not None:
         out["snapshot_every_s"] = float(snapshot_every_s)
+    teacher_only = {"--cuda-graph": cuda_graph or None, "--samples-per-step": samples_per_step}
+    used = [k for k, v in teacher_only.items() if v is not None]
+    if used and stage != "teacher":
+        raise ValueError(f"{', '.join(used)} apply to the teacher only")
+    if cuda_graph:
+        out["cuda_graph"] = True
+    if samples_per_step:
+        out["target_samples"] = int(samples_per_step)
+    r2l_only = {"--variant": variant, "--pseudo": pseudo, "--teacher": pseudo_teacher, "--batch-rays": batch_rays}
+    used = [k for k, v in r2l_only.items() if v is not None]
+    if used and stage != "r2l":
+        raise ValueError(f"{', '.join(used)} apply to --backend r2l only")
+    if variant is not None:
+        from models.fields.r2l_mlp import R2LMLPConfig
+
+        out["mlp"] = R2LMLPConfig.from_name(variant)
+    if batch_rays is not None:
+        out["batch_rays"] = int(batch_rays)
+    if pseudo is not None:
+        out["pseudo_source"] = pseudo
+    if pseudo_teacher is not None:
+        out["pseudo_renderer"] = pseudo_teacher
+    out.update(parse_settings(stage, preset, settings))
     return out
 
 
@@ -169,6 +200,8 @@ def parse_settings(stage: str, preset: str, items: list[str] | None) -> dict:
             raise ValueError(f"--set {key}={text}: not a valid {kind}")
         if kind in ("int", "float") and value < 0:
             raise ValueError(f"--set {key}={text}: must not be negative")
+        if key == "steps" and value < 1:
+            raise ValueError(f"--set {key}={text}: must be at least 1")
         if kind == "float" and ("fraction" in key or key.endswith("_share") or key.endswith("_start")) and value > 1:
             raise ValueError(f"--set {key}={text}: a fraction, at most 1")
         if kind == "float" and key.endswith("lr") and value == 0:

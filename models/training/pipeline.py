@@ -1,14 +1,18 @@
 """A training pipeline as a request: the stages to run on a dataset, run headless on the engine.
 
-- ``TrainRequest``: which stages, preset, steps, device, sparse views and intervals (plain data;
-  JSON round-trips). The viewer's training dialog produces one; ``stage_specs`` builds its stage
-  configs through ``models.training.jobs.stage_overrides``, as ``main.py train`` / ``distill`` do.
+- ``TrainRequest``: which stages, preset, steps, per-stage ``KEY=VALUE`` settings, device, sparse
+  views and intervals (plain data; JSON round-trips). The viewer's training dialog and ``main.py
+  pipeline`` produce one; ``stage_specs`` builds its stage configs through
+  ``models.training.jobs.stage_overrides``, as ``main.py train`` / ``distill`` do.
+- ``parse_stages`` / ``stage_settings`` (the CLI's ``--stages`` and ``--set STAGE.KEY=VALUE``) and
+  ``check_request``: a request that cannot run is refused before anything is written.
 - ``run_training(request, on_event, control, on_scene)``: loads the dataset, opens or creates the
   scene folder (``open_training_scene``, shared with ``main.py train``) and runs the stages with
   ``models.training.jobs.run_pipeline`` on the calling thread.
 - Saved-job records: ``checkpoints/training_job.json`` in the scene folder holds the request
-  and the stages completed, so a job can be resumed later (``read_saved_job``); checkpoint
-  progress per stage without loading the tensors: ``checkpoint_steps``.
+  and the stages completed, so a job can be resumed later (``read_saved_job``; ``stages_done``:
+  the stages a rerun of the same request skips); checkpoint progress per stage without loading
+  the tensors: ``checkpoint_steps``.
 - ``final_snapshot`` / ``PreviewScene``: the weights of a finished stage as a snapshot event, and a
   scene whose weights for one backend are a snapshot (live preview of a running job).
 - ``describe_event``: one log line per engine event.
@@ -23,10 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.data import SceneData
-from models.scene import Scene
+from models.scene import Scene, SceneError
 from models.storage import StorageError, read_json, write_json
 from models.training.engine import JobCancelled, JobControl, TrainEvent, checkpoint_path
-from models.training.jobs import STAGES, StageSpec, open_or_create_scene, stage_entry, stage_overrides
+from models.training.jobs import (
+    STAGE_TABLE,
+    STAGES,
+    StageSpec,
+    open_or_create_scene,
+    stage_config,
+    stage_entry,
+    stage_overrides,
+)
 
 JOB_FILE = "training_job.json"
 """The saved-job record, in the scene's checkpoints folder (not exported with the scene)."""
@@ -47,6 +59,9 @@ class TrainRequest:
     """Preset name shared by every stage (tiny / quick / standard / paper)."""
     steps: dict[str, int] = field(default_factory=dict)
     """Per-stage step overrides (absent: the preset's)."""
+    settings: dict[str, list[str]] = field(default_factory=dict)
+    """Per-stage ``KEY=VALUE`` settings of the stage's config (``--set``; see
+    ``jobs.parse_settings``), applied after every other field."""
     device: str = "auto"
     """"auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", "mps"."""
     sparse_views: int = 0
@@ -65,12 +80,16 @@ class TrainRequest:
 
     def stage_specs(self) -> list[StageSpec]:
         """The ``run_pipeline`` stage list; overrides built as ``cmd_train``/``cmd_distill`` build them."""
-        return [StageSpec(stage, self.preset, stage_overrides(
-                    stage, self.preset, steps=self.steps.get(stage),
-                    views=self.sparse_views if stage == "teacher" else None,
-                    sparse_reg=(self.sparse_regularise or None) if stage == "teacher" else None,
-                    snapshot_every_s=self.snapshot_every_s, checkpoint_every_s=self.checkpoint_every_s))
-                for stage in self.stages]
+        return [self.stage_spec(stage) for stage in self.stages]
+
+    def stage_spec(self, stage: str) -> StageSpec:
+        """One stage of ``stage_specs``: its overrides from ``jobs.stage_overrides``."""
+        return StageSpec(stage, self.preset, stage_overrides(
+            stage, self.preset, steps=self.steps.get(stage),
+            views=self.sparse_views if stage == "teacher" else None,
+            sparse_reg=(self.sparse_regularise or None) if stage == "teacher" else None,
+            snapshot_every_s=self.snapshot_every_s, checkpoint_every_s=self.checkpoint_every_s,
+            settings=self.settings.get(stage)))
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -79,6 +98,108 @@ class TrainRequest:
     def from_json(d: dict) -> TrainRequest:
         names = {f.name for f in dataclasses.fields(TrainRequest)}
         return TrainRequest(**{k: v for k, v in d.items() if k in names})
+
+
+def parse_stages(text: str) -> list[str]:
+    """``"teacher,r2l"`` -> ["teacher", "r2l"]: known stage names, each once, in pipeline order
+    (ValueError naming the problem otherwise)."""
+    stages = [s.strip() for s in str(text).split(",") if s.strip()]
+    if not stages:
+        raise ValueError(f"--stages {text!r}: name at least one stage ({', '.join(STAGES)})")
+    for name in stages:
+        stage_entry(name)  # unknown: an error naming the known stages
+    dupes = sorted({s for s in stages if stages.count(s) > 1}, key=STAGES.index)
+    if dupes:
+        raise ValueError(f"--stages {text}: {', '.join(dupes)} given more than once")
+    if stages != sorted(stages, key=STAGES.index):
+        ordered = ",".join(sorted(stages, key=STAGES.index))
+        raise ValueError(f"--stages {text}: stages run in the order {', '.join(STAGES)} "
+                         f"(the students are distilled from the teacher); write {ordered}")
+    return stages
+
+
+def stage_settings(items: list[str] | None, stages: list[str]) -> dict[str, list[str]]:
+    """``--set STAGE.KEY=VALUE`` strings -> {stage: ["KEY=VALUE", ...]} for ``TrainRequest.settings``.
+
+    Every setting names its stage, which must be one of ``stages``; the keys and values are
+    checked when the stage configs are built (``check_request``)."""
+    out: dict[str, list[str]] = {}
+    for item in items or []:
+        head, sep, _ = item.partition("=")
+        stage, dot, key = head.strip().partition(".")
+        if not sep or not dot or not key.strip():
+            raise ValueError(f"--set {item!r}: expected STAGE.KEY=VALUE naming one of the stages run, "
+                             f"e.g. {stages[-1]}.lr=1e-3")
+        stage = stage.strip()
+        stage_entry(stage)
+        if stage not in stages:
+            raise ValueError(f"--set {item}: {stage} is not one of the stages run ({', '.join(stages)})")
+        out.setdefault(stage, []).append(item.split(".", 1)[1].strip())
+    return out
+
+
+def check_request(request: TrainRequest) -> None:
+    """Refuse a request that cannot run, before anything is loaded or written.
+
+    Checks the stages (known, each once, in pipeline order), that settings are given only for
+    stages of the request, that every stage's config builds (preset, steps, ``KEY=VALUE``
+    settings), that the dataset path is a dataset folder, that a scene already at the output can
+    be read, and that every distillation has its teacher: a stage of the request before it, or
+    trained in the output scene. Raises ValueError, DatasetError or SceneError naming the problem.
+    """
+    from models.data.detect import detect_kind
+
+    if not request.stages:
+        raise ValueError("no training stage selected")
+    parse_stages(",".join(request.stages))
+    stray = [s for s in request.settings if s not in request.stages]
+    if stray:
+        raise ValueError(f"settings for {', '.join(stray)}, which is not one of the stages run "
+                         f"({', '.join(request.stages)})")
+    for stage in request.stages:
+        try:
+            spec = request.stage_spec(stage)
+            stage_config(spec.stage, spec.preset, spec.overrides)
+        except ValueError as e:  # a setting's message names it as the user wrote it: --set STAGE.KEY
+            msg = str(e)
+            raise ValueError(f"--set {stage}.{msg[len('--set '):]}" if msg.startswith("--set ") else msg) from None
+    detect_kind(request.dataset)
+    out = Path(request.output)
+    trained: set[str] = set()
+    if (out / Scene.MANIFEST).is_file():
+        trained = set(Scene.load(out).backends)
+    for name in request.stages:
+        teacher = stage_entry(name).distils_from
+        if teacher and teacher not in request.stages and STAGE_TABLE[teacher].backend not in trained:
+            raise SceneError(f"{name} is distilled from the {STAGE_TABLE[teacher].label}, which {out} does not "
+                             f"hold: add {teacher} to the stages, or write into a scene that has one")
+
+
+def stages_done(request: TrainRequest) -> list[str]:
+    """The stages of ``request`` that a rerun of it skips: those the saved job in its output folder
+    completed on the same dataset with the same preset, overrides and loader options, whose
+    weights the scene still holds and whose teacher (if any) is not trained again by this
+    request. Empty without a saved job (or with one that cannot be read)."""
+    saved = read_saved_job(request.output)
+    if saved is None:
+        return []
+    old, completed = saved
+    try:
+        if (Path(old.dataset).resolve() != Path(request.dataset).resolve()
+                or old.dataset_options != request.dataset_options):
+            return []
+        before = {spec.stage: spec for spec in old.stage_specs()}
+        trained = set(Scene.load(Path(request.output)).backends)
+    except (ValueError, TypeError, AttributeError, SceneError, StorageError, OSError):
+        return []
+    done: list[str] = []
+    for spec in request.stage_specs():
+        entry = stage_entry(spec.stage)
+        if (spec.stage in completed and before.get(spec.stage) == spec and entry.backend in trained
+                and (entry.distils_from is None or entry.distils_from in done
+                     or entry.distils_from not in request.stages)):
+            done.append(spec.stage)
+    return done
 
 
 # --------------------------------------------------------------------------- saved-job records
@@ -131,13 +252,16 @@ def open_training_scene(out: str | Path, data: SceneData, dataset_options: dict,
 
 
 def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None], control: JobControl,
-                 on_scene: Callable[[str], None] | None = None) -> dict:
+                 on_scene: Callable[[str], None] | None = None, done: list[str] | tuple[str, ...] = (),
+                 allow_mismatch: bool = False) -> dict:
     """Run ``request`` to completion on the calling thread (the engine does the work).
 
     Keeps the scene's saved-job record up to date (written before the first stage, then after
-    each finished stage) and follows every ``finished`` event with ``final_snapshot``. Raises
-    what the engine raises: JobCancelled when cancelled (a checkpoint is written at that step),
-    TrainingError and friends on failure.
+    each finished stage) and follows every ``finished`` event with ``final_snapshot``. Stages in
+    ``done`` (completed by an earlier run: ``stages_done``) are not run again and stay recorded as
+    completed. ``allow_mismatch``: train into a scene made from other data (``check_scene_data``).
+    Raises what the engine raises: JobCancelled when cancelled (a checkpoint is written at that
+    step), TrainingError and friends on failure.
     """
     from models import devices
     from models.data import load_dataset
@@ -156,14 +280,16 @@ def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None], 
         f"(loaded in {time.perf_counter() - t0:.1f} s); device {devices.describe(device)}")
     if control.cancelled:
         raise JobCancelled()
-    scene = open_training_scene(request.output, data, request.dataset_options)
-    completed: list[str] = []
+    scene = open_training_scene(request.output, data, request.dataset_options, allow_mismatch)
+    completed: list[str] = [s for s in request.stages if s in done]
     write_saved_job(scene.root, request, completed)
     if on_scene is not None:
         on_scene(str(scene.root))
     stages = ", ".join(request.stages)
     log(f"pipeline: {stages} (preset {request.preset}{', resuming from checkpoints' if request.resume else ''}); "
         f"scene folder {scene.root}")
+    if completed:
+        log(f"{', '.join(completed)} already completed by this job; not run again")
 
     def forward(ev: TrainEvent) -> None:
         on_event(ev)
@@ -172,7 +298,8 @@ def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None], 
             write_saved_job(scene.root, request, completed)
             on_event(final_snapshot(scene, ev))  # the trained weights, as saved, for the viewer
 
-    return jobs.run_pipeline(scene, data, request.stage_specs(), device, forward, control, resume=request.resume)
+    specs = [spec for spec in request.stage_specs() if spec.stage not in completed]
+    return jobs.run_pipeline(scene, data, specs, device, forward, control, resume=request.resume)
 
 
 # ------------------------------------------------------------------------------ snapshots
