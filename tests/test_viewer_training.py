@@ -714,7 +714,8 @@ def test_dialog_defaults_to_resume_for_an_interrupted_job(qtbot, tmp_path, setti
     out = tmp_path / "scene"
     open_or_create_scene(out, load_dataset(procedural_dataset))
     saved = TrainRequest(dataset=str(procedural_dataset), output=str(out), stages=["teacher", "kilonerf"],
-                         preset="tiny", steps={"teacher": 150}, device="cpu")
+                         preset="tiny", steps={"teacher": 150}, device="cpu",
+                         settings={"kilonerf": ["lr=1e-3"]})  # as `pipeline --set kilonerf.lr=1e-3` saves it
     write_saved_job(out, saved, completed=[])  # what a cancelled (or killed) job leaves
 
     def press_enter(output):
@@ -730,6 +731,7 @@ def test_dialog_defaults_to_resume_for_an_interrupted_job(qtbot, tmp_path, setti
     assert dlg.start_button.text() == "Start over"
     req = dlg.result_request
     assert req is not None and req.resume and req.stages == ["teacher", "kilonerf"] and req.steps == {"teacher": 150}
+    assert req.settings == {"kilonerf": ["lr=1e-3"]}  # Resume keeps the job's settings
 
     dlg = press_enter(tmp_path / "new")  # nothing to resume: Start is the default
     assert dlg.start_button.isDefault() and not dlg.resume_button.isEnabled()

@@ -193,6 +193,8 @@ class TrainingDialog(QDialog):
         "saved": the interrupted GUI job with only its unfinished stages (or None), "resumable": bool}
         for an existing scene, else {}."""
         self.errors: dict[str, str] = {}
+        self.saved_settings: dict[str, list[str]] = {}
+        """Per-stage KEY=VALUE settings of the saved job that Resume continues (kept in its request)."""
 
         lay = QVBoxLayout(self)
         form = QFormLayout()
@@ -518,10 +520,13 @@ class TrainingDialog(QDialog):
             snapshot_every_s=self.snapshot_every.value() or None,
             checkpoint_every_s=self.checkpoint_every.value() or None,
             resume=resume,
+            # a resumed job keeps the per-stage settings it was started with (`pipeline --set`)
+            settings={s: v for s, v in self.saved_settings.items() if s in self.stages()} if resume else {},
         )
 
     def apply_request(self, r: TrainRequest) -> None:
         """Fill the form from a request (a saved job, for Resume)."""
+        self.saved_settings = dict(r.settings)
         self.dataset_edit.setText(r.dataset)
         self.check_dataset()
         for stage, cb in self.stage_checks.items():
