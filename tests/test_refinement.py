@@ -178,7 +178,6 @@ def test_times_and_costs_accumulate_over_strips_and_levels():
         assert s.side_stats[0].samples_per_ray == 2.0 and s.side_stats[1].samples_per_ray == 4.0
         assert s.side_stats[0].flops_per_ray == 100.0 and s.side_stats[1].flops_per_ray == 200.0
         assert s.samples_per_ray == 4.0  # the larger of the two
-        assert s.elapsed_ms >= 0.0
 
 
 @pytest.mark.parametrize("n", [1, 2, 5])
