@@ -396,7 +396,7 @@ class FusedR2LPlanes:
         cfg = net.config
         if not self.supports(cfg):
             raise ValueError(f"fused planes R2L kernel does not support {cfg.name}")
-        # W256: 128 rays x 8 warps, 1.9-2.1x faster than 64 x 8 for K64 and K128 on an H200 (800x800,
+        # W256: 128 rays x 8 warps, 1.9-2.2x faster than 64 x 8 for K64 and K128 on an H200 (800x800,
         # benchmarks/r2l_render.py --sweep; docs/benchmarks.md); 4 accumulator chunks of BM x W/4 in registers
         block_m = block_m or (128 if cfg.width >= 256 else 64)
         num_warps = num_warps or (8 if cfg.width >= 256 else 4)
