@@ -14,9 +14,12 @@
 # never change the code under running jobs); DATA the dataset folder. Environment:
 #   STAGES       stages to run, in order (default: env smoke step teacher export teval r2l reval w256; also
 #                kilonerf: KiloNeRF from the same teacher, and bench: every backend of the scene in one table);
+#                pipeline: teacher, KiloNeRF and R2L as one `main.py pipeline` job (PIPELINE_ARGS adds
+#                options, e.g. "--set r2l.time_budget_s=300");
 #                stage export writes the teacher as float16 (main.py export) to WORK/teacher_export, which
 #                `wait` packs into OUT/teacher.tgz, so a later run can start from it (TEACHER=DIR
 #                copies DIR to the scene instead of training, then skips stage teacher)
+#   EXPORT_BACKENDS  backends written by stage export (default nerf; e.g. all)
 #   DEVICE       cuda (default) or cpu (a dry run of the plumbing: set PRESET=tiny)
 #   PRESET       teacher preset (default standard); R2L_PRESET (default standard)
 #   W256_BUDGET  seconds of W256D88 distillation in stage w256 (default 0: skip it)
@@ -93,7 +96,7 @@ run_teacher() {
 }
 
 run_export() {
-  $PY main.py export "$S" --out "$W/teacher_export" --backends nerf --force && ls -la "$W/teacher_export"
+  $PY main.py export "$S" --out "$W/teacher_export" --backends "${EXPORT_BACKENDS:-nerf}" --force && ls -la "$W/teacher_export"
 }
 
 run_teval() {
@@ -125,6 +128,14 @@ run_kilonerf() {  # KiloNeRF distilled from the same teacher, and its test-view 
   echo "distill wall seconds (process start to exit): $(( $(date +%s) - t0 ))"
   $PY main.py eval "$S" --backend kilonerf --split test --precision fp16 --device "$DEVICE" --quiet \
     --json "$W/kilonerf/eval_kilonerf.json" | tail -n 3
+}
+
+run_pipeline() {  # teacher, KiloNeRF and R2L as one `main.py pipeline` job (the results table's command)
+  local t0=$(date +%s)
+  # shellcheck disable=SC2086
+  $PY main.py pipeline "$DATA" --out "$S" --preset "$PRESET" --device "$DEVICE" --restart --quiet \
+    --events "$W/pipeline/events.jsonl" ${PIPELINE_ARGS:-}
+  echo "pipeline wall seconds (process start to exit): $(( $(date +%s) - t0 ))"
 }
 
 run_bench() {  # every trained backend of the scene at BIG x BIG: one table (quality on the test views)

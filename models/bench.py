@@ -146,7 +146,9 @@ def run_bench(
         rows.append({"backend": name, "label": type(backend).label, "psnr": q["psnr"], "ssim": q["ssim"],
                      "quality_views": q["n_views"], "quality_size": f"{q['width']}x{q['height']}",
                      "params": backend.parameter_count(), "accel": backend.accel, "path": backend.active_path(),
-                     **t})
+                     "train_seconds": training_seconds(scene, name), **t})
+        r = rows[-1]
+        r["tflops"] = r["flops_per_ray"] * r["width"] * r["height"] / (r["ms_median"] / 1e3) / 1e12
         del backend
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -167,6 +169,15 @@ def run_bench(
     return report
 
 
+def training_seconds(scene, name: str) -> float | None:
+    """Seconds the scene's ``name`` backend trained for (the sum of its jobs' ``train_seconds``:
+    the teacher's own fit, or a student's distillation without the teacher's), None if unrecorded."""
+    entry = getattr(scene, "backends", {}).get(name, {}) if scene is not None else {}
+    found = [float(m["train_seconds"]) for m in (entry.get("metrics") or {}).values()
+             if isinstance(m, dict) and isinstance(m.get("train_seconds"), (int, float))]
+    return sum(found) if found else None
+
+
 def _num(value, spec: str, suffix: str = "") -> str:
     """``value`` formatted, or an en dash when it is missing or NaN (no GPU memory on CPU...)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -182,14 +193,16 @@ def markdown_table(report: dict) -> str:
         f"timing at {w}x{h}; quality at {rows[0]['quality_size'] if rows else '-'} "
         f"over {rows[0]['quality_views'] if rows else 0} test views.",
         "",
-        "| backend | PSNR | SSIM | ms/frame (median) | ms p95 | FPS | samples/ray | MFLOPs/ray | params | peak MiB | speed-up vs NeRF |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| backend | PSNR | SSIM | ms/frame (median) | ms p95 | FPS | samples/ray | MFLOPs/ray | TFLOP/s | params | peak MiB | "
+        "train s | speed-up vs NeRF |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['label']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['ms_median']:.1f} | {r['ms_p95']:.1f} | "
-            f"{r['fps']:.1f} | {r['samples_per_ray']:.1f} | {r['flops_per_ray'] / 1e6:.2f} | {r['params']:,} | "
-            f"{_num(r['peak_memory_mib'], '.0f')} | {_num(r['speedup_vs_nerf'], '.1f', 'x')} |"
+            f"{r['fps']:.1f} | {r['samples_per_ray']:.1f} | {r['flops_per_ray'] / 1e6:.2f} | "
+            f"{_num(r.get('tflops'), '.2f')} | {r['params']:,} | {_num(r['peak_memory_mib'], '.0f')} | "
+            f"{_num(r.get('train_seconds'), '.0f')} | {_num(r['speedup_vs_nerf'], '.1f', 'x')} |"
         )
     return "\n".join(lines) + "\n"
 
