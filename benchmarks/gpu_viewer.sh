@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The real viewer's frame rate on a bare GPU machine: Xvfb + GLX from .viewerkit/, then
-# `python -m viewer.bench_viewer SCENE --size 800 --seconds 6 [extra args]`.
+# `python benchmarks/bench_viewer.py SCENE --size 800 --seconds 6 [extra args]`.
 #
-# usage: bash benchmarks/gpu_viewer.sh SCENE OUTDIR [extra viewer.bench_viewer args]
+# usage: bash benchmarks/gpu_viewer.sh SCENE OUTDIR [extra benchmarks/bench_viewer.py args]
 #   e.g. bash benchmarks/gpu_viewer.sh assets/demo_scene "$OUT" --null-backend
 # Needs .viewerkit/ (benchmarks/make_viewerkit.sh builds it; carry it to the GPU machine) and a Python
 # with torch, numpy and safetensors. Nothing is installed into / except, when the machine has no
@@ -288,8 +288,8 @@ set_mode "$MODE"
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null; } >> "$GLLOG"
 
 # ------------------------------------------------------------------ the benchmark
-log "bench: $PY -m viewer.bench_viewer $SCENE --size 800 --seconds 6 $* (timeout ${BENCH_TIMEOUT}s)"
-timeout "$BENCH_TIMEOUT" "$PY" -m viewer.bench_viewer "$SCENE" --size 800 --seconds 6 "$@" 2>&1 | tee "$OUTDIR/bench.log"
+log "bench: $PY benchmarks/bench_viewer.py $SCENE --size 800 --seconds 6 $* (timeout ${BENCH_TIMEOUT}s)"
+timeout "$BENCH_TIMEOUT" "$PY" benchmarks/bench_viewer.py "$SCENE" --size 800 --seconds 6 "$@" 2>&1 | tee "$OUTDIR/bench.log"
 rc=${PIPESTATUS[0]}
 if [ "$rc" != 0 ]; then
   log "bench_viewer exited with $rc$([ "$rc" = 124 ] && echo " (timeout ${BENCH_TIMEOUT}s)")"

@@ -31,7 +31,8 @@ from PyQt6.QtGui import QImage  # noqa: E402
 from PyQt6.QtTest import QTest  # noqa: E402
 
 from viewer.app import configure_torch_threads, create_application  # noqa: E402
-from viewer.bench_viewer import _spin, _wait  # noqa: E402
+from viewer.eventloop import spin as _spin  # noqa: E402
+from viewer.eventloop import wait_until as _wait  # noqa: E402
 from viewer.main_window import DEMO_SCENE, MainWindow  # noqa: E402
 
 WINDOW = (1060, 640)

@@ -20,7 +20,7 @@ from PyQt6.QtCore import QSettings
 
 from models.training.engine import checkpoint_path, read_checkpoint
 from viewer.app import freeze_startup_heap
-from viewer.bench_training import StallMeter
+from viewer.eventloop import StallMeter
 from viewer.main_window import MainWindow
 from viewer.panels.training_dialog import TrainingDialog, estimate_stage, record_rate, stage_rate
 from viewer.train_worker import TrainRequest

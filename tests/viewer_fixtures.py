@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from models.backends import registry
-from models.backends.base import RenderAborted, RendererBackend
+from models.backends.base import RenderAborted
+from models.backends.null import WeightlessBackend
 from models.cameras import look_at
 from models.fields.nerf_mlp import NerfMLP, NerfMLPConfig
 from models.scene import Scene
@@ -64,21 +65,8 @@ def make_tiny_scene(root, seed: int = 0) -> Scene:
     return Scene.load(root)
 
 
-class _TestBackend(RendererBackend):
+class _TestBackend(WeightlessBackend):
     """Base of the cheap test backends: no weights, always available."""
-
-    @classmethod
-    def availability(cls, scene):
-        return True, ""
-
-    def load(self, scene) -> None:
-        self.ndc = None
-
-    def load_state_dict(self, state, config=None) -> None:
-        pass
-
-    def modules(self):
-        return []
 
     def flops_per_sample(self) -> float:
         return 1.0

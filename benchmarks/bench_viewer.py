@@ -1,7 +1,7 @@
 """Benchmark the real viewer window: frame rate while dragging, per backend, and the viewer's own
 overhead per frame.
 
-    python -m viewer.bench_viewer SCENE --size 800 --seconds 10 [--backends nerf,kilonerf] [--target-fps 30]
+    python benchmarks/bench_viewer.py SCENE --size 800 --seconds 10 [--backends nerf,kilonerf] [--target-fps 30]
         [--null-backend] [--full-resolution]
 
 Opens the main window with an ``size x size`` GL view (``--size 0``: the window at its default
@@ -43,60 +43,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PyQt6.QtCore import QEventLoop, QPoint, QSettings, Qt, QTimer
-from PyQt6.QtTest import QTest
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.backends import registry
-from models.backends.base import RendererBackend
-from viewer.app import configure_torch_threads, create_application
-from viewer.main_window import MainWindow
+from PyQt6.QtCore import QPoint, QSettings, Qt, QTimer  # noqa: E402
+from PyQt6.QtTest import QTest  # noqa: E402
 
-
-class NullBackend(RendererBackend):
-    """Rays coloured by direction: the cost of the render path without any network."""
-
-    name = "null"
-    label = "Null"
-
-    @classmethod
-    def availability(cls, scene):
-        return True, ""
-
-    def load(self, scene) -> None:
-        self.ndc = None
-
-    def load_state_dict(self, state, config=None) -> None:
-        pass
-
-    def modules(self):
-        return []
-
-    def flops_per_sample(self) -> float:
-        return 0.0
-
-    def chunk_size(self) -> int:
-        return 1 << 20
-
-    def render_rays(self, origins, dirs, near, far, background, outputs, half):
-        rgb = 0.5 + 0.5 * torch.nn.functional.normalize(dirs, dim=-1)
-        return {"rgb": rgb, "depth": near, "acc": torch.ones_like(near), "samples": torch.zeros_like(near)}
-
-
-def _spin(ms: float) -> None:
-    loop = QEventLoop()
-    QTimer.singleShot(int(ms), loop.quit)
-    loop.exec()
-
-
-def _wait(cond, timeout_s: float) -> bool:
-    t_end = time.perf_counter() + timeout_s
-    while time.perf_counter() < t_end:
-        if cond():
-            return True
-        _spin(10)
-    return cond()
+from models.backends import registry  # noqa: E402
+from models.backends.null import NullBackend  # noqa: E402
+from viewer.app import configure_torch_threads, create_application  # noqa: E402
+from viewer.eventloop import spin as _spin  # noqa: E402
+from viewer.eventloop import wait_until as _wait  # noqa: E402
+from viewer.main_window import MainWindow  # noqa: E402
 
 
 def bench_backend(win: MainWindow, name: str, seconds: float, move_hz: float, refine_timeout: float) -> dict:

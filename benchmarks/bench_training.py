@@ -1,6 +1,6 @@
 """Benchmark the GUI's responsiveness while a job trains from the training dialog.
 
-    python -m viewer.bench_training [--steps 300] [--preset tiny] [--size 256] [--load 1] [--runs 1]
+    python benchmarks/bench_training.py [--steps 300] [--preset tiny] [--size 256] [--load 1] [--runs 1]
         [--device cpu] [--dataset DIR]
 
 Opens the real main window (``--size``: the GL view, square), starts a teacher job from the
@@ -12,7 +12,7 @@ CPU-bound processes beside it for the whole measurement (another job on the same
 
 Prints one row per run: steps, seconds, ticks, the worst stall, the 99th percentile of the gaps,
 how many stalls exceeded 50 and 100 ms, preview frames shown, and the load average. Needs a
-display (Xvfb works: ``xvfb-run -a python -m viewer.bench_training``).
+display (Xvfb works: ``xvfb-run -a python benchmarks/bench_training.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from PyQt6.QtCore import QEventLoop, QSettings, QTimer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from PyQt6.QtCore import QSettings  # noqa: E402
+
+from viewer.eventloop import StallMeter  # noqa: E402
+from viewer.eventloop import spin as _spin  # noqa: E402
 
 
 def _burn(stop) -> None:  # a CPU-bound process beside the viewer
@@ -34,41 +40,6 @@ def _burn(stop) -> None:  # a CPU-bound process beside the viewer
     while not stop.is_set():
         for _ in range(100_000):
             x = (x * 1103515245 + 12345) & 0xFFFFFFFF
-
-
-class StallMeter:
-    """A 5 ms QTimer on the GUI thread; gaps between its ticks, in seconds."""
-
-    def __init__(self, period_ms: int = 5):
-        self.timer = QTimer()
-        self.timer.setInterval(period_ms)
-        self.timer.timeout.connect(self._tick)
-        self.last = None
-        self.gaps: list[float] = []
-
-    def _tick(self):
-        now = time.perf_counter()
-        if self.last is not None:
-            self.gaps.append(now - self.last)
-        self.last = now
-
-    def start(self):
-        self.last = None
-        self.gaps = []
-        self.timer.start()
-
-    def stop(self):
-        self.timer.stop()
-
-    @property
-    def worst_ms(self) -> float:
-        return 1000.0 * max(self.gaps) if self.gaps else float("nan")
-
-
-def _spin(ms: float) -> None:
-    loop = QEventLoop()
-    QTimer.singleShot(int(ms), loop.quit)
-    loop.exec()
 
 
 def one_run(win, dataset: Path, out: Path, steps: int, preset: str, device: str) -> dict:
