@@ -39,17 +39,8 @@ DEMO_SIZE=${DEMO_SIZE:-200}
 DEMO_VIEWS=${DEMO_VIEWS:-100,4,8}
 S=$W/run/scene   # the lego scene: teacher, then KiloNeRF and R2L added to it
 
-log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$W/queue.log"; }
-stage() {  # stage NAME COMMAND...: run once, mark done
-  local name=$1; shift
-  if [ -f "$W/done.$name" ]; then log "skip $name (done)"; return 0; fi
-  log "start $name"
-  local t0=$(date +%s)
-  "$@"
-  local rc=$?
-  log "end $name rc=$rc in $(( $(date +%s) - t0 )) s"
-  echo "$rc $(( $(date +%s) - t0 ))" > "$W/done.$name"
-}
+# shellcheck source=benchmarks/queue_lib.sh
+. benchmarks/queue_lib.sh
 
 run_teacher() {
   mkdir -p "$W/teacher"
@@ -134,50 +125,18 @@ run_side() {
 
 queue() {
   for st in ${STAGES:-teacher kilonerf r2l bench side}; do
-    stage "$st" "run_$st"
+    queue_stage "$st"
   done
-  log "queue finished"
-  touch "$W/done.all"
+  queue_finish
 }
 
 pack() {  # pack finished stages' results into $1 (small files only; weights as split tars)
   local out=$1
-  mkdir -p "$out"
-  cp "$W/queue.log" "$out/" 2>/dev/null
-  ( cd "$W" && find . \( -name '*.log' -o -name '*.out' -o -name '*.json' -o -name '*.csv' -o -name '*.md' \
-      -o -name '*.txt' -o -name '*.png' \) ! -path './export/*' ! -path '*/checkpoints/*' ! -path './demo/data/*' \
-      ! -path './fern/*/images*' ! -path './repo/*' -size -4M | tar -czf "$out/results.tgz" -T - )
+  QUEUE_PACK_EXCLUDE="! -path ./export/* ! -path ./demo/data/* ! -path ./fern/*/images*" \
+    queue_pack_small "$out" '*.log' '*.out' '*.json' '*.csv' '*.md' '*.txt' '*.png'
   if [ -d "$W/export" ]; then
     tar -C "$W/export" -cf - . | split -b 15m - "$out/export.tar.part-"
   fi
-  ls -la "$out"
 }
 
-case "$CMD" in
-  start)
-    if [ -f "$W/queue.pid" ] && kill -0 "$(cat "$W/queue.pid")" 2>/dev/null; then
-      log "queue already running"
-    else
-      # the queue runs from its own copy of the repository: later device calls re-send the working
-      # tree, which must not change the code under running jobs
-      rm -rf "$W/repo" && mkdir -p "$W/repo" && cp -a . "$W/repo/" && rm -rf "$W/repo/.git"
-      ( cd "$W/repo" && setsid bash benchmarks/gpu_queue.sh _queue "$W" > "$W/queue.out" 2>&1 < /dev/null & )
-      # setsid forks when it leads its process group, so $! is not the queue: look it up
-      sleep 1
-      pgrep -f "[_]queue $W\$" | head -n 1 > "$W/queue.pid"
-      log "queue started (pid $(cat "$W/queue.pid"))"
-    fi
-    ;;
-  _queue) queue ;;
-  wait)
-    OUTDIR=${3:?out dir}; LIMIT=${4:-560}; UNTIL=${5:-all}
-    t=0
-    while [ $t -lt "$LIMIT" ] && [ ! -f "$W/done.$UNTIL" ] && [ ! -f "$W/done.all" ]; do
-      if ! kill -0 "$(cat "$W/queue.pid" 2>/dev/null)" 2>/dev/null; then echo "queue not running"; break; fi
-      sleep 10; t=$((t + 10))
-    done
-    tail -n 25 "$W/queue.log"
-    pack "$OUTDIR"
-    ;;
-  *) echo "unknown command $CMD"; exit 2 ;;
-esac
+queue_main "$@"

@@ -50,18 +50,9 @@ W256_BUDGET=${W256_BUDGET:-0}
 BIG=${BIG:-800}
 S=$W/scene
 
-log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$W/queue.log"; }
-stage() {  # stage NAME: run once, mark done with its exit status and seconds
-  local name=$1
-  if [ -f "$W/done.$name" ]; then log "skip $name (done)"; return 0; fi
-  mkdir -p "$W/$name"
-  log "start $name"
-  local t0=$(date +%s)
-  "run_$name" > "$W/$name/stage.log" 2>&1
-  local rc=$?
-  log "end $name rc=$rc in $(( $(date +%s) - t0 )) s"
-  echo "$rc $(( $(date +%s) - t0 ))" > "$W/done.$name"
-}
+# shellcheck source=benchmarks/queue_lib.sh
+. benchmarks/queue_lib.sh
+stage() { queue_stage "$1" "$W/$1/stage.log"; }
 
 run_env() {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
@@ -178,45 +169,18 @@ queue() {
   for st in ${STAGES:-env smoke step teacher export teval r2l reval w256}; do
     stage "$st"
   done
-  log "queue finished"
-  touch "$W/done.all"
+  queue_finish
 }
 
-pack() {  # the finished stages' small result files into $1/results.tgz
+pack() {  # the finished stages' small result files into $1/results.tgz, the teacher export apart
   local out=$1
-  mkdir -p "$out"
-  cp "$W/queue.log" "$out/" 2>/dev/null
-  ( cd "$W" && find . \( -name '*.log' -o -name '*.jsonl' -o -name '*.json' -o -name '*.csv' -o -name '*.md' -o -name '*.txt' -o -name best_args \
-      -o -name '*.png' \) ! -path './repo/*' ! -path '*/checkpoints/*' -size -4M | tar -czf "$out/results.tgz" -T - )
+  queue_pack_small "$out" '*.log' '*.jsonl' '*.json' '*.csv' '*.md' '*.txt' best_args '*.png'
   if [ -f "$W/done.export" ] && [ ! -f "$out/teacher.tgz" ]; then
     ( cd "$W/teacher_export" && tar -czf "$out/teacher.tgz" . )
   fi
-  ls -la "$out"
 }
 
-case "$CMD" in
-  start)
-    DATA=${3:?dataset folder}; DATA=$(cd "$DATA" && pwd); export DATA
-    if [ -f "$W/queue.pid" ] && kill -0 "$(cat "$W/queue.pid")" 2>/dev/null; then
-      log "queue already running"
-    else
-      rm -rf "$W/repo" && mkdir -p "$W/repo" && cp -a . "$W/repo/" && rm -rf "$W/repo/.git"
-      ( cd "$W/repo" && DATA=$DATA setsid bash benchmarks/r2l_queue.sh _queue "$W" > "$W/queue.out" 2>&1 < /dev/null & )
-      sleep 1
-      pgrep -f "[_]queue $W\$" | head -n 1 > "$W/queue.pid"
-      log "queue started (pid $(cat "$W/queue.pid")) on $DATA"
-    fi
-    ;;
-  _queue) queue ;;
-  wait)
-    OUTDIR=${3:?out dir}; LIMIT=${4:-560}; UNTIL=${5:-all}
-    t=0
-    while [ $t -lt "$LIMIT" ] && [ ! -f "$W/done.$UNTIL" ] && [ ! -f "$W/done.all" ]; do
-      if ! kill -0 "$(cat "$W/queue.pid" 2>/dev/null)" 2>/dev/null; then echo "queue not running"; break; fi
-      sleep 5; t=$((t + 5))
-    done
-    tail -n 30 "$W/queue.log"
-    pack "$OUTDIR"
-    ;;
-  *) echo "unknown command $CMD"; exit 2 ;;
-esac
+if [ "$CMD" = start ]; then
+  DATA=${3:?dataset folder}; DATA=$(cd "$DATA" && pwd); export DATA QUEUE_ON=$DATA
+fi
+queue_main "$@"
