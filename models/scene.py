@@ -99,6 +99,17 @@ def remove_stale_work_folders(parent: Path, name: str) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+
+def manifest_camera(entry: dict, dtype: torch.dtype = torch.float32) -> Camera:
+    """The pinhole camera of one ``cameras`` entry of scene.json: a (4, 4) c2w (a stored (3, 4) gets
+    its last row), size, focal lengths, and the principal point (the image centre when absent)."""
+    c2w = torch.tensor(entry["c2w"], dtype=dtype)
+    if c2w.shape == (3, 4):
+        c2w = torch.cat([c2w, torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=dtype)])
+    w, h = int(entry["width"]), int(entry["height"])
+    return Camera(c2w, w, h, float(entry["fx"]), float(entry["fy"]), float(entry.get("cx", w / 2.0)),
+                  float(entry.get("cy", h / 2.0)))
+
 class SceneError(Exception):
     """A scene folder is missing, malformed or of an unsupported version."""
 
@@ -424,11 +435,7 @@ class Scene:
 
     # -------------------------------------------------------------------------------- cameras
     def camera_list(self, split: str = "test") -> list[Camera]:
-        return [
-            Camera(torch.tensor(c["c2w"], dtype=torch.float32), int(c["width"]), int(c["height"]),
-                   float(c["fx"]), float(c["fy"]), float(c["cx"]), float(c["cy"]))
-            for c in self.cameras.get(split, [])
-        ]
+        return [manifest_camera(c) for c in self.cameras.get(split, [])]
 
     @property
     def aabb_tensor(self) -> torch.Tensor:

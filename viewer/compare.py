@@ -28,6 +28,7 @@ from models.backends.base import RenderAborted, RendererBackend, RenderRequest
 from models.cameras import Camera
 from models.data import Split
 from models.metrics import psnr, ssim
+from models.scene import manifest_camera
 from viewer.camera import ordered_splits
 from viewer.colormap import turbo
 
@@ -65,12 +66,7 @@ def dataset_view(scene, index: int) -> DatasetView | None:
         cams = scene.cameras[split]
         if index < len(cams):
             c = cams[index]
-            c2w = torch.tensor(c["c2w"], dtype=torch.float32)
-            if c2w.shape == (3, 4):
-                c2w = torch.cat([c2w, torch.tensor([[0.0, 0.0, 0.0, 1.0]])])
-            cam = Camera(c2w, int(c["width"]), int(c["height"]), float(c["fx"]), float(c["fy"]),
-                         float(c["cx"]), float(c["cy"]))
-            return DatasetView(split, index, str(c.get("name", f"{split}[{index}]")), cam)
+            return DatasetView(split, index, str(c.get("name", f"{split}[{index}]")), manifest_camera(c))
         index -= len(cams)
     return None
 
