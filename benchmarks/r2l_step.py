@@ -24,23 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from models.devices import gemm_peak_tflops  # noqa: E402
 from models.fields.r2l_mlp import R2LMLP, R2LMLPConfig  # noqa: E402
 
 
 PROFILE = False
 
 
-def bf16_peak_tflops(n: int = 8192, reps: int = 10) -> float:
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    torch.cuda.synchronize()
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
+def bf16_peak_tflops() -> float:
+    return gemm_peak_tflops(torch.device("cuda"))
 
 
 def copy_bandwidth_tbs(nbytes: int = 4 << 30, reps: int = 10) -> float:

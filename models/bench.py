@@ -152,6 +152,9 @@ def run_bench(
         del backend
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    peak = devices.gemm_peak_tflops(device)
+    for r in rows:
+        r["of_peak"] = r["tflops"] / peak if peak else None
     base = next((r for r in rows if r["backend"] == "nerf"), None)
     for r in rows:
         r["speedup_vs_nerf"] = base["ms_median"] / r["ms_median"] if base else float("nan")
@@ -161,6 +164,7 @@ def run_bench(
         "host": platform.node(),
         "torch": torch.__version__,
         "precision": precision,
+        "gemm_peak_tflops": peak,
         "scene": str(scene.root),
         "rows": rows,
     }
@@ -191,17 +195,20 @@ def markdown_table(report: dict) -> str:
     lines = [
         f"Device: {report['device']}; torch {report['torch']}; date {report['date']}; precision {report['precision']}; "
         f"timing at {w}x{h}; quality at {rows[0]['quality_size'] if rows else '-'} "
-        f"over {rows[0]['quality_views'] if rows else 0} test views.",
+        f"over {rows[0]['quality_views'] if rows else 0} test views. TFLOP/s: the backend's FLOPs per ray over the "
+        "median frame time" + (f"; of peak: against the dense bf16 GEMM rate measured in this run, "
+                               f"{report['gemm_peak_tflops']:.0f} TFLOP/s." if report.get("gemm_peak_tflops") else "."),
         "",
-        "| backend | PSNR | SSIM | ms/frame (median) | ms p95 | FPS | samples/ray | MFLOPs/ray | TFLOP/s | params | peak MiB | "
-        "train s | speed-up vs NeRF |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| backend | PSNR | SSIM | ms/frame (median) | ms p95 | FPS | samples/ray | MFLOPs/ray | TFLOP/s | of peak | params | "
+        "peak MiB | train s | speed-up vs NeRF |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['label']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['ms_median']:.1f} | {r['ms_p95']:.1f} | "
             f"{r['fps']:.1f} | {r['samples_per_ray']:.1f} | {r['flops_per_ray'] / 1e6:.2f} | "
-            f"{_num(r.get('tflops'), '.2f')} | {r['params']:,} | {_num(r['peak_memory_mib'], '.0f')} | "
+            f"{_num(r.get('tflops'), '.2f')} | {_num(r.get('of_peak') and 100 * r['of_peak'], '.1f', ' %')} | "
+            f"{r['params']:,} | {_num(r['peak_memory_mib'], '.0f')} | "
             f"{_num(r.get('train_seconds'), '.0f')} | {_num(r['speedup_vs_nerf'], '.1f', 'x')} |"
         )
     return "\n".join(lines) + "\n"

@@ -45,3 +45,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def gemm_peak_tflops(device: torch.device, n: int = 8192, reps: int = 10) -> float | None:
+    """The dense bf16 GEMM rate of a CUDA device, measured now (random n x n x n products): the
+    roofline that achieved TFLOP/s figures are set against. None on other devices."""
+    if device.type != "cuda":
+        return None
+    import time
+
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize(device)
+    rate = 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
+    del a, b
+    torch.cuda.empty_cache()
+    return rate

@@ -76,16 +76,17 @@ def test_bench_command_writes_reports_that_parse(bench_scene, tmp_path, capsys):
     md = (out / "bench.md").read_text().splitlines()
     table = [line for line in md if line.startswith("|")]
     header = [c.strip() for c in table[0].strip("|").split("|")]
-    assert header[:3] == ["backend", "PSNR", "SSIM"] and len(header) == 13
+    assert header[:3] == ["backend", "PSNR", "SSIM"] and len(header) == 14
     assert set(table[1].replace("|", "")) <= set("-:")
     cells = [c.strip() for c in table[2].strip("|").split("|")]
-    assert len(cells) == 13 and cells[0] == "NeRF" and cells[1] == f"{row['psnr']:.2f}"
-    assert cells[10] == "–" and cells[12] == "1.0x"
+    assert len(cells) == 14 and cells[0] == "NeRF" and cells[1] == f"{row['psnr']:.2f}"
+    assert cells[9] == "–" and row["of_peak"] is None and report["gemm_peak_tflops"] is None  # no GPU peak
+    assert cells[11] == "–" and cells[13] == "1.0x"
     # achieved TFLOP/s: the backend's own FLOP count over the timed frame
     assert row["tflops"] == pytest.approx(row["flops_per_ray"] * 32 * 32 / (row["ms_median"] / 1e3) / 1e12)
     assert cells[8] == f"{row['tflops']:.2f}"
     trained = Scene.load(bench_scene).backends["nerf"].get("metrics", {}).get("teacher", {}).get("train_seconds")
-    assert row["train_seconds"] == trained and cells[11] == ("–" if trained is None else f"{trained:.0f}")
+    assert row["train_seconds"] == trained and cells[12] == ("–" if trained is None else f"{trained:.0f}")
     assert "Device: cpu" in md[0]
 
     png = iio.imread(out / "bench.png")
