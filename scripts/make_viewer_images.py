@@ -6,6 +6,8 @@
 - ``viewer.png``: the main window (1060x640) on ``assets/demo_scene`` with its default backend
   (KiloNeRF) and the HUD, after a 3 s scripted drag (so the HUD shows the frame rate while
   dragging) and the refinement to full resolution.
+- ``guides.png``: the depth view with its colour bar and range, and the scene guides (dataset
+  camera frustums, the scene's box) drawn over it, zoomed out from the first test view.
 - ``compare.png``: compare mode, KiloNeRF (A) | R2L (B) at the first test view, with PSNR/SSIM
   against the ground truth. The demo scene names no dataset (it is regenerated, deterministically,
   with ``python main.py make-scene DIR --size 200 --views 100,4,8``); ``--data`` points at such a
@@ -123,11 +125,31 @@ def make_compare_png(out: Path, tmp: Path, data: Path) -> None:
     win.shutdown()
 
 
+def make_guides_png(out: Path, tmp: Path) -> None:
+    """The depth view with its colour bar and range, the dataset cameras' frustums and the scene's
+    box drawn over it (F), seen from further out than the first test view."""
+    win = _open_demo(tmp)
+    backend = win.backend
+    assert _wait(lambda: backend in win.infos, 120), "default backend did not load"
+    win.set_guides_visible(True)
+    win.set_mode("depth")
+    win.camera.distance *= 2.2
+    win.request_render()
+    assert wait_final(win), "no final frame"
+    pix = _grab(win, out, 500)
+    f = win.last_frame
+    print(f"wrote {out} ({pix.width()}x{pix.height()}): {backend} depth {f.value_range}, guides on")
+    win.set_guides_visible(False)
+    win.set_mode("rgb")
+    win.close()
+    win.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(ROOT / "docs" / "images"), help="folder for viewer.png and compare.png")
     p.add_argument("--data", default=None, help="the demo's procedural dataset (make-scene --size 200 --views 100,4,8)")
-    p.add_argument("--only", choices=("viewer", "compare"), default=None)
+    p.add_argument("--only", choices=("viewer", "compare", "guides"), default=None)
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_torch_threads("cpu")
     if args.only in (None, "viewer"):
         make_viewer_png(out / "viewer.png", tmp)
+    if args.only in (None, "guides"):
+        make_guides_png(out / "guides.png", tmp)
     if args.only in (None, "compare"):
         data = Path(args.data) if args.data else tmp / "demo200"
         if not (data / "transforms_test.json").exists():
