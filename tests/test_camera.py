@@ -151,7 +151,7 @@ def test_request_rays_go_through_the_target():
     assert (req.width, req.height, req.near, req.far, req.background) == (40, 30, 2.0, 6.0, (0, 0, 0))
     assert req.fy == pytest.approx(15 / math.tan(math.radians(30)))
     assert req.fx == req.fy and (req.cx, req.cy) == (20, 15)
-    o, d = camera_rays(req.camera())
+    _, d = camera_rays(req.camera())
     # the centre of the image (between the 4 middle pixels) looks at the target
     centre = d[14:16, 19:21].reshape(-1, 3).mean(0).double().numpy()
     to_target = cam.target - cam.eye
@@ -170,7 +170,12 @@ def test_interpolate_poses_hits_keyframes_and_stays_rigid():
     np.testing.assert_allclose(path[0].c2w, k0.c2w, atol=1e-6)
     np.testing.assert_allclose(path[4].c2w, k1.c2w, atol=1e-6)
     np.testing.assert_allclose(path[-1].c2w, k2.c2w, atol=1e-6)
-    assert path[2].fov_deg == pytest.approx(50.0)
+    # the field of view is on the same Catmull-Rom spline: halfway from k0 (40) to k1 (60), the end
+    # keyframe repeated, p = (-p0 + 9 p1 + 9 p2 - p3) / 16 = (-40 + 360 + 540 - 50) / 16 = 50.625
+    assert path[2].fov_deg == pytest.approx(50.625)
+    linear = interpolate_poses([k0, k1, k2], 9, smoothness=0.0)
+    assert linear[2].fov_deg == pytest.approx(50.0)  # linear: halfway between 40 and 60
+    np.testing.assert_allclose(linear[2].c2w[:3, 3], (k0.c2w[:3, 3] + k1.c2w[:3, 3]) / 2, atol=1e-6)
     for p in path:
         assert _is_rotation(p.c2w[:3, :3])
 

@@ -29,6 +29,7 @@ import torch
 
 from models.backends.base import RenderRequest
 from models.cameras import Camera
+from models.scene import manifest_camera
 
 MIN_POLE_ANGLE_DEG = 3.0
 """Orbit pitch stops this far from looking straight along the up axis."""
@@ -113,7 +114,7 @@ class OrbitCamera:
 
     # ------------------------------------------------------------------------------ creation
     @staticmethod
-    def for_scene(scene) -> "OrbitCamera":
+    def for_scene(scene) -> OrbitCamera:
         """The initial view of a scene: its first test (else train, else any) camera, orbiting
         the centre of its bounds; without cameras, a view of the whole box from 30 degrees up."""
         aabb = np.asarray(scene.aabb, dtype=np.float64)
@@ -295,45 +296,167 @@ def dataset_cameras(scene) -> list[DatasetCamera]:
     out = []
     for split in ordered_splits(scene.cameras):
         for i, c in enumerate(scene.cameras[split]):
-            c2w = np.asarray(c["c2w"], dtype=np.float64)
-            if c2w.shape == (3, 4):
-                c2w = np.vstack([c2w, [0, 0, 0, 1]])
-            w, h = int(c["width"]), int(c["height"])
-            cam = Camera(torch.from_numpy(c2w), w, h, float(c["fx"]), float(c["fy"]),
-                         float(c.get("cx", w / 2.0)), float(c.get("cy", h / 2.0)))
-            out.append(DatasetCamera(split, str(c.get("name", i)), cam))
+            out.append(DatasetCamera(split, str(c.get("name", i)), manifest_camera(c, torch.float64)))
     return out
 
 
 # ------------------------------------------------------------------------------ camera paths
-def interpolate_poses(keyframes: list[CameraPose], n_frames: int) -> list[CameraPose]:
-    """``n_frames`` poses through the keyframes: positions on a Catmull-Rom spline, rotations by
-    slerp, field of view linear; the first and last frames are the first and last keyframes."""
-    if not keyframes:
-        raise ValueError("no keyframes recorded")
-    if len(keyframes) == 1 or n_frames == 1:
-        return [keyframes[0]] * n_frames
-    pos = [np.asarray(k.c2w, float)[:3, 3] for k in keyframes]
-    quats = [pyrr.quaternion.create_from_matrix(orthonormalize(np.asarray(k.c2w, float)[:3, :3])) for k in keyframes]
-    for i in range(1, len(quats)):  # shortest arcs
-        if np.dot(quats[i], quats[i - 1]) < 0:
-            quats[i] = -quats[i]
-    segs = len(keyframes) - 1
-    out = []
-    for f in range(n_frames):
-        s = f / (n_frames - 1) * segs
+# Unit quaternions here are numpy arrays (w, x, y, z) of rotations of column vectors.
+def quaternion_from_matrix(rot: np.ndarray) -> np.ndarray:
+    """(4,) unit quaternion (w, x, y, z) of a (3, 3) rotation matrix (Shepperd's method)."""
+    r = np.asarray(rot, dtype=np.float64)
+    tr = r[0, 0] + r[1, 1] + r[2, 2]
+    if tr > 0:
+        s = 2.0 * math.sqrt(1.0 + tr)
+        q = [0.25 * s, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s]
+    elif r[0, 0] > r[1, 1] and r[0, 0] > r[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2])
+        q = [(r[2, 1] - r[1, 2]) / s, 0.25 * s, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s]
+    elif r[1, 1] > r[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2])
+        q = [(r[0, 2] - r[2, 0]) / s, (r[0, 1] + r[1, 0]) / s, 0.25 * s, (r[1, 2] + r[2, 1]) / s]
+    else:
+        s = 2.0 * math.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1])
+        q = [(r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s]
+    q = np.asarray(q, dtype=np.float64)
+    return q / np.linalg.norm(q)
+
+
+def matrix_from_quaternion(q: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation matrix of a quaternion (w, x, y, z); normalised first."""
+    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    aw, ax, ay, az = a
+    bw, bx, by, bz = b
+    return np.array([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw])
+
+
+def _qconj(q: np.ndarray) -> np.ndarray:
+    return np.array([q[0], -q[1], -q[2], -q[3]])
+
+
+def _qlog(q: np.ndarray) -> np.ndarray:
+    """(3,) log of a unit quaternion: half the rotation angle times the axis."""
+    v = q[1:]
+    s = float(np.linalg.norm(v))
+    if s < 1e-12:
+        return np.zeros(3)
+    return math.atan2(s, float(q[0])) * v / s
+
+
+def _qexp(v: np.ndarray) -> np.ndarray:
+    """Unit quaternion exp((0, v)), the inverse of ``_qlog``."""
+    a = float(np.linalg.norm(v))
+    if a < 1e-12:
+        return np.array([1.0, 0.0, 0.0, 0.0])
+    return np.array([math.cos(a), *(math.sin(a) * np.asarray(v) / a)])
+
+
+def _slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Constant-speed arc from ``a`` (t = 0) to ``b`` (t = 1); the caller picks the hemisphere."""
+    q = _qmul(a, _qexp(t * _qlog(_qmul(_qconj(a), b))))
+    return q / np.linalg.norm(q)
+
+
+def _hermite(p1, p2, m1, m2, t: float):
+    """Cubic Hermite from ``p1`` (tangent ``m1``) at t = 0 to ``p2`` (tangent ``m2``) at t = 1."""
+    t2, t3 = t * t, t * t * t
+    return (2 * t3 - 3 * t2 + 1) * p1 + (t3 - 2 * t2 + t) * m1 + (-2 * t3 + 3 * t2) * p2 + (t3 - t2) * m2
+
+
+class PoseSpline:
+    """A camera path through keyframes, keyframe ``i`` at parameter ``s = i``.
+
+    ``smoothness`` blends two interpolations (0 <= smoothness <= 1):
+
+    - 0, linear: positions and field of view move along straight segments at constant speed
+      between consecutive keyframes, rotations by slerp (constant angular speed); the motion
+      changes direction and speed abruptly at each keyframe.
+    - 1, smooth: positions and field of view on a uniform Catmull-Rom spline (Hermite segments
+      with tangents (p[i+1] - p[i-1]) / 2, the end keyframes repeated), rotations on the matching
+      spherical spline (Shoemake's squad, control points from the same neighbours), so velocity
+      and angular velocity are continuous through the keyframes.
+
+    In between, each segment's tangents (and the squad control points' offsets) are scaled
+    between the two, so the path bends continuously from one to the other. Every path passes
+    exactly through its keyframes: at an integer ``s`` the keyframe itself is returned.
+    """
+
+    def __init__(self, keyframes, smoothness: float = 1.0):
+        if not keyframes:
+            raise ValueError("no keyframes recorded")
+        self.keyframes = list(keyframes)
+        self.smoothness = float(np.clip(smoothness, 0.0, 1.0))
+        n = len(self.keyframes)
+        self.positions = [np.asarray(k.c2w, np.float64)[:3, 3] for k in self.keyframes]
+        self.fovs = [float(k.fov_deg) for k in self.keyframes]
+        quats = [quaternion_from_matrix(orthonormalize(np.asarray(k.c2w, np.float64)[:3, :3])) for k in self.keyframes]
+        for i in range(1, n):  # consecutive quaternions in one hemisphere: every segment the short way
+            if np.dot(quats[i], quats[i - 1]) < 0:
+                quats[i] = -quats[i]
+        self.quats = quats
+        # squad control points a_i = q_i exp(-(log(q_i^-1 q_i+1) + log(q_i^-1 q_i-1)) / 4), offsets
+        # scaled by the smoothness (0: a_i = q_i and squad is slerp)
+        self.controls = []
+        for i, q in enumerate(quats):
+            prev, nxt = quats[max(i - 1, 0)], quats[min(i + 1, n - 1)]
+            offset = _qlog(_qmul(_qconj(q), nxt)) + _qlog(_qmul(_qconj(q), prev))
+            a = _qmul(q, _qexp(-self.smoothness * offset / 4))
+            self.controls.append(a / np.linalg.norm(a))
+
+    @property
+    def segments(self) -> int:
+        return len(self.keyframes) - 1
+
+    def _tangents(self, values, i: int):
+        """Start and end tangents of segment ``i`` (from keyframe i to i + 1)."""
+        n, s = len(values), self.smoothness
+        p0, p1, p2, p3 = values[max(i - 1, 0)], values[i], values[i + 1], values[min(i + 2, n - 1)]
+        chord = p2 - p1
+        return (1 - s) * chord + s * (p2 - p0) / 2, (1 - s) * chord + s * (p3 - p1) / 2
+
+    def at(self, s: float) -> CameraPose:
+        """The pose at parameter ``s`` in [0, len(keyframes) - 1] (clamped)."""
+        segs = self.segments
+        s = min(max(float(s), 0.0), float(segs))
+        k = round(s)
+        if abs(s - k) < 1e-9:  # at a keyframe: exactly the keyframe
+            pose = self.keyframes[k]
+            return CameraPose(np.array(pose.c2w, dtype=np.float64), float(pose.fov_deg))
         i = min(int(s), segs - 1)
         t = s - i
-        p0, p1, p2, p3 = pos[max(i - 1, 0)], pos[i], pos[i + 1], pos[min(i + 2, segs)]
-        p = 0.5 * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t * t
-                   + (-p0 + 3 * p1 - 3 * p2 + p3) * t ** 3)
-        q = pyrr.quaternion.slerp(quats[i], quats[i + 1], t)
+        m1, m2 = self._tangents(self.positions, i)
+        pos = _hermite(self.positions[i], self.positions[i + 1], m1, m2, t)
+        f1, f2 = self._tangents(np.asarray(self.fovs), i)
+        fov = float(np.clip(_hermite(self.fovs[i], self.fovs[i + 1], f1, f2, t), 1.0, 179.0))
+        q1, q2 = self.quats[i], self.quats[i + 1]
+        q = _slerp(_slerp(q1, q2, t), _slerp(self.controls[i], self.controls[i + 1], t), 2 * t * (1 - t))
         m = np.eye(4)
-        m[:3, :3] = pyrr.matrix33.create_from_quaternion(pyrr.quaternion.normalize(q))
-        m[:3, 3] = p
-        fov = (1 - t) * keyframes[i].fov_deg + t * keyframes[i + 1].fov_deg
-        out.append(CameraPose(m, fov))
-    return out
+        m[:3, :3] = matrix_from_quaternion(q)
+        m[:3, 3] = pos
+        return CameraPose(m, fov)
+
+    def sample(self, n_frames: int) -> list[CameraPose]:
+        """``n_frames`` poses evenly spaced in ``s``: the first and last are the end keyframes."""
+        if n_frames < 1:
+            raise ValueError(f"a camera path needs at least one frame, not {n_frames}")
+        if n_frames == 1 or self.segments == 0:
+            return [self.at(0.0) for _ in range(n_frames)]
+        # f * segs / (n - 1) is an exact integer wherever a frame falls on a keyframe
+        return [self.at(f * self.segments / (n_frames - 1)) for f in range(n_frames)]
+
+
+def interpolate_poses(keyframes: list[CameraPose], n_frames: int, smoothness: float = 1.0) -> list[CameraPose]:
+    """``n_frames`` poses through the keyframes (``PoseSpline``; smoothness 1: Catmull-Rom
+    positions and field of view, squad rotations); the first and last frames are the first and
+    last keyframes."""
+    return PoseSpline(keyframes, smoothness).sample(n_frames)
 
 
 def orbit_path(camera: OrbitCamera, n_frames: int, turns: float = 1.0) -> list[CameraPose]:

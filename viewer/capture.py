@@ -1,8 +1,11 @@
 """Screenshots, the recorded camera path (keyframes) and videos of a main window's view.
 
 A screenshot whose render is already on screen is written at once; anything else (a screenshot
-at another size, a video of an orbit or of the keyframes) is an ``OfflineJob`` rendered and
+at another size, a video of an orbit or of the camera path) is an ``OfflineJob`` rendered and
 written by the render thread, behind a progress dialog whose Cancel stops it. One job at a time.
+The camera path is a ``viewer.camera_path.CameraPath``, the one model the K key, the Camera box
+and the camera-path panel (``viewer/panels/camera_path_panel.py``) edit; its video frames come
+from ``CameraPath.poses``, the function the panel's preview samples too.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import numpy as np
 from PyQt6.QtCore import QObject, Qt
 from PyQt6.QtWidgets import QFileDialog, QProgressDialog
 
-from viewer.camera import CameraPose, interpolate_poses, orbit_path, request_for_pose, view_bounds
+from viewer.camera import CameraPose, orbit_path, request_for_pose, view_bounds
+from viewer.camera_path import CameraPath
 from viewer.panels.video_dialog import VideoDialog, VideoSettings
 from viewer.panels.view_panel import parse_size
 from viewer.render_worker import OfflineJob
@@ -30,8 +34,11 @@ class CaptureController(QObject):
     def __init__(self, window):
         super().__init__(window)
         self.win = window
-        self.keyframes: list[CameraPose] = []
-        """The recorded camera path (K), in order."""
+        self.path = CameraPath()
+        """The camera path: keyframes (K, the camera-path panel), duration, smoothness."""
+        self.path.subscribe(self._on_path_changed)
+        self.video_dialog: VideoDialog | None = None
+        """The Export video dialog while it is open."""
         self.screenshot_size: tuple[int, int] | None = None
         """Width and height of screenshots (None: the window's render size)."""
         try:
@@ -51,18 +58,24 @@ class CaptureController(QObject):
         w.offlineFailed.connect(self._on_offline_failed)
 
     # ---------------------------------------------------------------------------- keyframes
+    @property
+    def keyframes(self) -> tuple[CameraPose, ...]:
+        """The camera path's keyframes, in order."""
+        return self.path.keyframes
+
     def add_keyframe(self) -> None:
         """Append the current view to the camera path."""
         win = self.win
         if win.camera is None:
             return
-        self.keyframes.append(win.camera.pose())
-        win.camera_box.keyframes.setText(f"Keyframes: {len(self.keyframes)}")
-        win.statusBar().showMessage(f"Keyframe {len(self.keyframes)} added", 2000)
+        self.path.append(win.camera.pose())
+        win.statusBar().showMessage(f"Keyframe {len(self.path)} added", 2000)
 
     def clear_keyframes(self) -> None:
-        self.keyframes.clear()
-        self.win.camera_box.keyframes.setText("Keyframes: 0")
+        self.path.clear()
+
+    def _on_path_changed(self) -> None:
+        self.win.camera_box.set_keyframe_count(len(self.path))
 
     # -------------------------------------------------------------------------- screenshots
     def set_screenshot_size(self, size) -> bool:
@@ -174,17 +187,35 @@ class CaptureController(QObject):
         win.screenshotSaved.emit(path)
 
     # -------------------------------------------------------------------------------- video
-    def export_video_dialog(self) -> None:
+    def export_video_dialog(self, source: str | None = None) -> VideoDialog | None:
+        """Open the Export video dialog (window-modal, not blocking): ``source`` "keyframes" or
+        "orbit" preselected (default: the camera path when it has two keyframes), its length the
+        camera path's duration. OK renders the video; returns the dialog."""
         win = self.win
         if win.scene is None or win.backend is None:
             win.show_error("Open a scene with a trained renderer before exporting a video.", kind="info")
-            return
+            return None
+        if self.video_dialog is not None:
+            self.video_dialog.raise_()
+            return self.video_dialog
         w, h = win.canvas.render_size()
-        defaults = VideoSettings(str(self.default_output(".mp4")), "keyframes" if len(self.keyframes) >= 2 else "orbit",
-                                 120, 30, w - w % 2, h - h % 2)
-        dlg = VideoDialog(defaults, len(self.keyframes), win)
-        if dlg.exec():
-            self.export_video(dlg.settings())
+        fps = 30
+        if source is None:
+            source = "keyframes" if len(self.path) >= 2 else "orbit"
+        defaults = VideoSettings(str(self.default_output(".mp4")), source, self.path.frame_count(fps), fps,
+                                 w - w % 2, h - h % 2)
+        dlg = VideoDialog(defaults, len(self.path), win)
+        dlg.setWindowModality(Qt.WindowModality.WindowModal)
+        self.video_dialog = dlg
+        dlg.accepted.connect(lambda: self.export_video(dlg.settings()))
+        dlg.finished.connect(lambda _result: self._video_dialog_closed(dlg))
+        dlg.open()
+        return dlg
+
+    def _video_dialog_closed(self, dlg: VideoDialog) -> None:
+        if self.video_dialog is dlg:
+            self.video_dialog = None
+        dlg.deleteLater()
 
     def export_video(self, settings: VideoSettings) -> bool:
         """Render a camera path to MP4/GIF on the worker (progress dialog with Cancel)."""
@@ -192,10 +223,10 @@ class CaptureController(QObject):
         if win.scene is None or win.backend is None or win.camera is None or self._offline_kind:
             return False
         if settings.source == "keyframes":
-            if len(self.keyframes) < 2:
+            if len(self.path) < 2:
                 win.show_error("Record at least two keyframes (K) to export a camera path.", kind="info")
                 return False
-            poses = interpolate_poses(self.keyframes, settings.frames)
+            poses = self.path.poses(settings.frames)
         else:
             poses = orbit_path(win.camera, settings.frames)
         bg = tuple(float(x) for x in win.scene.background)

@@ -7,7 +7,9 @@ that it creates and wires together:
 
 - ``scene_controller`` (viewer/scene_controller.py): opening scenes, loading their backends,
   training previews;
-- ``capture`` (viewer/capture.py): screenshots, keyframes, videos, offline render jobs;
+- ``capture`` (viewer/capture.py): screenshots, the camera path's model, videos, offline render jobs;
+- ``camera_path`` (viewer/panels/camera_path_panel.py): the camera-path panel (a dock), its
+  preview in the viewport, saving and loading the path;
 - ``hud_presenter`` (viewer/hud.py): the HUD's and the status bar's text, the frame rate;
 - ``menus`` (viewer/menus.py): the menu bar, its actions and shortcuts;
 - ``training`` (viewer/panels/training_controller.py) and ``comparator``
@@ -36,6 +38,7 @@ from viewer.gl_canvas import GLCanvas
 from viewer.hud import HudPresenter
 from viewer.menus import WindowMenus
 from viewer.panels.backends import BackendSelector, backend_label
+from viewer.panels.camera_path_panel import CameraPathController
 from viewer.panels.comparator import Comparator
 from viewer.panels.overlays import ColourBar, HelpOverlay, HudOverlay, MessageBanner
 from viewer.panels.training_controller import TrainingController
@@ -150,6 +153,9 @@ class MainWindow(QMainWindow):
                                    | QDockWidget.DockWidgetFeature.DockWidgetClosable)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.side_dock)
         self.side_dock.setMinimumWidth(250)
+        self.camera_path = CameraPathController(self)
+        """The camera-path panel (a dock tabbed beside the Scene panel) and its preview."""
+        self.camera_box.editPath.connect(self.camera_path.show_panel)
 
         # --- status bar
         self.status_backend = QLabel("")
@@ -238,7 +244,7 @@ class MainWindow(QMainWindow):
 
     @property
     def keyframes(self):
-        """The recorded camera path (list of CameraPose)."""
+        """The camera path's keyframes (a tuple of CameraPose, in path order)."""
         return self.capture.keyframes
 
     def _default_output(self, suffix: str) -> Path:

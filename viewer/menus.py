@@ -20,7 +20,7 @@ class WindowMenus:
 
     def __init__(self, window):
         self.win = window
-        scenes, capture = window.scene_controller, window.capture
+        scenes, capture, path = window.scene_controller, window.capture, window.camera_path
         mb = window.menuBar()
         file = mb.addMenu("&File")
         self.action(file, "&Open scene…", scenes.open_scene_dialog, QKeySequence.StandardKey.Open)
@@ -34,6 +34,9 @@ class WindowMenus:
             checkable=True, checked=window.settings.value("guides_in_screenshots", False, type=bool))
         """Checked: screenshots get the scene guides drawn onto them."""
         self.action(file, "&Export video…", capture.export_video_dialog, "Ctrl+E")
+        file.addSeparator()
+        self.action(file, "Save camera &path…", path.save_dialog)
+        self.action(file, "&Load camera path…", path.load_dialog)
         file.addSeparator()
         self.action(file, "&Quit", window.close, QKeySequence.StandardKey.Quit)
 
@@ -56,6 +59,7 @@ class WindowMenus:
         self.guides_action = self.action(view, "Dataset cameras and &bounds", window.set_guides_visible, "F",
                                          checkable=True, checked=window.settings.value("guides", False, type=bool))
         view.addAction(window.side_dock.toggleViewAction())
+        view.addAction(path.toggle_action)
 
         cam = mb.addMenu("&Camera")
         self.action(cam, "&Reset view", window.reset_camera, "R")
@@ -66,6 +70,9 @@ class WindowMenus:
         cam.addSeparator()
         self.action(cam, "Add &keyframe", capture.add_keyframe, "K")
         self.action(cam, "&Clear keyframes", capture.clear_keyframes)
+        self.preview_action = self.action(cam, "Pre&view camera path", path.toggle_preview, "P")
+        """Start / stop playing the camera path in the view."""
+        self.action(cam, "Camera p&ath panel…", path.show_panel)
 
         self.train_menu = mb.addMenu("&Train")
         """Filled by the TrainingController."""

@@ -26,6 +26,7 @@ CONTROLS = [
     ("1 2 3", "switch renderer backend"),
     ("M", "cycle display: RGB / depth / opacity"),
     ("K", "add a keyframe to the camera path"),
+    ("P", "preview the camera path (the Camera path panel edits it)"),
     ("C", "compare two backends (split view); Shift+C swaps the sides"),
     ("V", "compare: divider / side-by-side panes"),
     ("G  X", "compare: ground truth in place of B / difference heatmap"),

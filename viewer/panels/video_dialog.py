@@ -1,4 +1,7 @@
-"""The "Export video" dialog: camera path, length, frame rate, size and output file."""
+"""The "Export video" dialog: camera path, length, frame rate, size and output file.
+
+Frames, frame rate and duration are linked: frames = duration x frame rate. Editing the frames
+or the duration changes the other; changing the frame rate keeps the duration."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from PyQt6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -43,11 +47,26 @@ class VideoDialog(QDialog):
         else:
             self.source.setCurrentIndex(1 if defaults.source == "keyframes" else 0)
         self.frames = QSpinBox()
+        self.frames.setObjectName("video-frames")
         self.frames.setRange(2, 10000)
         self.frames.setValue(defaults.frames)
         self.fps = QSpinBox()
+        self.fps.setObjectName("video-fps")
         self.fps.setRange(1, 120)
         self.fps.setValue(defaults.fps)
+        self._seconds = self.frames.value() / self.fps.value()
+        """The video's length, kept exact (the duration box shows it rounded)."""
+        self.duration = QDoubleSpinBox()
+        self.duration.setObjectName("video-duration")
+        self.duration.setRange(0.01, 3600.0)
+        self.duration.setDecimals(2)
+        self.duration.setSingleStep(0.5)
+        self.duration.setSuffix(" s")
+        self.duration.setToolTip("Length of the video (frames / frame rate); the camera path is spread over it")
+        self.duration.setValue(self._seconds)
+        self.frames.valueChanged.connect(self._on_frames)
+        self.fps.valueChanged.connect(self._on_fps)
+        self.duration.valueChanged.connect(self._on_duration)
         self.width_ = QSpinBox()
         self.width_.setRange(16, 7680)
         self.width_.setValue(defaults.width)
@@ -66,12 +85,34 @@ class VideoDialog(QDialog):
         form.addRow("Camera path", self.source)
         form.addRow("Frames", self.frames)
         form.addRow("Frame rate", self.fps)
+        form.addRow("Duration", self.duration)
         form.addRow("Size (w × h)", size)
         form.addRow("File (.mp4 / .gif)", out)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+
+    def _set_frames(self, frames: int) -> None:
+        self.frames.blockSignals(True)
+        self.frames.setValue(max(2, frames))
+        self.frames.blockSignals(False)
+
+    def _show_duration(self) -> None:
+        self.duration.blockSignals(True)
+        self.duration.setValue(self._seconds)
+        self.duration.blockSignals(False)
+
+    def _on_frames(self, frames: int) -> None:
+        self._seconds = frames / self.fps.value()
+        self._show_duration()
+
+    def _on_fps(self, fps: int) -> None:
+        self._set_frames(round(self._seconds * fps))
+
+    def _on_duration(self, seconds: float) -> None:
+        self._seconds = float(seconds)
+        self._set_frames(round(seconds * self.fps.value()))
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export video", self.path.text(), "Video (*.mp4 *.gif)")

@@ -182,6 +182,8 @@ class CameraBox(QGroupBox):
     snapRequested = pyqtSignal(int)
     addKeyframe = pyqtSignal()
     clearKeyframes = pyqtSignal()
+    editPath = pyqtSignal()
+    """Show the camera-path panel."""
     cameraChosen = pyqtSignal(int)
     """Index of the dataset camera clicked in the list (the order [ ] walks)."""
 
@@ -217,19 +219,31 @@ class CameraBox(QGroupBox):
         lay.addWidget(self.cameras)
         row = QHBoxLayout()
         self.keyframes = QLabel("Keyframes: 0")
+        self.keyframes.setObjectName("keyframe-count")
         add = QPushButton("Add (K)")
+        add.setToolTip("Add the current view to the camera path")
         add.clicked.connect(self.addKeyframe.emit)
         clear = QPushButton("Clear")
+        clear.setToolTip("Remove every keyframe of the camera path")
         clear.clicked.connect(self.clearKeyframes.emit)
+        edit = QPushButton("Path…")
+        edit.setObjectName("edit-camera-path")
+        edit.setToolTip("The camera-path panel: reorder keyframes, preview, duration, smoothness, render")
+        edit.clicked.connect(self.editPath.emit)
         row.addWidget(self.keyframes)
         row.addWidget(add)
         row.addWidget(clear)
+        row.addWidget(edit)
         lay.addLayout(row)
 
     def set_fov(self, fov: float) -> None:
         self.fov.blockSignals(True)
         self.fov.setValue(fov)
         self.fov.blockSignals(False)
+
+    def set_keyframe_count(self, count: int) -> None:
+        """Show how many keyframes the camera path has."""
+        self.keyframes.setText(f"Keyframes: {count}")
 
     def set_cameras(self, labels: list[str]) -> None:
         """Fill the dataset camera list (one label per camera, in [ ] order)."""
