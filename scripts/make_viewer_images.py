@@ -8,6 +8,7 @@
   dragging) and the refinement to full resolution.
 - ``guides.png``: the depth view with its colour bar and range, and the scene guides (dataset
   camera frustums, the scene's box) drawn over it, zoomed out from the first test view.
+- ``camera_path.png``: the Camera path panel with four keyframes recorded around the scene.
 - ``compare.png``: compare mode, KiloNeRF (A) | R2L (B) at the first test view, with PSNR/SSIM
   against the ground truth. The demo scene names no dataset (it is regenerated, deterministically,
   with ``python main.py make-scene DIR --size 200 --views 100,4,8``); ``--data`` points at such a
@@ -145,11 +146,31 @@ def make_guides_png(out: Path, tmp: Path) -> None:
     win.shutdown()
 
 
+def make_camera_path_png(out: Path, tmp: Path) -> None:
+    """The Camera path panel with four keyframes recorded around the scene (K after each orbit),
+    one of them selected and shown in the view."""
+    win = _open_demo(tmp)
+    backend = win.backend
+    assert _wait(lambda: backend in win.infos, 120), "default backend did not load"
+    for i in range(4):
+        if i:
+            win.camera.orbit(140, -25 if i % 2 else 25)
+        win.add_keyframe()
+    win.camera_path.show_panel()
+    win.camera_path.go_to(2)
+    win.camera_path.panel.list.setCurrentRow(2)
+    assert wait_final(win), "no final frame"
+    pix = _grab(win, out, 500)
+    print(f"wrote {out} ({pix.width()}x{pix.height()}): {len(win.keyframes)} keyframes")
+    win.close()
+    win.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(ROOT / "docs" / "images"), help="folder for viewer.png and compare.png")
     p.add_argument("--data", default=None, help="the demo's procedural dataset (make-scene --size 200 --views 100,4,8)")
-    p.add_argument("--only", choices=("viewer", "compare", "guides"), default=None)
+    p.add_argument("--only", choices=("viewer", "compare", "guides", "camera_path"), default=None)
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         make_viewer_png(out / "viewer.png", tmp)
     if args.only in (None, "guides"):
         make_guides_png(out / "guides.png", tmp)
+    if args.only in (None, "camera_path"):
+        make_camera_path_png(out / "camera_path.png", tmp)
     if args.only in (None, "compare"):
         data = Path(args.data) if args.data else tmp / "demo200"
         if not (data / "transforms_test.json").exists():

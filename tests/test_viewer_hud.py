@@ -50,20 +50,30 @@ def test_frame_rate_is_a_moving_average_that_skips_pauses():
     m.tick(0.0)
     assert m.ema is None  # one frame: no rate yet
     m.tick(0.1)
-    assert m.ema == pytest.approx(10.0)  # the first rate is taken as it is
+    assert m.ema == pytest.approx(10.0)  # the first span's rate is taken as it is
     m.tick(0.15)
-    assert m.ema == pytest.approx(0.2 * 20.0 + 0.8 * 10.0)  # 12.0
-    m.tick(2.0)  # 1.85 s later: the camera stood still, the gap is not a frame time
+    assert m.ema == pytest.approx(10.0)  # a span shorter than 0.1 s: not finished yet
+    m.tick(0.2)
+    assert m.ema == pytest.approx(0.2 * 20.0 + 0.8 * 10.0)  # 2 frames in 0.1 s: 12.0
+    m.tick(2.0)  # 1.8 s later: the camera stood still, the gap is not a frame time
     assert m.ema == pytest.approx(12.0) and m.last_t == 2.0
     m.tick(2.25)
     assert m.ema == pytest.approx(0.2 * 4.0 + 0.8 * 12.0)  # 10.4
 
 
-def test_frame_rate_of_frames_at_the_same_instant_is_bounded():
+def test_frames_painted_in_a_burst_count_at_their_real_rate():
     m = FrameRateMeter()
-    m.tick(5.0)
-    m.tick(5.0)
-    assert m.ema == pytest.approx(1e6)  # 1 / max(dt, 1 µs)
+    # frames whose paints arrive in pairs 1 ms apart every 40 ms (the event loop was busy): 50 FPS, not ~1000
+    times = [0.0]
+    for i in range(1, 60):
+        times += [0.04 * i - 0.001, 0.04 * i]
+    for t in times:
+        m.tick(t)
+    assert m.ema == pytest.approx(50.0, rel=0.05)
+    m2 = FrameRateMeter()
+    m2.tick(5.0)
+    m2.tick(5.0)  # two frames at the same instant: no rate from a zero-length span
+    assert m2.ema is None
 
 
 @pytest.mark.parametrize(("fields", "shown", "state"), [

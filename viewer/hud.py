@@ -18,25 +18,34 @@ HudLines = list[tuple[str, str]]
 class FrameRateMeter:
     """Frames per second of interactive frames as an exponential moving average.
 
-    Each frame that comes less than ``max_gap_s`` after the previous one adds its rate with
-    weight ``smoothing``; a longer gap (the camera stood still) only restarts the clock.
+    Frames are counted over spans of at least ``min_span_s``; each finished span adds its rate
+    (frames / seconds) with weight ``smoothing``, so frames painted in a burst (two that queued
+    behind a busy event loop) count at the rate they really came at, not as 1 / (their gap). A gap
+    of ``max_gap_s`` or more (the camera stood still) only restarts the count.
     """
 
-    def __init__(self, smoothing: float = 0.2, max_gap_s: float = 1.0):
+    def __init__(self, smoothing: float = 0.2, max_gap_s: float = 1.0, min_span_s: float = 0.1):
         self.smoothing = smoothing
         self.max_gap_s = max_gap_s
+        self.min_span_s = min_span_s
         self.ema: float | None = None
-        """The average (None before two frames close enough together)."""
+        """The average (None before the first span)."""
         self.last_t: float | None = None
         """time.perf_counter() of the previous frame."""
+        self.span_start: float | None = None
+        self.span_frames = 0
 
     def tick(self, now: float) -> None:
         """Count a frame shown at ``now`` (seconds)."""
-        if self.last_t is not None:
-            dt = now - self.last_t
-            if dt < self.max_gap_s:
-                fps = 1.0 / max(dt, 1e-6)
+        if self.last_t is None or now - self.last_t >= self.max_gap_s:
+            self.span_start, self.span_frames = now, 0
+        else:
+            self.span_frames += 1
+            span = now - self.span_start
+            if span >= self.min_span_s:
+                fps = self.span_frames / span
                 self.ema = fps if self.ema is None else self.smoothing * fps + (1.0 - self.smoothing) * self.ema
+                self.span_start, self.span_frames = now, 0
         self.last_t = now
 
 
