@@ -20,13 +20,13 @@ def child(data, out, seconds, overrides):
 
     from models.data import load_dataset
     from models.training.engine import run_job
-    from models.training.jobs import open_or_create_scene, stage_config
+    from models.training.jobs import open_or_create_scene, parse_settings, stage_config
     from models.training.teacher import TeacherJob
 
     ov = {"time_budget_s": float(seconds), "validate_every": 1000, "validation_size": 200, "checkpoint_every_s": 1e9}
-    for kv in overrides.split(",") if overrides else []:
-        k, v = kv.split(":")
-        ov[k] = type(getattr(stage_config("teacher", "standard"), k))(v) if v not in ("True", "False") else v == "True"
+    # key:value pairs, parsed the way `--set key=value` is (schedule settings by their bare names too)
+    ov.update(parse_settings("teacher", "standard", [kv.replace(":", "=", 1) for kv in overrides.split(",")]
+                             if overrides else None))
     data = load_dataset(data)
     scene = open_or_create_scene(Path(out), data)
     job = TeacherJob(scene, data, stage_config("teacher", "standard", ov), torch.device("cuda"))

@@ -160,7 +160,7 @@ def test_cli_and_dialog_build_equal_stage_configs(procedural_dataset, tmp_path):
                                                              "--set", "kilonerf.distill_lr=2e-3")))
     assert configs(piped) == {"teacher": stage_config("teacher", "tiny", cli.train_overrides(train)),
                               "kilonerf": stage_config("kilonerf", "tiny", cli.distill_overrides(distill))}
-    assert configs(piped)["teacher"].validate_every == 7 and configs(piped)["kilonerf"].distill_lr == 2e-3
+    assert configs(piped)["teacher"].schedule.validate_every == 7 and configs(piped)["kilonerf"].distill_lr == 2e-3
 
 
 # ------------------------------------------------------------------------------------ bad input

@@ -94,7 +94,7 @@ def test_scene_folder_holds_the_model_and_keeps_the_teacher_grid(distilled):
 def test_job_resumes_from_its_checkpoint_across_the_phase_boundary(tiny_teacher_scene, procedural_dataset, tmp_path):
     root = copy_scene(tiny_teacher_scene, tmp_path / "scene")
     data = load_dataset(procedural_dataset)
-    cfg = dataclasses.replace(PRESETS["tiny"], steps=40, checkpoint_every_s=0.0)
+    cfg = PRESETS["tiny"].replace(steps=40, checkpoint_every_s=0.0)
     ckpt = checkpoint_path(root, "kilonerf")
     control = JobControl()
 
@@ -159,7 +159,7 @@ def test_validation_events_at_the_cadence_and_a_resumed_clock(tiny_teacher_scene
 
     root = copy_scene(tiny_teacher_scene, tmp_path / "scene")
     data = load_dataset(procedural_dataset)
-    cfg = dataclasses.replace(PRESETS["tiny"], steps=24, validate_every=8, checkpoint_every_s=0.0)
+    cfg = PRESETS["tiny"].replace(steps=24, validate_every=8, checkpoint_every_s=0.0)
     ckpt = checkpoint_path(root, "kilonerf")
     control = JobControl()
     first = []
@@ -185,7 +185,7 @@ def test_validation_events_at_the_cadence_and_a_resumed_clock(tiny_teacher_scene
 
     vals = [e for e in first + resumed if e.kind == "validation"]
     assert [e.step for e in vals] == [8, 16, 24]  # distillation (step 8) and fine-tuning (16, 24)
-    side = cfg.validation_size
+    side = cfg.schedule.validation_size
     for e in vals:
         assert e.stage == "kilonerf" and np.isfinite(e.psnr) and e.psnr > 5.0
         assert e.image.dtype == np.uint8 and e.image.shape == e.target.shape and max(e.image.shape[:2]) == side

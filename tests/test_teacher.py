@@ -137,7 +137,7 @@ def mean_colour_validation_psnr(job) -> float:
 
     mean = job.data.splits["train"].images.reshape(-1, 3).mean(0)
     return validate_views(lambda cam: mean.expand(cam.height, cam.width, 3), job.val_split, job.val_indices,
-                          job.config.validation_size).psnr
+                          job.config.schedule.validation_size).psnr
 
 
 def _static_job(procedural_dataset, tmp_path, **overrides):

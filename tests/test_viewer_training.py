@@ -537,8 +537,6 @@ def feed_steps(panel, first, last, stage="teacher", validate_every=0):
 def test_panel_shows_a_kilonerf_distillations_validations(qtbot, panel, tmp_path, tiny_teacher_scene,
                                                            procedural_dataset):
     """A tiny KiloNeRF distillation's own events put its validation image and curve in the panel."""
-    import dataclasses
-
     from conftest import copy_scene
 
     from models.data import load_dataset
@@ -547,7 +545,7 @@ def test_panel_shows_a_kilonerf_distillations_validations(qtbot, panel, tmp_path
     from models.training.engine import run_job
 
     root = copy_scene(tiny_teacher_scene, tmp_path / "scene")
-    cfg = dataclasses.replace(PRESETS["tiny"], steps=16, validate_every=8, checkpoint_every_s=0.0)
+    cfg = PRESETS["tiny"].replace(steps=16, validate_every=8, checkpoint_every_s=0.0)
     job = KiloNerfDistillJob(Scene.load(root), load_dataset(procedural_dataset), cfg, torch.device("cpu"))
     events = []
     run_job(job, events.append, event_interval_s=0.0)

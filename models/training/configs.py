@@ -10,12 +10,68 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from models.dictconfig import config_from_dict, config_replace, config_settings, config_to_dict
 from models.fields.nerf_mlp import NerfMLPConfig
 from models.training.sparse_view import SparseViewConfig
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
+class ScheduleConfig:
+    """The settings every training job shares: when it validates, checkpoints and publishes
+    live-preview snapshots, and its seed. A job config holds one as ``schedule``; its settings are
+    also addressed by their bare names (``--set validate_every=500``, ``cfg.replace(seed=1)``), as
+    configs written before they moved here store them."""
+
+    validate_every: int = 1000
+    """Steps between validation renders (0: none during training)."""
+    validation_size: int = 0
+    """Longest side of validation renders (0: the views' own resolution, as they are tested)."""
+    validation_views: int = 4
+    """Held-out views validated (spread over the val split, else test, else train)."""
+    checkpoint_every_s: float = 60.0
+    """Seconds between checkpoints."""
+    snapshot_every_s: float = 5.0
+    """Seconds between live-preview weight snapshots (GUI)."""
+    seed: int = 0
+    """Seed of sampling and initialisation."""
+
+    def replace(self, **kw) -> "ScheduleConfig":
+        return dataclasses.replace(self, **kw)
+
+
+class JobConfig:
+    """What every training job's config (``TeacherConfig``, ``KiloNerfConfig``, ``R2LDistillConfig``;
+    frozen dataclasses with a ``schedule: ScheduleConfig`` field) shares: one dict round trip and
+    one ``replace``, both taking the schedule's settings by their bare names as well."""
+
+    FLAT = ("schedule",)
+    """Sub-configs whose settings are also top-level names (see ``models.dictconfig``)."""
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (nested: ``{"schedule": {...}, "mlp": {...}, ...}``)."""
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """The config a ``to_dict`` dict describes; also reads the flat dicts of older files
+        (``{"seed": 0, "validate_every": 200, ...}``: the schedule's settings at the top level).
+        Unknown keys are a ValueError naming them."""
+        return config_from_dict(cls, d, cls.__name__, flat=cls.FLAT)
+
+    def replace(self, **changes):
+        """A copy with ``changes``: fields, or the schedule's settings by name
+        (``cfg.replace(steps=300, validate_every=0)``)."""
+        return config_replace(self, changes, type(self).__name__, flat=self.FLAT)
+
+    @classmethod
+    def settings(cls) -> dict[str, dataclasses.Field]:
+        """Every setting by the names ``replace`` and ``--set`` take (``validate_every`` and
+        ``schedule.validate_every`` alike), each mapped to its field."""
+        return config_settings(cls, cls.FLAT)
+
+
+@dataclass(frozen=True)
+class TeacherConfig(JobConfig):
     """NeRF teacher fitting."""
 
     steps: int = 20000
@@ -75,30 +131,12 @@ class TeacherConfig:
     sample_headroom: float = 1.25
     """CUDA-graph step: sample capacity over ``target_samples`` (the adaptive batch aims at the
     target; rays whose samples would not fit are left out of that step's loss)."""
-    validate_every: int = 1000
-    """Steps between validation renders (0: never)."""
-    validation_size: int = 0
-    """Longest side of validation renders (0: the views' own resolution, as they are tested)."""
-    validation_views: int = 4
-    """Held-out views validated (spread over the val split, else test, else train). Occupancy
-    teachers are rendered as they are trained (``render_marched``), which costs a fraction of
-    the NeRF backend's 256 evaluations per ray."""
-    checkpoint_every_s: float = 60.0
-    """Seconds between checkpoints."""
-    snapshot_every_s: float = 5.0
-    """Seconds between live-preview weight snapshots (GUI)."""
-    seed: int = 0
-    """Seed of ray sampling and initialisation."""
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    """Validation, checkpoint and live-preview intervals, and the seed of ray sampling and
+    initialisation. Occupancy teachers are validated as they are trained (``render_marched``),
+    which costs a fraction of the NeRF backend's 256 evaluations per ray."""
     sparse: SparseViewConfig | None = None
     """Sparse-view training (keep N views) with optional RegNeRF regularisation; None: all views."""
-
-    def replace(self, **kw) -> "TeacherConfig":
-        return dataclasses.replace(self, **kw)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["mlp"] = self.mlp.to_dict()
-        return d
 
     @staticmethod
     def sparse_settings(views: int, regularise: bool | str | None) -> SparseViewConfig:
@@ -114,18 +152,21 @@ TEACHER_PRESETS: dict[str, TeacherConfig] = {
         steps=600, mlp=NerfMLPConfig(depth=4, width=64, skips=(2,), pos_freqs=6, dir_freqs=2, view_width=32),
         batch_rays=512, target_samples=1 << 14, max_batch_rays=2048, lr=5e-3, lr_decay_steps=3000,
         grid_resolution=32, grid_update_every=8, grid_warmup_steps=64, render_step_size=0.03,
-        n_coarse=32, n_fine=32, validate_every=200, validation_size=48, validation_views=2, snapshot_every_s=1.0,
-        checkpoint_every_s=10.0,
+        n_coarse=32, n_fine=32,
+        schedule=ScheduleConfig(validate_every=200, validation_size=48, validation_views=2, snapshot_every_s=1.0,
+                                checkpoint_every_s=10.0),
     ),
-    "quick": TeacherConfig(steps=5000, lr_decay_steps=10000, validate_every=1000),
+    "quick": TeacherConfig(steps=5000, lr_decay_steps=10000, schedule=ScheduleConfig(validate_every=1000)),
     # 500 s of training keeps the whole `train` process (data loading, final validation and save)
     # under 9 minutes; history of this recipe's runs in docs/benchmarks.md.
-    "standard": TeacherConfig(steps=100000, lr_decay_steps=100000, time_budget_s=500.0, validate_every=2500),
+    "standard": TeacherConfig(steps=100000, lr_decay_steps=100000, time_budget_s=500.0,
+                              schedule=ScheduleConfig(validate_every=2500)),
     # The standard recipe over 20 minutes (the step count is only a cap).
-    "long": TeacherConfig(steps=300000, lr_decay_steps=300000, time_budget_s=1200.0, validate_every=5000),
+    "long": TeacherConfig(steps=300000, lr_decay_steps=300000, time_budget_s=1200.0,
+                          schedule=ScheduleConfig(validate_every=5000)),
     "paper": TeacherConfig(
         steps=200000, sampler="hierarchical", batch_rays=1024, lr_decay_steps=500000, precrop_steps=500,
-        validate_every=10000, checkpoint_every_s=600.0,
+        schedule=ScheduleConfig(validate_every=10000, checkpoint_every_s=600.0),
     ),
 }
 

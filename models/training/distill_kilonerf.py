@@ -47,6 +47,7 @@ from models.metrics import psnr
 from models.occupancy import OccupancyGrid
 from models.rendering import alpha_from_density, composite_packed
 from models.scene import Scene
+from models.training.configs import JobConfig, ScheduleConfig
 from models.training.engine import (
     TimeBudget,
     TrainingError,
@@ -60,7 +61,7 @@ from models.training.teacher import RayBatcher
 
 
 @dataclass(frozen=True)
-class KiloNerfConfig:
+class KiloNerfConfig(JobConfig):
     """KiloNeRF distillation + fine-tuning (one job)."""
 
     steps: int = 60000
@@ -115,21 +116,8 @@ class KiloNerfConfig:
     """L2 regularisation of the weights of the two view-dependent layers (paper: 1e-6)."""
     mixed_precision: bool = True
     """fp16 autocast + grad scaling on CUDA (ignored on CPU)."""
-    validate_every: int = 2000
-    """Steps between validation renders (0: never)."""
-    validation_size: int = 0
-    """Longest side of validation renders (0: the views' own resolution, as they are tested)."""
-    validation_views: int = 4
-    """Held-out views validated (spread over the val split, else test, else train)."""
-    checkpoint_every_s: float = 60.0
-    """Seconds between checkpoints."""
-    snapshot_every_s: float = 5.0
-    """Seconds between live-preview weight snapshots (GUI)."""
-    seed: int = 0
-    """Seed of sampling and initialisation."""
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=lambda: ScheduleConfig(validate_every=2000))
+    """Validation, checkpoint and live-preview intervals, and the seed of sampling and initialisation."""
 
 
 PRESETS: dict[str, KiloNerfConfig] = {
@@ -140,12 +128,13 @@ PRESETS: dict[str, KiloNerfConfig] = {
         bounds_resolution=24,
         distill_batch=64, distill_pool=1024, distill_refresh=16, distill_lr=5e-3, distill_lr_final=1e-3,
         render_step_fraction=1.0 / 150.0, finetune_rays=256, finetune_lr=2e-3, finetune_lr_final=5e-4,
-        validate_every=750, validation_size=48, validation_views=2, checkpoint_every_s=10.0, snapshot_every_s=1.0,
+        schedule=ScheduleConfig(validate_every=750, validation_size=48, validation_views=2, checkpoint_every_s=10.0,
+                                snapshot_every_s=1.0),
     ),
     # a few minutes on a GPU; a rough model
     "quick": KiloNerfConfig(
         steps=40000, distill_fraction=0.4, time_budget_s=240.0, distill_lr=2e-3, finetune_rays=4096,
-        validate_every=2000,
+        schedule=ScheduleConfig(validate_every=2000),
     ),
     # the recommended recipe, designed for <= 9 minutes on an H100 at lego 400x400: ~2.8 min of
     # distillation and ~4.7 min of fine-tuning. The 450 s budget is what normally ends each phase
@@ -153,12 +142,12 @@ PRESETS: dict[str, KiloNerfConfig] = {
     # ~50k + ~25k steps); the step counts are upper bounds for faster GPUs.
     "standard": KiloNerfConfig(
         steps=150000, distill_fraction=0.375, time_budget_s=450.0, distill_lr=2e-3, distill_pool=16384,
-        validate_every=5000,
+        schedule=ScheduleConfig(validate_every=5000),
     ),
     # The standard recipe over 20 minutes (the step count is only a cap).
     "long": KiloNerfConfig(
         steps=400000, distill_fraction=0.375, time_budget_s=1200.0, distill_lr=2e-3, distill_pool=16384,
-        validate_every=10000,
+        schedule=ScheduleConfig(validate_every=10000),
     ),
     # The paper's recipe (cfgs/paper/{distill,finetune}): 150k distillation steps of 128 points per
     # network from 1M teacher samples per network, then 1M fine-tuning steps of 8192 rays (lr 1e-3
@@ -168,7 +157,8 @@ PRESETS: dict[str, KiloNerfConfig] = {
     "paper": KiloNerfConfig(
         steps=1_150_000, distill_fraction=150_000 / 1_150_000, distill_batch=128, distill_pool=16384,
         distill_refresh=8, distill_lr=1e-3, distill_lr_final=1e-3, finetune_lr=1e-3,
-        finetune_lr_final=1e-3 * 0.1 ** (1_000_000 / 500_000), validate_every=50000, checkpoint_every_s=600.0,
+        finetune_lr_final=1e-3 * 0.1 ** (1_000_000 / 500_000),
+        schedule=ScheduleConfig(validate_every=50000, checkpoint_every_s=600.0),
     ),
 }
 
@@ -236,11 +226,11 @@ class KiloNerfDistillJob(TimeBudget, TrainingJob):
             raise ValueError("kilonerf: distill_fraction must be within [0, 1]")
         self.total_steps = c.steps
         self.distill_steps = int(round(c.steps * c.distill_fraction))
-        self.validate_every = c.validate_every
-        self.snapshot_every_s = c.snapshot_every_s
-        self.checkpoint_every_s = c.checkpoint_every_s
-        torch.manual_seed(c.seed)
-        self.generator = torch.Generator(device=self.device).manual_seed(c.seed)
+        self.validate_every = c.schedule.validate_every
+        self.snapshot_every_s = c.schedule.snapshot_every_s
+        self.checkpoint_every_s = c.schedule.checkpoint_every_s
+        torch.manual_seed(c.schedule.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(c.schedule.seed)
         if "train" not in data.splits or len(data.splits["train"]) == 0:
             raise ValueError(f"{data.root}: dataset has no training images")
         self.teacher = NerfBackend(self.device)
@@ -251,7 +241,7 @@ class KiloNerfDistillJob(TimeBudget, TrainingJob):
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.background = torch.tensor(data.background, dtype=torch.float32, device=self.device)
         self.val_split = data.splits.get("val") or data.splits.get("test") or data.splits["train"]
-        self.val_indices = validation_indices(len(self.val_split), config.validation_views)
+        self.val_indices = validation_indices(len(self.val_split), config.schedule.validation_views)
         self.batcher: RayBatcher | None = None
         self.field: KiloNerfGrid | None = None
         self.ess: EssGrid | None = None
@@ -308,7 +298,7 @@ class KiloNerfDistillJob(TimeBudget, TrainingJob):
     def set_grids(self, box: torch.Tensor, cell_to_net: torch.Tensor, occupied: torch.Tensor,
                   distance: torch.Tensor | None) -> None:
         c = self.config
-        self.field = KiloNerfGrid(box, cell_to_net, c.field, seed=c.seed).to(self.device)
+        self.field = KiloNerfGrid(box, cell_to_net, c.field, seed=c.schedule.seed).to(self.device)
         self._cell_lo = None
         diag = float((box[1] - box[0]).norm())
         self.render_config = dataclasses.replace(c.render, step_size=diag * c.render_step_fraction)
@@ -492,7 +482,8 @@ class KiloNerfDistillJob(TimeBudget, TrainingJob):
     def validate(self) -> Validation:
         if self.field is None:
             self.build_grids()
-        return validate_views(self.render_camera, self.val_split, self.val_indices, self.config.validation_size)
+        return validate_views(self.render_camera, self.val_split, self.val_indices,
+                              self.config.schedule.validation_size)
 
     # ----------------------------------------------------------------------- state & results
     def model_tensors(self) -> dict[str, torch.Tensor]:

@@ -51,6 +51,7 @@ from models.training.engine import (
     strip_prefix,
 )
 from models.training import distributed
+from models.training.configs import JobConfig, ScheduleConfig
 from models.training.pseudo_rays import (
     OnlineRays,
     RandomViewRays,
@@ -63,7 +64,7 @@ from models.training.teacher import RayBatcher
 
 # ====================================================================================== config
 @dataclass(frozen=True)
-class R2LDistillConfig:
+class R2LDistillConfig(JobConfig):
     """R2L distillation (teacher-labelled rays, training, fine-tuning on real images)."""
 
     steps: int = 20000
@@ -142,23 +143,9 @@ class R2LDistillConfig:
     """"bf16" (no loss scaling needed) or "fp16" (with a gradient scaler)."""
     compile: bool = False
     """torch.compile the student's MLP for training (CUDA; costs a minute of compilation)."""
-    validate_every: int = 1000
-    """Steps between validations (0: only at the end)."""
-    validation_size: int = 0
-    """Longest side of validation renders (0: the views' own resolution, as they are tested)."""
-    validation_views: int = 4
-    """Held-out views validated (spread over the val split, else test, else train)."""
-    checkpoint_every_s: float = 60.0
-    """Seconds between checkpoints."""
-    snapshot_every_s: float = 5.0
-    """Seconds between live-preview weight snapshots (GUI)."""
-    seed: int = 0
-    """Seed of pseudo poses, ray sampling and initialisation (each distributed rank adds its rank)."""
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["mlp"] = self.mlp.to_dict()
-        return d
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    """Validation (0: only at the end), checkpoint and live-preview intervals, and the seed of pseudo
+    poses, ray sampling and initialisation (each distributed rank adds its rank)."""
 
 
 PRESETS: dict[str, R2LDistillConfig] = {
@@ -167,13 +154,13 @@ PRESETS: dict[str, R2LDistillConfig] = {
     "tiny": R2LDistillConfig(
         steps=1000, mlp=VARIANTS["P8x4-128-K32-W128D8"], batch_rays=1024, lr=5e-3, grid_lr=0.1,
         lr_warmup_start=5e-4, lr_warmup_steps=50, online_fresh_rays=1024, pseudo_images=48, pseudo_size=24,
-        pseudo_per_step=4, finetune_start=0.5, validate_every=250, validation_views=2, checkpoint_every_s=10.0,
-        snapshot_every_s=1.0,
+        pseudo_per_step=4, finetune_start=0.5,
+        schedule=ScheduleConfig(validate_every=250, validation_views=2, checkpoint_every_s=10.0, snapshot_every_s=1.0),
     ),
     # A first look in a few minutes on one GPU.
     "quick": R2LDistillConfig(
         steps=200_000, time_budget_s=180.0, mlp=VARIANTS["P8x4-512-K128-W256D12-M128"], batch_rays=65536,
-        lr=1.5e-3, real_fraction=0.5, grid_lr=0.05, validate_every=2000, pseudo_images=300,
+        lr=1.5e-3, real_fraction=0.5, grid_lr=0.05, pseudo_images=300, schedule=ScheduleConfig(validate_every=2000),
     ),
     # The recommended recipe: 14.5 minutes of distillation on one GPU (time-bounded; the step count
     # is only a cap), online teacher rays mixed half and half with rays of the real training images
@@ -182,12 +169,13 @@ PRESETS: dict[str, R2LDistillConfig] = {
     # against the teacher's 29.98). `--variant W256D88` trains the paper's network on the same recipe.
     "standard": R2LDistillConfig(
         steps=1_000_000, time_budget_s=870.0, mlp=VARIANTS["P8x4-512-K128-W256D12-M128"], batch_rays=65536,
-        lr=1.5e-3, real_fraction=0.5, grid_lr=0.05, validate_every=2500, pseudo_images=2000,
+        lr=1.5e-3, real_fraction=0.5, grid_lr=0.05, pseudo_images=2000, schedule=ScheduleConfig(validate_every=2500),
     ),
     # For users with an hour: the standard recipe over 50 minutes.
     "long": R2LDistillConfig(
         steps=5_000_000, time_budget_s=3000.0, mlp=VARIANTS["P8x4-512-K128-W256D12-M128"], batch_rays=65536,
-        lr=1.5e-3, real_fraction=0.5, grid_lr=0.05, validate_every=10000, checkpoint_every_s=300.0, pseudo_images=2000,
+        lr=1.5e-3, real_fraction=0.5, grid_lr=0.05, pseudo_images=2000,
+        schedule=ScheduleConfig(validate_every=10000, checkpoint_every_s=300.0),
     ),
     # The paper's recipe (R2L, ECCV 2022, Sec. 4): 10k pseudo images at 400x400 rendered by the
     # teacher, 1.2M steps on pseudo data + 0.4M steps fine-tuning on real images mixed with pseudo
@@ -197,7 +185,7 @@ PRESETS: dict[str, R2LDistillConfig] = {
     "paper": R2LDistillConfig(
         steps=1_600_000, mlp=VARIANTS["W256D88"], batch_rays=98304, lr_decay_steps=500_000, pseudo_source="pool",
         pseudo_images=10000, pseudo_size=400, pseudo_per_step=1, finetune_start=0.75,
-        finetune_real_fraction=0.5, validate_every=10000, checkpoint_every_s=600.0,
+        finetune_real_fraction=0.5, schedule=ScheduleConfig(validate_every=10000, checkpoint_every_s=600.0),
     ),
 }
 """Presets: data, not code branches. ``steps`` is overridden by ``distill --steps``."""
@@ -384,14 +372,14 @@ class R2LDistillJob(TimeBudget, TrainingJob):
         if c.amp_dtype not in ("bf16", "fp16"):
             raise ValueError(f"r2l: amp_dtype must be bf16 or fp16, got {c.amp_dtype!r}")
         self.total_steps = c.steps
-        self.validate_every = c.validate_every
-        self.snapshot_every_s = c.snapshot_every_s if self.is_main else 0.0
-        self.checkpoint_every_s = c.checkpoint_every_s
+        self.validate_every = c.schedule.validate_every
+        self.snapshot_every_s = c.schedule.snapshot_every_s if self.is_main else 0.0
+        self.checkpoint_every_s = c.schedule.checkpoint_every_s
         self.started = time.perf_counter()
         self.elapsed_before = 0.0
         self.steps_done = 0
-        seed = c.seed + self.dist.rank
-        torch.manual_seed(c.seed)  # identical initial weights on every rank
+        seed = c.schedule.seed + self.dist.rank
+        torch.manual_seed(c.schedule.seed)  # identical initial weights on every rank
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         if "train" not in data.splits or len(data.splits["train"]) == 0:
             raise ValueError(f"{data.root}: dataset has no training images")
@@ -468,7 +456,7 @@ class R2LDistillJob(TimeBudget, TrainingJob):
         self._teacher_clock = 0.0
         self.student_rays_per_s = 0.0
         self.val_split = data.splits.get("val") or data.splits.get("test") or train
-        self.val_indices = validation_indices(len(self.val_split), c.validation_views)
+        self.val_indices = validation_indices(len(self.val_split), c.schedule.validation_views)
         self.last_val: float | None = None
         self.gap_views: list[tuple[Camera, torch.Tensor]] | None = None
         """Two fixed random poses at the training resolution and the teacher's renders of them:
@@ -519,7 +507,7 @@ class R2LDistillJob(TimeBudget, TrainingJob):
         weights = self.scene.root / entry.get("weights", "nerf.safetensors")
         size = weights.stat().st_size if weights.exists() else 0
         return (f"teacher={entry.get('updated', '')}:{size};images={c.pseudo_images};size={c.pseudo_size};"
-                f"seed={c.seed};jitter={c.look_jitter_deg};renderer={self.teacher.kind};"
+                f"seed={c.schedule.seed};jitter={c.look_jitter_deg};renderer={self.teacher.kind};"
                 f"dataset={self.data.kind}:{len(self.data.splits['train'])}")
 
     @torch.no_grad()
@@ -647,7 +635,7 @@ class R2LDistillJob(TimeBudget, TrainingJob):
         """(camera, teacher render (H, W, 3) on the CPU) of ``n`` fixed random poses, rendered once."""
         if self.gap_views is None:
             train = self.data.splits["train"]
-            poses = sample_pseudo_poses(train.c2w, n, self.config.seed + 12345, self.ndc is not None,
+            poses = sample_pseudo_poses(train.c2w, n, self.config.schedule.seed + 12345, self.ndc is not None,
                                         torch.tensor(self.data.up, dtype=torch.float32),
                                         self.data.aabb.float().mean(0), self.config.look_jitter_deg)
             k = train.intrinsics[0]
@@ -668,7 +656,7 @@ class R2LDistillJob(TimeBudget, TrainingJob):
     def validate(self) -> Validation:
         if not self.is_main:  # rank 0 alone reports
             return Validation(self.last_val if self.last_val is not None else 0.0)
-        v = validate_views(self.render_camera, self.val_split, self.val_indices, self.config.validation_size)
+        v = validate_views(self.render_camera, self.val_split, self.val_indices, self.config.schedule.validation_size)
         gap = [psnr(self.render_camera(cam).float().cpu(), ref) for cam, ref in self.teacher_gap_views()]
         v.metrics["psnr_vs_teacher"] = round(float(sum(gap) / len(gap)), 3)
         self.last_val = v.psnr

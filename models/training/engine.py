@@ -135,7 +135,8 @@ class TrainingJob(abc.ABC):
     """"teacher", "kilonerf" or "r2l"."""
     total_steps: int = 0
     validate_every: int = 0
-    """Steps between validations (0: never during training)."""
+    """Steps between validations (0: never during training). The jobs take this and the two
+    intervals below from their config's ``schedule`` (``ScheduleConfig``)."""
     snapshot_every_s: float = 0.0
     """Seconds between weight snapshots for live preview (0: none)."""
     checkpoint_every_s: float = 60.0

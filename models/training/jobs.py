@@ -8,7 +8,6 @@ subclass and its ``PRESETS`` dict of frozen config dataclasses; every job's cons
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from models.data import SceneData, load_dataset
+from models.dictconfig import config_replace
 from models.scene import Scene, SceneError, SceneLock
 from models.training.engine import (
     EventCallback,
@@ -175,8 +175,10 @@ def parse_settings(stage: str, preset: str, items: list[str] | None) -> dict:
     """``KEY=VALUE`` strings (``train`` / ``distill --set``) -> overrides of the stage's config.
 
     Only scalar settings (int, float, bool, str) can be set this way; each value is parsed as its
-    field's type (bool: true/false/1/0/yes/no). Unknown keys, nested settings and values that do
-    not parse are errors naming the key. The result is validated by building the config.
+    field's type (bool: true/false/1/0/yes/no). The schedule's settings (``ScheduleConfig``) go by
+    their bare names (``validate_every``) or as ``schedule.validate_every``; either way the
+    override is keyed by the bare name. Unknown keys, nested settings and values that do not parse
+    are errors naming the key. The result is validated by building the config.
     """
     out: dict = {}
     if not items:
@@ -184,7 +186,7 @@ def parse_settings(stage: str, preset: str, items: list[str] | None) -> dict:
     presets = stage_presets(stage)
     if preset not in presets:
         raise ValueError(f"unknown {stage} preset '{preset}' (choose from {', '.join(presets)})")
-    fields = {f.name: f for f in dataclasses.fields(presets[preset])}
+    fields = presets[preset].settings()
     for item in items:
         key, sep, text = item.partition("=")
         key, text = key.strip(), text.strip()
@@ -192,6 +194,7 @@ def parse_settings(stage: str, preset: str, items: list[str] | None) -> dict:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         if key not in fields:
             raise ValueError(f"--set {key}: {stage} has no setting '{key}' (see the stage's config for its names)")
+        name = fields[key].name  # the bare name ("schedule.seed" -> "seed")
         kind = fields[key].type if isinstance(fields[key].type, str) else getattr(fields[key].type, "__name__", "")
         if kind not in ("bool", "int", "float", "str"):
             raise ValueError(f"--set {key}: only scalar settings can be set this way ({key} is {kind})")
@@ -200,13 +203,13 @@ def parse_settings(stage: str, preset: str, items: list[str] | None) -> dict:
             raise ValueError(f"--set {key}={text}: not a valid {kind}")
         if kind in ("int", "float") and value < 0:
             raise ValueError(f"--set {key}={text}: must not be negative")
-        if key == "steps" and value < 1:
+        if name == "steps" and value < 1:
             raise ValueError(f"--set {key}={text}: must be at least 1")
-        if kind == "float" and ("fraction" in key or key.endswith("_share") or key.endswith("_start")) and value > 1:
+        if kind == "float" and ("fraction" in name or name.endswith("_share") or name.endswith("_start")) and value > 1:
             raise ValueError(f"--set {key}={text}: a fraction, at most 1")
-        if kind == "float" and key.endswith("lr") and value == 0:
+        if kind == "float" and name.endswith("lr") and value == 0:
             raise ValueError(f"--set {key}=0: a learning rate must be positive")
-        out[key] = value
+        out[name] = value
     try:
         stage_config(stage, preset, out)
     except (TypeError, ValueError) as e:
@@ -215,17 +218,17 @@ def parse_settings(stage: str, preset: str, items: list[str] | None) -> dict:
 
 
 def stage_config(stage: str, preset: str, overrides: dict | None = None):
+    """The config of ``stage``: its preset ``preset`` with ``overrides`` ({setting: value}; None
+    values are left to the preset) applied as the config's ``replace`` applies them, so the
+    schedule's settings may be named bare (``validate_every``) or dotted
+    (``schedule.validate_every``). Unknown presets and settings are ValueErrors naming them."""
     presets = stage_presets(stage)
     if preset not in presets:
         raise ValueError(f"unknown {stage} preset '{preset}' (choose from {', '.join(presets)})")
     cfg = presets[preset]
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if overrides:
-        names = {f.name for f in dataclasses.fields(cfg)}
-        unknown = set(overrides) - names
-        if unknown:
-            raise ValueError(f"{stage}: unknown setting(s) {', '.join(sorted(unknown))}")
-        cfg = dataclasses.replace(cfg, **overrides)
+        cfg = config_replace(cfg, overrides, stage, flat=cfg.FLAT)
     return cfg
 
 

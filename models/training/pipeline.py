@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.data import SceneData
+from models.dictconfig import config_from_dict
 from models.scene import Scene, SceneError
 from models.storage import StorageError, read_json, write_json
 from models.training.engine import JobCancelled, JobControl, TrainEvent, checkpoint_path
@@ -96,8 +97,9 @@ class TrainRequest:
 
     @staticmethod
     def from_json(d: dict) -> TrainRequest:
-        names = {f.name for f in dataclasses.fields(TrainRequest)}
-        return TrainRequest(**{k: v for k, v in d.items() if k in names})
+        """The request ``to_json`` wrote; a key it does not know (a record written by a newer
+        version) is a ValueError naming it, not silently dropped."""
+        return config_from_dict(TrainRequest, d, "training request")
 
 
 def parse_stages(text: str) -> list[str]:
@@ -209,10 +211,12 @@ def saved_job_path(scene_root: str | Path) -> Path:
 
 def read_saved_job(scene_root: str | Path) -> tuple[TrainRequest, list[str]] | None:
     """(request, stages completed) of the job that wrote this scene's checkpoints, or None
-    (no record, or one that cannot be read)."""
+    (no record, or one that cannot be read: not JSON, or holding settings this version does not
+    know)."""
     try:
-        d = read_json(saved_job_path(scene_root))
-        return TrainRequest.from_json(d), [str(x) for x in d.get("completed", [])]
+        d = dict(read_json(saved_job_path(scene_root)))
+        completed = d.pop("completed", [])
+        return TrainRequest.from_json(d), [str(x) for x in completed]
     except (StorageError, ValueError, TypeError, AttributeError):
         return None
 

@@ -134,11 +134,11 @@ class TeacherJob(TimeBudget, TrainingJob):
         self.data, self.scene, self.config, self.device = data, scene, config, torch.device(device)
         c = config
         self.total_steps = c.steps
-        self.validate_every = c.validate_every
-        self.snapshot_every_s = c.snapshot_every_s
-        self.checkpoint_every_s = c.checkpoint_every_s
-        torch.manual_seed(c.seed)
-        self.generator = torch.Generator(device=self.device).manual_seed(c.seed)
+        self.validate_every = c.schedule.validate_every
+        self.snapshot_every_s = c.schedule.snapshot_every_s
+        self.checkpoint_every_s = c.schedule.checkpoint_every_s
+        torch.manual_seed(c.schedule.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(c.schedule.seed)
         if "train" not in data.splits or len(data.splits["train"]) == 0:
             raise ValueError(f"{data.root}: dataset has no training images")
         train = data.splits["train"]
@@ -183,7 +183,7 @@ class TeacherJob(TimeBudget, TrainingJob):
         self.sampling = HierarchicalConfig(c.n_coarse, c.n_fine)
         self.started = time.perf_counter()
         self.val_split = data.splits.get("val") or data.splits.get("test") or data.splits["train"]
-        self.val_indices = validation_indices(len(self.val_split), c.validation_views)
+        self.val_indices = validation_indices(len(self.val_split), c.schedule.validation_views)
 
     # --------------------------------------------------------------------------------- helpers
     def autocast(self):
@@ -421,7 +421,8 @@ class TeacherJob(TimeBudget, TrainingJob):
         return rgb.reshape(cam.height, cam.width, 3)
 
     def validate(self) -> Validation:
-        return validate_views(self.render_camera, self.val_split, self.val_indices, self.config.validation_size)
+        return validate_views(self.render_camera, self.val_split, self.val_indices,
+                              self.config.schedule.validation_size)
 
     # ------------------------------------------------------------------------ state & results
     def model_tensors(self) -> dict[str, torch.Tensor]:
