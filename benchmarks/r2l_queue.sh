@@ -22,6 +22,7 @@
 #   EXPORT_BACKENDS  backends written by stage export (default nerf; e.g. all)
 #   DEVICE       cuda (default) or cpu (a dry run of the plumbing: set PRESET=tiny)
 #   PRESET       teacher preset (default standard); R2L_PRESET (default standard)
+#   STEP_ARGS    extra arguments of stage step's benchmarks/r2l_step.py (e.g. "--variants W256D88 --paths default")
 #   W256_BUDGET  seconds of W256D88 distillation in stage w256 (default 0: skip it)
 #   RENDER_VARIANTS  students timed by stage render (benchmarks/r2l_render.py; default: its own list)
 #   RENDER_ARGS  extra arguments of stage render (e.g. "--sweep 64x8,128x4"); RENDER_SCENE=1 times the
@@ -73,7 +74,8 @@ run_render() {  # render time of students at BIG x BIG (random weights), RENDER_
 }
 
 run_step() {
-  $PY benchmarks/r2l_step.py --json "$W/step/step.json"
+  # shellcheck disable=SC2086
+  $PY benchmarks/r2l_step.py --json "$W/step/step.json" ${STEP_ARGS:-}
 }
 
 run_teacher() {
