@@ -2,12 +2,14 @@
 
 One step = encoding (with jitter), forward, loss, backward and the fused Adam update, on random
 rays through the scene box, exactly as ``R2LDistillJob.train_step`` runs it (minus the teacher and
-the hard-example pool). FLOPs per ray = 3 x the network's forward FLOPs (forward + backward, the
+the hard-example pool). A variant with an occupancy mask ("-M128") gets a central ellipsoid of the
+box as its occupied space, ``--mask-kept`` of the mask's cells (default 7 %, what the teacher's grid
+keeps of lego; 1 keeps every cell). FLOPs per ray = 3 x the network's forward FLOPs (forward + backward, the
 usual 1 + 2 rule; the encoding and the plane lookups are not counted). The peak is measured in the
 same process: a bf16 8192^3 matrix product on random data.
 
     python benchmarks/r2l_step.py [--variants P8x4-512-K32-W256D12,W256D88] [--batch 65536]
-        [--steps 30] [--paths default,torch,compile] [--json FILE]
+        [--steps 30] [--paths default,torch,compile] [--mask-kept 0.07] [--json FILE]
 
 Prints a Markdown table; needs CUDA.
 """
@@ -47,12 +49,27 @@ def copy_bandwidth_tbs(nbytes: int = 4 << 30, reps: int = 10) -> float:
     return 2 * nbytes * reps / (time.perf_counter() - t) / 1e12
 
 
-def time_steps(cfg: R2LMLPConfig, batch: int, steps: int, path: str) -> dict:
+def ellipsoid_mask(resolution: int, kept: float) -> torch.Tensor:
+    """(r, r, r) uint8: the cells inside the centred ellipsoid (semi-axes in proportion to the box)
+    holding ``kept`` of the cells; 1 keeps every cell."""
+    if kept >= 1.0:
+        return torch.ones(resolution, resolution, resolution, dtype=torch.uint8)
+    ax = (torch.arange(resolution, dtype=torch.float32) + 0.5) / resolution * 2 - 1
+    x, y, z = torch.meshgrid(ax, ax, ax, indexing="ij")
+    radius = (3 * kept / (4 * torch.pi)) ** (1 / 3) * 2  # the ball's volume fraction of the [-1, 1]^3 cube
+    return (x * x + y * y + z * z <= radius * radius).to(torch.uint8)
+
+
+def time_steps(cfg: R2LMLPConfig, batch: int, steps: int, path: str, mask_kept: float = 0.07) -> dict:
     torch.manual_seed(0)
     net = R2LMLP(cfg).cuda()
+    kept = None
     if cfg.encoding == "planes":
         net.set_box(torch.tensor([[-0.7, -1.2, -0.4], [0.7, 1.2, 1.1]]))
         net.planes.accel = "torch" if path == "torch" else "triton"
+    if cfg.mask_resolution:
+        net.mask.copy_(ellipsoid_mask(cfg.mask_resolution, mask_kept).to(net.mask.device))
+        kept = round(float(net.mask.float().mean()), 4)
     groups = [{"params": net.mlp_parameters(), "lr": 5e-4}]
     if net.grid_parameters():
         groups.append({"params": net.grid_parameters(), "lr": 5e-2})
@@ -102,20 +119,25 @@ def time_steps(cfg: R2LMLPConfig, batch: int, steps: int, path: str) -> dict:
     return {"variant": cfg.name, "path": path, "batch": batch, "ms_per_step": round(ms, 3),
             "rays_per_s": round(batch / ms * 1e3), "tflops": round(flops / ms / 1e9, 1),
             "first_step_s": round(first, 1), "mflop_per_ray_train": round(3 * net.flops_per_ray() / 1e6, 2),
-            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2), "mask_kept": kept}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", default="P8x4-512-K64-W256D12,P8x4-512-K32-W256D12,W256D88")
+    ap.add_argument("--variants", default="P8x4-512-K128-W256D12-M128,W256D88")
     ap.add_argument("--batch", type=int, default=65536)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--paths", default="default,torch", help="default (Triton plane kernels), torch, compile")
+    ap.add_argument("--mask-kept", type=float, default=0.07,
+                    help="fraction of the occupancy mask's cells kept for the -M variants (1: all)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of 5 steps per row")
     a = ap.parse_args()
     global PROFILE
     PROFILE = a.profile
+    if not 0.0 < a.mask_kept <= 1.0:
+        print(f"error: --mask-kept must be in (0, 1], got {a.mask_kept}", file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("error: benchmarks/r2l_step.py needs CUDA", file=sys.stderr)
         return 2
@@ -127,20 +149,22 @@ def main() -> int:
             if path == "torch" and cfg.encoding != "planes":
                 continue  # the PE variants have one eager path ("default")
             try:
-                rows.append(time_steps(cfg, a.batch, a.steps, path))
+                rows.append(time_steps(cfg, a.batch, a.steps, path, a.mask_kept))
             except Exception as e:  # noqa: BLE001 - report and go on with the other rows
                 rows.append({"variant": name, "path": path, "error": f"{type(e).__name__}: {e}"[:300]})
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
     dev = torch.cuda.get_device_name()
     print(f"\n{dev}, torch {torch.__version__}; measured peaks: bf16 GEMM {peak:.0f} TFLOP/s, copy {bw:.2f} TB/s\n")
-    print("| variant | path | batch | ms/step | rays/s | MFLOP/ray (train) | TFLOP/s | % of peak | first step s | peak GiB |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| variant | path | batch | mask kept | ms/step | rays/s | MFLOP/ray (train) | TFLOP/s | % of peak | first step s "
+          "| peak GiB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['variant']} | {r['path']} | | | | | | | | {r['error']} |")
+            print(f"| {r['variant']} | {r['path']} | | | | | | | | | {r['error']} |")
             continue
-        print(f"| {r['variant']} | {r['path']} | {r['batch']} | {r['ms_per_step']} | {r['rays_per_s'] / 1e6:.2f} M | "
+        kept = "–" if r["mask_kept"] is None else f"{100 * r['mask_kept']:.1f} %"
+        print(f"| {r['variant']} | {r['path']} | {r['batch']} | {kept} | {r['ms_per_step']} | {r['rays_per_s'] / 1e6:.2f} M | "
               f"{r['mflop_per_ray_train']} | {r['tflops']} | {100 * r['tflops'] / peak:.1f} | {r['first_step_s']} | "
               f"{r['peak_mem_gib']} |")
     if a.json:
