@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: the viewer needs PyQt6 and PyOpenGL ({e}); install with: pip install -e .", file=sys.stderr)
             return 2
         return run_viewer(args.scene, sys.argv[:1], device=args.device, screenshot=args.screenshot,
-                          quit_after=args.quit_after, accel=args.accel)
+                          quit_after=args.quit_after, accel=args.accel, render_process=args.render == "process")
     return run(argv, parser)
 
 

@@ -1,6 +1,7 @@
 """Benchmark the GUI's responsiveness while a job trains from the training dialog.
 
     python benchmarks/bench_training.py [--steps 300] [--preset tiny] [--size 256] [--load 1] [--runs 1]
+        [--render process|thread]
         [--device cpu] [--dataset DIR]
 
 Opens the real main window (``--size``: the GL view, square), starts a teacher job from the
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load", type=int, default=0, help="CPU-bound processes running beside the viewer")
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--render", choices=["process", "thread"], default="process",
+                   help="the viewer's backends in a render process (its default) or on a thread of the GUI process")
     p.add_argument("--dataset", default=None, help="dataset folder (default: a procedural 64x64 one)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.runs < 1 or args.load < 0 or args.size < 16:
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     app = create_application([sys.argv[0]])
     configure_torch_threads(args.device)
     settings = QSettings(str(tmp / "bench.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(settings=settings, device=args.device)
+    win = MainWindow(settings=settings, device=args.device, render_process=args.render == "process")
     win.training.ask_stop = lambda: True
     win.canvas.setFixedSize(args.size, args.size)
     win.show()
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         win.close()
         app.processEvents()
     print(f"{os.cpu_count()} CPUs; {args.load} CPU-bound process(es) beside; view {args.size}x{args.size}; "
+          f"rendering in {'a render process' if args.render == 'process' else 'a thread of the GUI process'}; "
           f"teacher preset {args.preset}, {args.steps} steps on {args.device}")
     print("| run | outcome | seconds | ticks | worst stall ms | p99 gap ms | stalls > 50 ms | > 100 ms "
           "| preview frames | load avg |")

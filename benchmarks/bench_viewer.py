@@ -2,7 +2,7 @@
 overhead per frame.
 
     python benchmarks/bench_viewer.py SCENE --size 800 --seconds 10 [--backends nerf,kilonerf] [--target-fps 30]
-        [--null-backend] [--full-resolution]
+        [--null-backend] [--full-resolution] [--render process|thread]
 
 Opens the main window with an ``size x size`` GL view (``--size 0``: the window at its default
 size, as ``python main.py`` opens it on this screen), and for each available backend scripts a
@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refine-timeout", type=float, default=30.0, help="max seconds to wait for full resolution")
     p.add_argument("--null-backend", action="store_true",
                    help="also bench a network-free backend (viewer overhead at full resolution)")
+    p.add_argument("--render", choices=["process", "thread"], default="process",
+                   help="backends in a render process (the viewer's default) or on a thread of the GUI process")
     p.add_argument("--full-resolution", action="store_true",
                    help="turn dynamic resolution off: every frame at size x size (overhead at full size)")
     args = p.parse_args(argv)
@@ -183,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     app = create_application([sys.argv[0]])
     configure_torch_threads(args.device)
     settings = QSettings(str(Path(tempfile.mkdtemp()) / "bench.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(settings=settings, device=args.device)
+    win = MainWindow(settings=settings, device=args.device, render_process=args.render == "process",
+                     extra_backends={NullBackend.name: "models.backends.null:NullBackend"} if args.null_backend else None)
     if args.size > 0:
         win.canvas.setFixedSize(args.size, args.size)
     win.canvas.sync_timing = True
@@ -200,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in args.backends.split(",") if n] or [n for n in registry.BACKENDS
                                                            if win.backend_selector.is_enabled(n)]
     rows = [bench_backend(win, n, args.seconds, args.move_hz, args.refine_timeout) for n in names]
+    print(f"rendering in {'a render process' if args.render == 'process' else 'a thread of the GUI process'}")
     print(format_table(rows, tuple(size), win.canvas.gl_renderer))
     win.close()
     app.processEvents()

@@ -326,7 +326,7 @@ def cmd_render(a) -> int:
     from tqdm import tqdm
 
     from models.backends.base import RenderRequest
-    from models.cameras import Camera, look_at
+    from models.cameras import Camera
     from models.scene import Scene
 
     if Path(a.out).suffix.lower() not in ("", ".mp4", ".gif"):
@@ -615,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, type=device_name, help="cuda, mps or cpu (default: best available)")
     p.add_argument("--quit-after", type=positive_seconds, default=None, help="close after this many seconds (smoke tests)")
     p.add_argument("--screenshot", default=None, help="with --quit-after: save the GL canvas to this PNG first")
+    p.add_argument("--render", choices=["process", "thread"], default="process",
+                   help="where the backends render: a process of their own (default; the GUI's interpreter "
+                   "stays free) or a thread of the GUI process")
     add_accel(p)
 
     p = sub.add_parser("make-scene", help="write the project's procedural scene as a Blender-format dataset")

@@ -1,6 +1,6 @@
 """kill -9 at random moments of train, distill and export: nothing a user has is ever lost.
 
-Twenty kills (a fixed random schedule) across the three commands on the tiny procedural scene.
+Nine kills (a fixed random schedule) across the three commands on the tiny procedural scene.
 After each: the scene folder still loads (or was never created), no hidden work folder is left
 beside an export, and the killed job resumes from its last checkpoint when run again, losing at
 most one checkpoint interval (``--checkpoint-every 1`` here): a resumed job's checkpoint step never
@@ -12,7 +12,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -43,12 +42,12 @@ def _kill_after(proc, seconds: float) -> bool:
 
 
 @pytest.mark.slow
-def test_kill_minus_nine_at_twenty_moments(procedural_dataset, tiny_teacher_scene, tmp_path):
+def test_kill_minus_nine_at_nine_moments(procedural_dataset, tiny_teacher_scene, tmp_path):
     rng = random.Random(20261201)
     kills = 0
-    # train: 8 moments; every kill leaves a loadable scene (or none yet) and a resumable job
+    # train: 3 moments; every kill leaves a loadable scene (or none yet) and a resumable job
     scene = tmp_path / "trained"
-    for _ in range(8):
+    for _ in range(3):
         killed = _kill_after(_start("train", str(procedural_dataset), "--out", str(scene), "--preset", "tiny",
                                     "--steps", "300", "--checkpoint-every", "1"), rng.uniform(1.0, 8.0))
         kills += killed
@@ -57,10 +56,10 @@ def test_kill_minus_nine_at_twenty_moments(procedural_dataset, tiny_teacher_scen
         ckpt = scene / "checkpoints" / "teacher.safetensors"
         if ckpt.exists():
             read_checkpoint(ckpt)  # complete, never half written
-    # distill: 8 moments on a copy of the trained teacher
+    # distill: 4 moments on a copy of the trained teacher
     distilled = copy_scene(tiny_teacher_scene, tmp_path / "distilled")
     steps_seen = []
-    for _ in range(8):
+    for _ in range(4):
         killed = _kill_after(_start("distill", str(distilled), "--backend", "r2l", "--preset", "tiny",
                                     "--steps", "300", "--checkpoint-every", "1"), rng.uniform(1.0, 8.0))
         kills += killed
@@ -71,9 +70,9 @@ def test_kill_minus_nine_at_twenty_moments(procedural_dataset, tiny_teacher_scen
         if "r2l" in s.backends:
             s.load_model("r2l")
     assert steps_seen == sorted(steps_seen)  # resumed runs only ever add steps
-    # export: 4 moments, replacing an existing scene (the riskiest case)
+    # export: 2 moments, replacing an existing scene (the riskiest case)
     target = copy_scene(tiny_teacher_scene, tmp_path / "target")
-    for _ in range(4):
+    for _ in range(2):
         killed = _kill_after(_start("export", str(distilled), "--out", str(target), "--force"), rng.uniform(0.5, 3.0))
         kills += killed
         proc = _start("doctor", str(target))  # the next command beside it cleans up what a kill left
@@ -81,7 +80,7 @@ def test_kill_minus_nine_at_twenty_moments(procedural_dataset, tiny_teacher_scen
         Scene.load(target)
     _start("export", str(distilled), "--out", str(tmp_path / "probe")).wait()  # cleans up beside target too
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
-    assert kills >= 10, kills  # most moments fell inside a running job
+    assert kills >= 5, kills  # most moments fell inside a running job
     # every job still completes from where it was
     for args in (("train", str(procedural_dataset), "--out", str(scene), "--preset", "tiny", "--steps", "300"),
                  ("distill", str(distilled), "--backend", "r2l", "--preset", "tiny", "--steps", "300")):

@@ -44,18 +44,19 @@ def configure_torch_threads(device: str | None) -> None:
 
 def run_viewer(scene_path: str | None, argv: list[str] | None = None, device: str | None = None,
                screenshot: str | None = None, quit_after: float | None = None,
-               accel: dict[str, str] | None = None) -> int:
+               accel: dict[str, str] | None = None, render_process: bool = True) -> int:
     """Open the viewer window and run the event loop; returns the exit code.
 
     ``scene_path`` None opens the bundled demo scene (assets/demo_scene) when it exists;
     otherwise the window explains what to do and offers a folder dialog. ``quit_after`` seconds
     closes the window (for smoke tests and scripted screenshots), saving the GL canvas to
     ``screenshot`` first when given. ``accel`` names the execution path of backends (name ->
-    path, as ``main.py view --accel``); the others take the fastest that works.
+    path, as ``main.py view --accel``); the others take the fastest that works. ``render_process``
+    renders in a process of its own (``viewer.render_process``), else on a thread of this one.
     """
     app = create_application(argv)
     configure_torch_threads(device)
-    window = MainWindow(device=device, accel=accel)
+    window = MainWindow(device=device, accel=accel, render_process=render_process)
     previous_hook = sys.excepthook
     sys.excepthook = window.report_exception  # an error in a slot must not abort the process
     window.show()

@@ -58,6 +58,18 @@ def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def render_threads(device: str | None) -> int:
+    """torch threads of the render process: on the CPU all cores but one (the GUI's), else 0
+    (torch's default)."""
+    import os
+
+    from models import devices
+
+    if devices.resolve_device(device).type == "cpu":
+        return max(1, (os.cpu_count() or 2) - 1)
+    return 0
+
+
 class MainWindow(QMainWindow):
     sceneOpened = pyqtSignal(str)
     """Path of a scene that opened."""
@@ -70,7 +82,8 @@ class MainWindow(QMainWindow):
     """request_render ran (the view may have changed, or a snap kept the same pixels)."""
 
     def __init__(self, settings: QSettings | None = None, device: str | None = None, parent=None,
-                 accel: dict[str, str] | None = None):
+                 accel: dict[str, str] | None = None, render_process: bool = False,
+                 extra_backends: dict[str, str] | None = None):
         super().__init__(parent)
         self.settings = settings if settings is not None else QSettings("neural-scene-viewer", "viewer")
         self.setWindowTitle(APP_NAME)
@@ -89,7 +102,16 @@ class MainWindow(QMainWindow):
         # --- render thread
         self.render_thread = QThread(self)
         self.render_thread.setObjectName("render")
-        self.worker = RenderWorker(device, float(self.settings.value("target_fps", 30.0, type=float)), accel)
+        self.render_server = None
+        """``viewer.render_process.RenderServer`` when the backends live in a render process."""
+        factory = None
+        if render_process:
+            from viewer.render_process import RenderServer
+
+            self.render_server = RenderServer(threads=render_threads(device), extra_backends=extra_backends)
+            factory = self.render_server.create
+        self.worker = RenderWorker(device, float(self.settings.value("target_fps", 30.0, type=float)), accel,
+                                   backend_factory=factory)
         self.worker.moveToThread(self.render_thread)
         self.render_thread.start()
         self.worker.frameReady.connect(self._on_frame)
@@ -490,11 +512,17 @@ class MainWindow(QMainWindow):
         self.training.shutdown()
         self.comparator.shutdown()
         if not self.render_thread.isRunning():
+            if self.render_server is not None:
+                self.render_server.stop()
             return True
         self.worker.cancel_offline()
         self.worker.clear_backends()
         self.render_thread.quit()
-        return self.render_thread.wait(self.SHUTDOWN_WAIT_MS)
+        if self.render_server is None:
+            return self.render_thread.wait(self.SHUTDOWN_WAIT_MS)
+        done = self.render_thread.wait(min(1000, self.SHUTDOWN_WAIT_MS))
+        self.render_server.stop()  # a child still inside a frame is killed: the thread's call returns
+        return done or self.render_thread.wait(self.SHUTDOWN_WAIT_MS)
 
     def closeEvent(self, event) -> None:
         if not self.training.confirm_close():  # a running job: ask, stop it, close when it ended

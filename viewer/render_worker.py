@@ -256,9 +256,13 @@ class RenderWorker(QObject):
     _clear = pyqtSignal()
     _swap = pyqtSignal(str, object, object)
 
-    def __init__(self, device: str | None = None, target_fps: float = 30.0, accel: dict[str, str] | None = None):
+    def __init__(self, device: str | None = None, target_fps: float = 30.0, accel: dict[str, str] | None = None,
+                 backend_factory: Callable | None = None):
         super().__init__()
         self.device = device
+        self.backend_factory = backend_factory or registry.create
+        """``(name, device, accel) -> backend``: ``registry.create`` (backends on this thread) or a
+        ``viewer.render_process.RenderServer``'s ``create`` (backends in the render process)."""
         self.accel = dict(accel or {})
         """Execution path per backend name (``main.py view --accel``; "auto" for the others)."""
         self.target_fps = target_fps
@@ -547,7 +551,7 @@ class RenderWorker(QObject):
             return
         t0 = time.perf_counter()
         try:
-            backend = registry.create(name, self.device, self.accel.get(name, "auto"))
+            backend = self.backend_factory(name, self.device, self.accel.get(name, "auto"))
             backend.load(scene)
         except BackendUnavailable as e:
             self._failed[name] = str(e)
@@ -577,6 +581,10 @@ class RenderWorker(QObject):
     @pyqtSlot()
     def _clear_backends(self) -> None:
         self._refine_timer.stop()
+        for b in self._backends.values():
+            release = getattr(b, "release", None)  # a backend of the render process: free it there
+            if release is not None:
+                release()
         self._backends.clear()
         self._failed.clear()
         self._dynres.clear()
