@@ -1,4 +1,5 @@
-"""The render worker: every torch call of the viewer happens here, on its own QThread.
+"""The render worker: every backend call of the viewer happens here, on its own QThread (the
+backends themselves run in the render process, ``viewer.render_process``, or on this thread).
 
 Scheduling (see ../shared/ARCHITECTURE.md, "Threading in the viewer"):
 
