@@ -132,3 +132,21 @@ def llff_dataset(tmp_path_factory) -> Path:
     """The synthetic LLFF scene (10 views; images_4 at 80x60, images_8 at 40x30), written once
     per test session. Tests that modify it must copy it first (``shutil.copytree``)."""
     return write_llff_dataset(tmp_path_factory.mktemp("llff") / "plane")
+
+
+def main_in_process(*args) -> tuple[int, str, str]:
+    """``python main.py ARGS`` in this process: (exit code, stdout, stderr). For the CLI's error
+    paths, which end before any work starts (a subprocess costs an interpreter and torch's import
+    per case); an uncaught exception fails the calling test."""
+    import contextlib
+    import io
+
+    import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main.main([str(a) for a in args])
+        except SystemExit as e:  # argparse's errors exit
+            code = e.code
+    return code, out.getvalue(), err.getvalue()

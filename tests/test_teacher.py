@@ -79,10 +79,27 @@ def test_cli_errors_are_one_line(tmp_path):
         ["eval", str(tmp_path), "--device", "tpu"],
         ["nonsense-command"],
     ]
-    for args in cases:
+    # two through the real entry point in a process of their own (an uncaught exception there would
+    # print a traceback); the rest through main.main in this process (one would fail the test)
+    for args in (cases[0], cases[-1]):
         out = subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert out.returncode == 2, (args, out.stderr)
         assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr, out.stderr
+    import contextlib
+    import io
+
+    import main
+
+    for args in cases:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = main.main(list(args))
+            except SystemExit as e:  # argparse's errors exit
+                code = e.code
+        text = err.getvalue()
+        assert code == 2, (args, text)
+        assert text.startswith("error: ") and len(text.strip().splitlines()) == 1, (args, text)
 
 
 def test_hierarchical_render_matches_marched_render(tiny_teacher_scene, procedural_dataset):
