@@ -22,6 +22,10 @@
 #   EXPORT_BACKENDS  backends written by stage export (default nerf; e.g. all)
 #   DEVICE       cuda (default) or cpu (a dry run of the plumbing: set PRESET=tiny)
 #   PRESET       teacher preset (default standard); R2L_PRESET (default standard)
+#   viewer       stage viewer: the real window's frame rate while dragging over the scene's backends
+#                (VIEWER_BACKENDS, default kilonerf,r2l) at BIG x BIG, rendering in the render process and
+#                then on a thread of the GUI process (benchmarks/gpu_viewer.sh; carry .viewerkit/ and
+#                .viewerkit-llvm/); compare with stage bench of the same call for the bare backend times
 #   STEP_ARGS    extra arguments of stage step's benchmarks/r2l_step.py (e.g. "--variants W256D88 --paths default")
 #   W256_BUDGET  seconds of W256D88 distillation in stage w256 (default 0: skip it)
 #   RENDER_VARIANTS  students timed by stage render (benchmarks/r2l_render.py; default: its own list)
@@ -129,6 +133,17 @@ run_pipeline() {  # teacher, KiloNeRF and R2L as one `main.py pipeline` job (the
   $PY main.py pipeline "$DATA" --out "$S" --preset "$PRESET" --device "$DEVICE" --restart --quiet \
     --events "$W/pipeline/events.jsonl" ${PIPELINE_ARGS:-}
   echo "pipeline wall seconds (process start to exit): $(( $(date +%s) - t0 ))"
+}
+
+run_viewer() {  # the window while dragging, render process against thread (the same backends as bench)
+  local mode rc=0
+  for mode in process thread; do
+    echo "[$(date +%H:%M:%S)] viewer, rendering in: $mode"
+    bash benchmarks/gpu_viewer.sh "$S" "$W/viewer/$mode" --size "$BIG" --seconds 6 \
+      --backends "${VIEWER_BACKENDS:-kilonerf,r2l}" --render "$mode" || rc=$?
+    tail -n 6 "$W/viewer/$mode/bench.log" 2>/dev/null || true
+  done
+  return $rc
 }
 
 run_bench() {  # every trained backend of the scene at BIG x BIG: one table (quality on the test views)

@@ -166,6 +166,18 @@ def test_window_renders_through_the_render_process(qtbot, tmp_path, tiny_scene):
     assert torch.equal(torch.from_numpy(final.images[0]), direct.rgb)
     server = win.render_server
     assert server is not None and server.alive() and server.pid != os.getpid()
+    # the demo scene: a pair of backends side by side, each half the child's render of one request
+    frames.clear()
+    assert win.open_scene(DEMO)
+    demo = Scene.load(DEMO)
+    qtbot.waitUntil(lambda: "r2l" in win.infos and "kilonerf" in win.infos, timeout=60_000)
+    assert win.set_backend("kilonerf")
+    win.set_compare_backend("r2l")
+    qtbot.waitUntil(lambda: any(f.final and f.backends == ("kilonerf", "r2l") for f in frames), timeout=60_000)
+    pair = next(f for f in frames if f.final and f.backends == ("kilonerf", "r2l"))
+    for name, image in zip(pair.backends, pair.images):
+        direct = _local(demo, name).render(replace(pair.request, outputs=frozenset({"rgb"})))
+        assert torch.equal(torch.from_numpy(image), direct.rgb), name
     win.close()
     assert not win.render_thread.isRunning()
     assert not server.alive()
