@@ -109,6 +109,7 @@ class MainWindow(QMainWindow):
             from viewer.render_process import RenderServer
 
             self.render_server = RenderServer(threads=render_threads(device), extra_backends=extra_backends)
+            self.render_server.start()  # the child imports torch while the window builds itself
             factory = self.render_server.create
         self.worker = RenderWorker(device, float(self.settings.value("target_fps", 30.0, type=float)), accel,
                                    backend_factory=factory)
