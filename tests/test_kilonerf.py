@@ -439,7 +439,7 @@ from models.backends.kilonerf import marcher_disagreement, pass_sizes
 from models.backends.kilonerf_march import TritonMarcher
 ess.set_networks(f.cell_to_net)
 marcher = TritonMarcher(ess, f.n_networks)
-o, d, near, far = camera_batch(10, 8)
+o, d, near, far = camera_batch(6, 4)  # 24 rays: 2 to 5 passes, 24 to 102 samples per ray below
 for cfg in (KiloNerfRenderConfig(step_size=0.02), KiloNerfRenderConfig(step_size=0.02, max_passes=2),
             KiloNerfRenderConfig(step_size=0.03, ert_threshold=0.0, samples_per_pass=4)):
     a = render_passes(f, ess, o, d, near, far, torch.ones(3), cfg, fused, marcher=marcher)
