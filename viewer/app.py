@@ -32,14 +32,13 @@ def configure_torch_threads(device: str | None) -> None:
     llvmpipe get starved and a render can slow down many times over (measured 100x for tiny
     renders on a busy 2-core machine).
     """
-    import os
-
     import torch
 
-    from models import devices
+    from viewer.main_window import render_threads
 
-    if devices.resolve_device(device).type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    n = render_threads(device)  # the render process gets the same number
+    if n:
+        torch.set_num_threads(n)
 
 
 def run_viewer(scene_path: str | None, argv: list[str] | None = None, device: str | None = None,
