@@ -26,6 +26,8 @@
 #                (VIEWER_BACKENDS, default kilonerf,r2l) at BIG x BIG, rendering in the render process and
 #                then on a thread of the GUI process (benchmarks/gpu_viewer.sh; carry .viewerkit/ and
 #                .viewerkit-llvm/); compare with stage bench of the same call for the bare backend times
+#   dprofile     stage dprofile: benchmarks/r2l_distill_profile.py on the scene for each of DPROFILE_VARIANTS
+#                (default "W256D88 default"; DPROFILE_ARGS adds options): the distillation step against its parts
 #   STEP_ARGS    extra arguments of stage step's benchmarks/r2l_step.py (e.g. "--variants W256D88 --paths default")
 #   W256_BUDGET  seconds of W256D88 distillation in stage w256 (default 0: skip it)
 #   RENDER_VARIANTS  students timed by stage render (benchmarks/r2l_render.py; default: its own list)
@@ -162,6 +164,17 @@ run_w256() {
     --json "$W/w256/eval_r2l.json" | tail -n 3
   $PY main.py bench "$W/scene_w256" --backends r2l --size "$BIG" --precision fp16 --device "$DEVICE" --views 1 \
     --out "$W/w256/bench" --quiet
+}
+
+run_dprofile() {  # where a distillation step's time goes (benchmarks/r2l_distill_profile.py), per variant
+  local v rc=0
+  for v in ${DPROFILE_VARIANTS:-W256D88 default}; do
+    echo "[$(date +%H:%M:%S)] distillation step profile: $v"
+    # shellcheck disable=SC2086
+    $PY benchmarks/r2l_distill_profile.py "$S" --preset "$R2L_PRESET" --device "$DEVICE" \
+      $([ "$v" = default ] || echo --variant "$v") --json "$W/dprofile/$v.json" ${DPROFILE_ARGS:-} || rc=$?
+  done
+  return $rc
 }
 
 run_ablate() {  # each "NAME=ARGS" of ABLATIONS for ABL_SECONDS, then the best by last validation PSNR
