@@ -25,7 +25,8 @@
 #   viewer       stage viewer: the real window's frame rate while dragging over the scene's backends
 #                (VIEWER_BACKENDS, default kilonerf,r2l) at BIG x BIG, rendering in the render process and
 #                then on a thread of the GUI process (benchmarks/gpu_viewer.sh; carry .viewerkit/ and
-#                .viewerkit-llvm/); compare with stage bench of the same call for the bare backend times
+#                .viewerkit-llvm/); compare with stage bench of the same call for the bare backend times;
+#                VIEWER_MODES (default "process thread") picks the modes
 #   dprofile     stage dprofile: benchmarks/r2l_distill_profile.py on the scene for each of DPROFILE_VARIANTS
 #                (default "W256D88 default"; DPROFILE_ARGS adds options): the distillation step against its parts
 #   STEP_ARGS    extra arguments of stage step's benchmarks/r2l_step.py (e.g. "--variants W256D88 --paths default")
@@ -139,7 +140,7 @@ run_pipeline() {  # teacher, KiloNeRF and R2L as one `main.py pipeline` job (the
 
 run_viewer() {  # the window while dragging, render process against thread (the same backends as bench)
   local mode rc=0
-  for mode in process thread; do
+  for mode in ${VIEWER_MODES:-process thread}; do
     echo "[$(date +%H:%M:%S)] viewer, rendering in: $mode"
     bash benchmarks/gpu_viewer.sh "$S" "$W/viewer/$mode" --size "$BIG" --seconds 6 \
       --backends "${VIEWER_BACKENDS:-kilonerf,r2l}" --render "$mode" || rc=$?
