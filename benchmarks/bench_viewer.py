@@ -40,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,18 @@ from viewer.eventloop import wait_until as _wait  # noqa: E402
 from viewer.main_window import MainWindow  # noqa: E402
 
 
+@dataclass(frozen=True)
+class FrameStats:
+    """What the table needs of a painted frame."""
+
+    width: int
+    height: int
+    render_ms: float
+    frame_ms: float
+    refining: bool
+    emitted_at: float
+
+
 def bench_backend(win: MainWindow, name: str, seconds: float, move_hz: float, refine_timeout: float) -> dict:
     canvas = win.canvas
     if not win.set_backend(name):
@@ -68,10 +81,14 @@ def bench_backend(win: MainWindow, name: str, seconds: float, move_hz: float, re
     win.request_render()
     _wait(lambda: win.last_frame is not None and win.last_frame.backends == (name,), 300)
 
-    painted: list[tuple[float, object, float, float]] = []
+    painted: list[tuple[float, FrameStats, float, float]] = []
 
     def on_paint(frame):
-        painted.append((time.perf_counter(), frame, canvas.upload_ms, canvas.draw_ms))
+        # the figures only: a Frame holds its images, and holding every painted frame would keep every
+        # frame's buffer alive (with the render process: a new shared buffer for each frame)
+        painted.append((time.perf_counter(), FrameStats(frame.width, frame.height, frame.render_ms, frame.frame_ms,
+                                                        frame.refining, frame.emitted_at),
+                        canvas.upload_ms, canvas.draw_ms))
 
     canvas.framePainted.connect(on_paint)
     gui_ms: list[float] = []
