@@ -88,7 +88,7 @@ def planes_kernel_error(planes: FeaturePlanes, device: torch.device, n: int = 40
     probe.accel = "triton"
     got = probe(x)
     (got * w).sum().backward()
-    err_f = float((got.detach() - ref.detach()).abs().max() / ref.abs().max().clamp_min(1e-12))
+    err_f = float((got.detach() - ref.detach()).abs().max() / ref.detach().abs().max().clamp_min(1e-12))
     err_g = float((probe.table.grad - g_ref).abs().max() / g_ref.abs().max().clamp_min(1e-12))
     return max(err_f, err_g)
 

@@ -244,33 +244,43 @@ def box_segments(origins: torch.Tensor, dirs: torch.Tensor, near: torch.Tensor, 
 class _ResidualStackFn(torch.autograd.Function):
     """x_{i+1} = x_i + W2_i relu(W1_i x_i + b1_i) + b2_i for all blocks, with a hand-written backward.
 
-    The same function as the blocks' ``forward``; what differs is the work, for training: bias
-    and ReLU ride in the first product's epilogue, the residual in the second product's
-    accumulator, the bias gradients are matrix-vector products with a ones vector instead of
-    column reductions (which ran at a tenth of the memory bandwidth for 64k x 256 bf16 gradients
-    on an H200: 35% of a W256D88 step), and one autograd node serves the whole stack (one node
-    per block made the step CPU-bound). Takes the stacked weights (NB, W, W) and biases (NB, W)
-    in the compute dtype; saves every block's input and hidden activation.
+    The same function as the blocks' ``forward``; what differs is the work, for training. The
+    second biases are carried as one running sum c_i = b2_0 + ... + b2_{i-1} instead of being added
+    after every block: the stack computes x'_i = x_i - c_i, whose update x'_{i+1} = x'_i +
+    W2_i relu(W1_i x'_i + b1_i + W1_i c_i) has no bias add of its own, and adds c once at the end.
+    So a block is two products: bias and ReLU in the first one's epilogue
+    (``torch._addmm_activation``), the residual in the second one's accumulator. The backward
+    needs no change beyond W1's gradient, da^T x_i = da^T x'_i + (column sums of da) c_i^T; the
+    bias gradients are matrix-vector products with a ones vector instead of column reductions
+    (which ran at a tenth of the memory bandwidth for 64k x 256 bf16 gradients on an H200: 35% of
+    a W256D88 step), the incoming gradient is updated in place, and one autograd node serves the
+    whole stack (one node per block made the step CPU-bound). Takes the stacked weights (NB, W, W)
+    and biases (NB, W) in the compute dtype; saves every block's shifted input and hidden
+    activation.
     """
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2):
+        nb = w1.shape[0]
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        total = torch.cumsum(b2.to(acc), 0)  # (NB, W): b2_0 + ... + b2_i
+        before = torch.cat([torch.zeros_like(total[:1]), total[:-1]])  # c_i, the sum before block i
+        b1_eff = (b1.to(acc) + torch.bmm(w1.to(acc), before.unsqueeze(-1)).squeeze(-1)).to(x.dtype)
         xs, hs = [], []
-        for i in range(w1.shape[0]):
+        for i in range(nb):
             xs.append(x)
-            h = torch.relu_(torch.addmm(b1[i], x, w1[i].t()))
+            h = torch._addmm_activation(b1_eff[i], x, w1[i].t())
             hs.append(h)
             x = torch.addmm(x, h, w2[i].t())
-            x += b2[i]
-        ctx.save_for_backward(w1, w2, *xs, *hs)
-        return x
+        ctx.save_for_backward(w1, w2, before, *xs, *hs)
+        return x + total[-1].to(x.dtype)
 
     @staticmethod
     def backward(ctx, g):
-        w1, w2, *saved = ctx.saved_tensors
+        w1, w2, before, *saved = ctx.saved_tensors
         nb = w1.shape[0]
         xs, hs = saved[:nb], saved[nb:]
-        g = g.to(w1.dtype).contiguous()
+        g = g.to(w1.dtype).contiguous().clone()  # updated in place below
         ones = torch.ones(1, g.shape[0], device=g.device, dtype=g.dtype)
         dw1, db1, dw2, db2 = (torch.empty_like(w1), torch.empty(nb, w1.shape[1], device=g.device, dtype=g.dtype),
                               torch.empty_like(w2), torch.empty(nb, w2.shape[1], device=g.device, dtype=g.dtype))
@@ -281,7 +291,9 @@ class _ResidualStackFn(torch.autograd.Function):
             da = torch.ops.aten.threshold_backward(g @ w2[i], h, 0)
             torch.mm(da.t(), x, out=dw1[i])
             torch.mm(ones, da, out=db1[i : i + 1])
-            g = torch.addmm(g, da, w1[i])
+            g.addmm_(da, w1[i])
+        # W1's gradient against the unshifted inputs x_i = x'_i + c_i
+        dw1 = (dw1.to(before.dtype) + db1.to(before.dtype).unsqueeze(-1) * before.unsqueeze(1)).to(w1.dtype)
         return g, dw1, db1, dw2, db2
 
 
