@@ -30,7 +30,8 @@
 #   dprofile     stage dprofile: benchmarks/r2l_distill_profile.py on the scene for each of DPROFILE_VARIANTS
 #                (default "W256D88 default"; DPROFILE_ARGS adds options): the distillation step against its parts
 #   STEP_ARGS    extra arguments of stage step's benchmarks/r2l_step.py (e.g. "--variants W256D88 --paths default")
-#   W256_BUDGET  seconds of W256D88 distillation in stage w256 (default 0: skip it)
+#   W256_BUDGET  seconds of W256D88 distillation in stage w256 (default 0: skip it); W256_ARGS adds distill
+#                options (e.g. "--set teacher_share=0.1"); KILONERF_ARGS adds options to stage kilonerf's distill
 #   RENDER_VARIANTS  students timed by stage render (benchmarks/r2l_render.py; default: its own list)
 #   RENDER_ARGS  extra arguments of stage render (e.g. "--sweep 64x8,128x4"); RENDER_SCENE=1 times the
 #                kernels in the scene's feature box, with its occupancy masks and first test camera (--scene)
@@ -123,8 +124,9 @@ run_reval() {
 
 run_kilonerf() {  # KiloNeRF distilled from the same teacher, and its test-view quality
   local t0=$(date +%s)
+  # shellcheck disable=SC2086
   $PY main.py distill "$S" --backend kilonerf --preset "${KILONERF_PRESET:-standard}" --device "$DEVICE" --restart \
-    --quiet --events "$W/kilonerf/events.jsonl"
+    --quiet --events "$W/kilonerf/events.jsonl" ${KILONERF_ARGS:-}
   echo "distill wall seconds (process start to exit): $(( $(date +%s) - t0 ))"
   $PY main.py eval "$S" --backend kilonerf --split test --precision fp16 --device "$DEVICE" --quiet \
     --json "$W/kilonerf/eval_kilonerf.json" | tail -n 3
@@ -159,7 +161,7 @@ run_w256() {
   rm -rf "$W/scene_w256" && cp -r "$S" "$W/scene_w256"
   local t0=$(date +%s)
   $PY main.py distill "$W/scene_w256" --backend r2l --preset "$R2L_PRESET" --variant W256D88 \
-    --time-budget "$W256_BUDGET" --device "$DEVICE" --restart --quiet --events "$W/w256/events.jsonl"
+    --time-budget "$W256_BUDGET" --device "$DEVICE" --restart --quiet --events "$W/w256/events.jsonl" ${W256_ARGS:-}
   echo "distill wall seconds (process start to exit): $(( $(date +%s) - t0 ))"
   $PY main.py eval "$W/scene_w256" --backend r2l --split test --precision fp16 --device "$DEVICE" --quiet \
     --json "$W/w256/eval_r2l.json" | tail -n 3
