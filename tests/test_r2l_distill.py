@@ -66,7 +66,7 @@ def test_tiny_r2l_distillation_reaches_its_teacher(distilled):
 def test_pool_mode_caches_and_reuses_its_images(distilled, tmp_path):
     root, data, _, _ = distilled
     scene = copy_scene(root, tmp_path / "scene")
-    cfg = stage_config("r2l", "tiny", {"pseudo_source": "pool", "steps": 30})
+    cfg = stage_config("r2l", "tiny", {"pseudo_source": "pool", "steps": 30, "pseudo_images": 8, "pseudo_size": 16})
     job = R2LDistillJob(Scene.load(scene), data, cfg, torch.device("cpu"))
     run_job(job, lambda e: None, checkpoint=checkpoint_path(scene, "r2l"), resume=False)
     assert (scene / "checkpoints" / R2LDistillJob.POOL_FILE).exists()
@@ -74,7 +74,7 @@ def test_pool_mode_caches_and_reuses_its_images(distilled, tmp_path):
     assert job.pool.full and job.pool.images.float().mean() > 10  # loaded, not re-rendered
     assert job.fill_pool(4) == 0
     other = R2LDistillJob(Scene.load(scene), data, stage_config("r2l", "tiny", {"pseudo_source": "pool",
-                                                                               "pseudo_size": 20}),
+                                                                               "pseudo_images": 8, "pseudo_size": 20}),
                           torch.device("cpu"))
     assert other.pool.done == 0  # different pool settings: a fresh pool
 
