@@ -11,7 +11,7 @@ fill, then times, each over ``--steps`` steps with the device synchronised only 
 - the step's other parts alone: drawing the batch's rays (``online`` / ``pool``, teacher calls
   included), the training-image rays, drawing from and pushing to the hard-example pool;
 
-and prints a torch.profiler table of a few whole steps (device time per kernel, and host time, to
+and prints a torch.profiler table of a few whole steps (GPU time per kernel, and host time, to
 tell a launch-bound step from a device-bound one). The step's work is the job's own code, called
 as the engine calls it; nothing here changes what a step does.
 
@@ -179,7 +179,7 @@ def main() -> int:
                 one_step()
             _sync(device)
         sort = "cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-        print(f"\n== torch.profiler, {a.profile_steps} whole steps, by device time")
+        print(f"\n== torch.profiler, {a.profile_steps} whole steps, by GPU time")
         print(prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60))
         print("\n== by host (self CPU) time")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60))
