@@ -266,10 +266,12 @@ class _ResidualStackFn(torch.autograd.Function):
         total = torch.cumsum(b2.to(acc), 0)  # (NB, W): b2_0 + ... + b2_i
         before = torch.cat([torch.zeros_like(total[:1]), total[:-1]])  # c_i, the sum before block i
         b1_eff = (b1.to(acc) + torch.bmm(w1.to(acc), before.unsqueeze(-1)).squeeze(-1)).to(x.dtype)
+        fused_relu = x.device.type in ("cuda", "cpu")  # the devices with an addmm + ReLU kernel
         xs, hs = [], []
         for i in range(nb):
             xs.append(x)
-            h = torch._addmm_activation(b1_eff[i], x, w1[i].t())
+            h = (torch._addmm_activation(b1_eff[i], x, w1[i].t()) if fused_relu
+                 else torch.relu_(torch.addmm(b1_eff[i], x, w1[i].t())))
             hs.append(h)
             x = torch.addmm(x, h, w2[i].t())
         ctx.save_for_backward(w1, w2, before, *xs, *hs)
