@@ -105,7 +105,7 @@ def main() -> int:
     rows: dict[str, float] = {}
     teacher_s, teacher_rays = job.teacher.seconds, job.teacher.rays
     rows["train_step (whole step)"] = timed(one_step, a.steps, device)
-    rows["  of which teacher labelling"] = (job.teacher.seconds - teacher_s) / a.steps * 1e3
+    rows["  of which teacher labelling (in the step)"] = (job.teacher.seconds - teacher_s) / a.steps * 1e3
     teacher_rays = job.teacher.rays - teacher_rays
 
     # the bare student step on one fixed batch drawn as the job draws it
@@ -139,7 +139,7 @@ def main() -> int:
             t_s = job.teacher.seconds
             rows[f"online rays ({n_fresh - n_real}, buffer draw + teacher when due)"] = timed(
                 lambda: job.online.sample(n_fresh - n_real), a.steps, device)
-            rows["  of which teacher labelling "] = (job.teacher.seconds - t_s) / a.steps * 1e3
+            rows["  of which teacher labelling (in the draws)"] = (job.teacher.seconds - t_s) / a.steps * 1e3
         elif job.pool is not None:
             rows[f"pool rays ({n_fresh - n_real})"] = timed(lambda: job.pool.sample(n_fresh - n_real), a.steps, device)
     if n_hard:
@@ -157,7 +157,7 @@ def main() -> int:
     print("|---|---:|")
     for k, v in rows.items():
         print(f"| {k} | {v:.2f} |")
-    whole = rows["train_step (whole step)"] - rows["  of which teacher labelling"]
+    whole = rows["train_step (whole step)"] - rows["  of which teacher labelling (in the step)"]
     bare_ms = rows["bare student step (encode, fwd, bwd, Adam)"]
     print()
     print(f"whole step without the teacher: {whole:.2f} ms = {n / whole * 1e3 / 1e6:.2f} M rays/s, "
