@@ -2,7 +2,7 @@
 
     python benchmarks/bench_training.py [--steps 300] [--preset tiny] [--size 256] [--load 1] [--runs 1]
         [--render process|thread]
-        [--device cpu] [--dataset DIR]
+        [--device cpu] [--dataset DIR] [--stacks MS]
 
 Opens the real main window (``--size``: the GL view, square), starts a teacher job from the
 training dialog exactly as a user does (on ``--dataset``, by default a procedural 64x64 dataset
@@ -11,8 +11,10 @@ until the job finishes: every gap between ticks beyond the timer's period is a s
 job trains the viewer shows its live preview (weight snapshots every 0.5 s). ``--load N`` runs N
 CPU-bound processes beside it for the whole measurement (another job on the same machine).
 
-Prints one row per run: steps, seconds, ticks, the worst stall, the 99th percentile of the gaps,
-how many stalls exceeded 50 and 100 ms, preview frames shown, and the load average. Needs a
+Prints one row per run: steps, seconds, ticks, the worst stall and the GUI thread's own CPU time
+within it (the rest of the stall it waited for a core), the 99th percentile of the gaps, how many
+stalls exceeded 50 ms (and their mean GUI CPU time) and 100 ms, preview frames shown, and the load
+average. ``--stacks MS`` also prints the GUI thread's Python stack during the longest stalls. Needs a
 display (Xvfb works: ``xvfb-run -a python benchmarks/bench_training.py``).
 """
 
@@ -43,7 +45,7 @@ def _burn(stop) -> None:  # a CPU-bound process beside the viewer
             x = (x * 1103515245 + 12345) & 0xFFFFFFFF
 
 
-def one_run(win, dataset: Path, out: Path, steps: int, preset: str, device: str) -> dict:
+def one_run(win, dataset: Path, out: Path, steps: int, preset: str, device: str, stacks_ms: float) -> dict:
     ctrl = win.training
     dlg = ctrl.new_training()
     dlg.dataset_edit.setText(str(dataset))
@@ -56,7 +58,7 @@ def one_run(win, dataset: Path, out: Path, steps: int, preset: str, device: str)
     dlg.device.setCurrentIndex(dlg.device.findData(device))
     frames = []
     win.worker.frameReady.connect(frames.append)
-    meter = StallMeter()
+    meter = StallMeter(sample_stacks_ms=stacks_ms)
     t0 = time.perf_counter()
     meter.start()
     dlg.start_button.click()
@@ -68,10 +70,14 @@ def one_run(win, dataset: Path, out: Path, steps: int, preset: str, device: str)
     win.worker.frameReady.disconnect(frames.append)
     gaps = sorted(meter.gaps)
     ms = [1000.0 * g for g in gaps]
+    worst_wall, worst_cpu = meter.worst
+    busy = [c for g, c in zip(meter.gaps, meter.cpu) if g > 0.05]
     return {
         "outcome": s.outcome if s is not None else "not started", "steps": steps, "seconds": seconds,
         "ticks": len(ms), "worst_ms": ms[-1] if ms else float("nan"),
         "p99_ms": ms[int(0.99 * (len(ms) - 1))] if ms else float("nan"),
+        "worst_cpu_ms": 1000.0 * worst_cpu, "over_50_cpu_ms": 1000.0 * sum(busy) / max(len(busy), 1),
+        "stacks": meter.stacks,
         "over_50": sum(m > 50 for m in ms), "over_100": sum(m > 100 for m in ms),
         "preview_frames": sum(1 for f in frames if f.backends == ("nerf",)), "load": os.getloadavg()[0],
     }
@@ -87,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--render", choices=["process", "thread"], default="process",
                    help="the viewer's backends in a render process (its default) or on a thread of the GUI process")
+    p.add_argument("--stacks", type=float, default=0.0, metavar="MS",
+                   help="print the GUI thread's Python stack during the longest stalls over MS milliseconds")
     p.add_argument("--dataset", default=None, help="dataset folder (default: a procedural 64x64 one)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.runs < 1 or args.load < 0 or args.size < 16:
@@ -120,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         for i in range(args.runs):
-            rows.append(one_run(win, dataset, tmp / f"scene{i}", args.steps, args.preset, args.device))
+            rows.append(one_run(win, dataset, tmp / f"scene{i}", args.steps, args.preset, args.device,
+                                args.stacks))
             gc.collect()
     finally:
         stop.set()
@@ -132,12 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{os.cpu_count()} CPUs; {args.load} CPU-bound process(es) beside; view {args.size}x{args.size}; "
           f"rendering in {'a render process' if args.render == 'process' else 'a thread of the GUI process'}; "
           f"teacher preset {args.preset}, {args.steps} steps on {args.device}")
-    print("| run | outcome | seconds | ticks | worst stall ms | p99 gap ms | stalls > 50 ms | > 100 ms "
-          "| preview frames | load avg |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("GUI CPU: the GUI thread's own CPU time within the stall (the rest it waited for a core)")
+    print("| run | outcome | seconds | ticks | worst stall ms | its GUI CPU ms | p99 gap ms | stalls > 50 ms "
+          "| their mean GUI CPU ms | > 100 ms | preview frames | load avg |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, r in enumerate(rows):
         print(f"| {i + 1} | {r['outcome']} | {r['seconds']:.1f} | {r['ticks']} | {r['worst_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} | {r['over_50']} | {r['over_100']} | {r['preview_frames']} | {r['load']:.1f} |")
+              f"{r['worst_cpu_ms']:.1f} | {r['p99_ms']:.1f} | {r['over_50']} | {r['over_50_cpu_ms']:.1f} | "
+              f"{r['over_100']} | {r['preview_frames']} | {r['load']:.1f} |")
+    for i, r in enumerate(rows):
+        for gap, stack in r["stacks"]:
+            print(f"\nrun {i + 1}: stall of {1000 * gap:.1f} ms; the GUI thread was in:\n{stack}")
     return 0 if all(r["outcome"] == "finished" for r in rows) else 1
 
 
