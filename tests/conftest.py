@@ -10,6 +10,16 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Parallel workers (pytest -n N) share the cores: each worker's torch, and the processes its tests
+# start, take an equal share of them instead of one thread per core each.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _THREADS = max(1, (os.cpu_count() or 1) // _WORKERS)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+    import torch
+
+    torch.set_num_threads(_THREADS)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

@@ -49,7 +49,7 @@ def test_kill_minus_nine_at_nine_moments(procedural_dataset, tiny_teacher_scene,
     scene = tmp_path / "trained"
     for _ in range(3):
         killed = _kill_after(_start("train", str(procedural_dataset), "--out", str(scene), "--preset", "tiny",
-                                    "--steps", "300", "--checkpoint-every", "1"), rng.uniform(1.0, 8.0))
+                                    "--steps", "150", "--checkpoint-every", "1"), rng.uniform(1.0, 6.0))
         kills += killed
         if (scene / "scene.json").exists():
             Scene.load(scene)
@@ -61,7 +61,7 @@ def test_kill_minus_nine_at_nine_moments(procedural_dataset, tiny_teacher_scene,
     steps_seen = []
     for _ in range(4):
         killed = _kill_after(_start("distill", str(distilled), "--backend", "r2l", "--preset", "tiny",
-                                    "--steps", "300", "--checkpoint-every", "1"), rng.uniform(1.0, 8.0))
+                                    "--steps", "150", "--checkpoint-every", "1"), rng.uniform(1.0, 6.0))
         kills += killed
         s = Scene.load(distilled)
         ckpt = distilled / "checkpoints" / "r2l.safetensors"
@@ -82,10 +82,10 @@ def test_kill_minus_nine_at_nine_moments(procedural_dataset, tiny_teacher_scene,
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert kills >= 5, kills  # most moments fell inside a running job
     # every job still completes from where it was
-    for args in (("train", str(procedural_dataset), "--out", str(scene), "--preset", "tiny", "--steps", "300"),
-                 ("distill", str(distilled), "--backend", "r2l", "--preset", "tiny", "--steps", "300")):
+    for args in (("train", str(procedural_dataset), "--out", str(scene), "--preset", "tiny", "--steps", "150"),
+                 ("distill", str(distilled), "--backend", "r2l", "--preset", "tiny", "--steps", "150")):
         proc = _start(*args)
         assert proc.wait(timeout=900) == 0, proc.stderr.read()[-2000:]
-    assert Scene.load(scene).backends["nerf"]["metrics"]["teacher"]["steps"] == 300
-    assert Scene.load(distilled).backends["r2l"]["metrics"]["distill"]["steps"] == 300
+    assert Scene.load(scene).backends["nerf"]["metrics"]["teacher"]["steps"] == 150
+    assert Scene.load(distilled).backends["r2l"]["metrics"]["distill"]["steps"] == 150
     assert max(steps_seen, default=0) > 0  # some kills came after a checkpoint, and those jobs resumed from it

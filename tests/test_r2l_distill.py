@@ -9,7 +9,6 @@ takes about 50 s on idle cores.
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -142,40 +141,3 @@ def test_set_overrides_reach_the_stage_config():
     assert (cfg.lr, cfg.batch_rays, cfg.mixed_precision, cfg.pseudo_source) == (2e-3, 512, False, "pool")
     assert parse_settings("teacher", "tiny", ["grid_update_every=4"]) == {"grid_update_every": 4}
     assert parse_settings("kilonerf", "tiny", None) == {}
-
-
-def _torchrun(*args, timeout=900):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "main.py",
-           "distill", *args, "--backend", "r2l", "--device", "cpu", "--quiet"]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-@pytest.mark.slow
-def test_two_gloo_processes_match_one_at_equal_total_rays(distilled, tmp_path):
-    root, data, _, _ = distilled
-    scene = copy_scene(root, tmp_path / "scene")
-    out = _torchrun(str(scene), "--preset", "tiny", "--batch-rays", "512", "--restart")  # 2 x 512 = one's 1024
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "(2 processes)" in out.stdout
-    metrics = Scene.load(scene).backends["r2l"]["metrics"]["distill"]
-    assert metrics["processes"] == 2 and metrics["rays_per_step"] == 1024 and metrics["steps"] == 1000
-    two, one = _test_psnr(scene, data, R2LBackend), _test_psnr(root, data, R2LBackend)
-    print(f"2 processes {two:.2f} dB, 1 process {one:.2f} dB")
-    assert abs(two - one) < 0.5, (two, one)
-
-
-@pytest.mark.slow
-def test_a_two_process_checkpoint_resumes_in_one_process_and_back(distilled, tmp_path):
-    root, _, _, _ = distilled
-    scene = copy_scene(root, tmp_path / "scene")
-    out = _torchrun(str(scene), "--preset", "tiny", "--batch-rays", "512", "--steps", "40", "--restart")
-    assert out.returncode == 0, out.stderr[-3000:]
-    out = _main("distill", str(scene), "--backend", "r2l", "--preset", "tiny", "--steps", "60", "--device", "cpu")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "resumed r2l from step 40" in out.stderr
-    assert Scene.load(scene).backends["r2l"]["metrics"]["distill"]["steps"] == 60
-    out = _torchrun(str(scene), "--preset", "tiny", "--batch-rays", "512", "--steps", "80")
-    assert out.returncode == 0, out.stderr[-3000:]
-    metrics = Scene.load(scene).backends["r2l"]["metrics"]["distill"]
-    assert metrics["steps"] == 80 and metrics["processes"] == 2
