@@ -34,21 +34,45 @@ def shared_data() -> Path:
     return path
 
 
+def _built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` run once per test session, its folder returned. Parallel workers (pytest -n N)
+    share one: the first to need it builds it under a lock in the session's common temporary
+    folder, the others wait for it and reuse it (the tiny teacher is a minute of CPU time)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    from filelock import FileLock
+
+    folder = tmp_path_factory.getbasetemp().parent / f"shared-{name}"
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / ".complete").exists():
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".complete").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def procedural_dataset(tmp_path_factory) -> Path:
     """A small procedural dataset (64x64, 40/8/8 views), written once per test session."""
     from models.data.procedural import ProceduralScene
 
-    out = tmp_path_factory.mktemp("procedural") / "data"
-    return ProceduralScene().write_dataset(out, size=64, views=(40, 8, 8))
+    folder = _built_once(tmp_path_factory, "procedural",
+                         lambda f: ProceduralScene().write_dataset(f / "data", size=64, views=(40, 8, 8)))
+    return folder / "data"
 
 
 @pytest.fixture(scope="session")
 def tiny_teacher_scene(procedural_dataset, tmp_path_factory) -> Path:
     """A scene folder with a NeRF teacher trained by the ``tiny`` preset on the procedural dataset.
 
-    Trained once per session (about a minute on 2 CPU cores) and shared by the end-to-end tests
-    of every stage; tests that modify a scene must copy it first (``copy_scene``).
+    Trained once per session (about a minute on 2 CPU cores; on every core, also beside parallel
+    workers) and shared by the end-to-end tests of every stage; tests that modify a scene must copy
+    it first (``copy_scene``).
     """
     import torch
 
@@ -57,11 +81,18 @@ def tiny_teacher_scene(procedural_dataset, tmp_path_factory) -> Path:
     from models.training.jobs import open_or_create_scene, stage_config
     from models.training.teacher import TeacherJob
 
-    data = load_dataset(procedural_dataset)
-    scene = open_or_create_scene(tmp_path_factory.mktemp("tiny_teacher") / "scene", data)
-    job = TeacherJob(scene, data, stage_config("teacher", "tiny"), torch.device("cpu"))
-    run_job(job, lambda e: None, checkpoint=checkpoint_path(scene.root, "teacher"))
-    return scene.root
+    def build(folder: Path) -> None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(os.cpu_count() or 1)
+        try:
+            data = load_dataset(procedural_dataset)
+            scene = open_or_create_scene(folder / "scene", data)
+            job = TeacherJob(scene, data, stage_config("teacher", "tiny"), torch.device("cpu"))
+            run_job(job, lambda e: None, checkpoint=checkpoint_path(scene.root, "teacher"))
+        finally:
+            torch.set_num_threads(threads)
+
+    return _built_once(tmp_path_factory, "tiny_teacher", build) / "scene"
 
 
 def copy_scene(src: Path, dst: Path) -> Path:
