@@ -29,7 +29,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from models.backends.kilonerf import EssGrid, KiloNerfRenderConfig, render_passes  # noqa: E402
+from models.backends.kilonerf import KiloNerfRenderConfig, render_passes  # noqa: E402
+from models.occupancy import EssGrid  # noqa: E402
 from test_kilonerf import AABB, camera_batch, random_field  # noqa: E402
 
 

@@ -3,14 +3,17 @@
 One reusable piece used by (a) teacher training (nerfacc-style: sample only occupied voxels,
 update the grid from the network's density as training goes), (b) the NeRF backend (masks the
 density of empty voxels so the hierarchical sampler never sees floaters that training never
-constrained), and (c) KiloNeRF (which cells get a network; ESS during ray marching).
+constrained), and (c) KiloNeRF (which cells get a network; ESS during ray marching: ``EssGrid``, the grid with its
+empty-space distance field and the bordered lookup tables the marchers read).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from models.cameras import ray_aabb
 
@@ -214,3 +217,116 @@ class OccupiedSegments:
         j = j.clamp(max=self.count.shape[1] - 1)
         frac = u - (torch.gather(self.count, 1, j).to(u.dtype) - 1.0)
         return self.t0[:, None] + (j.to(u.dtype) + frac.clamp(0.0, 1.0)) * self.dt[:, None]
+
+
+# ------------------------------------------------------------------------------------ ESS grid
+def empty_space_distance(occupied: torch.Tensor, cap: int = 32) -> torch.Tensor:
+    """Chebyshev distance (in voxels) from each voxel to the nearest occupied voxel, capped.
+
+    occupied: (X, Y, Z) bool -> (X, Y, Z) uint8; 0 on occupied voxels, k >= 1 where all voxels
+    within k - 1 rings are empty (voxels farther than ``cap`` get ``cap``). Computed by repeated
+    separable 3-voxel max-pool dilations (3 cheap passes per ring).
+    """
+    cap = int(min(max(cap, 1), 255))
+    if not occupied.is_cuda:
+        try:  # scipy's two-pass chamfer transform: 0.5 s instead of 18 s for 256x240x256 on a CPU
+            from scipy import ndimage
+        except ImportError:
+            ndimage = None
+        if ndimage is not None:
+            occ = occupied.bool().cpu().numpy()
+            if not occ.any():
+                return torch.full(occupied.shape, cap, dtype=torch.uint8, device=occupied.device)
+            d = ndimage.distance_transform_cdt(~occ, metric="chessboard")
+            return torch.from_numpy(np.minimum(d, cap).astype(np.uint8)).to(occupied.device)
+    dist = torch.full(occupied.shape, cap, dtype=torch.uint8, device=occupied.device)
+    cur = occupied[None, None].to(torch.float16 if occupied.is_cuda else torch.float32)
+    dist[occupied] = 0
+    for k in range(1, cap):
+        prev = cur
+        cur = F.max_pool3d(cur, (3, 1, 1), stride=1, padding=(1, 0, 0))
+        cur = F.max_pool3d(cur, (1, 3, 1), stride=1, padding=(0, 1, 0))
+        cur = F.max_pool3d(cur, (1, 1, 3), stride=1, padding=(0, 0, 1))
+        ring = (cur > 0) & ~(prev > 0)
+        dist[ring[0, 0]] = k
+        if bool((cur > 0).all()):
+            break
+    return dist
+
+
+class EssGrid:
+    """The occupancy grid used for empty-space skipping, its distance field and lookup tables.
+
+    Lookups go through tables with a one-voxel border (outside the box: "empty, distance 1"), so a
+    lookup is an affine map, a clamp and one gather, with no inside test and no host sync. They
+    agree with ``OccupancyGrid.query`` up to float rounding exactly on voxel faces.
+    """
+
+    def __init__(self, aabb: torch.Tensor, occupied: torch.Tensor, distance: torch.Tensor | None = None,
+                 cap: int = 32, cell_to_net: torch.Tensor | None = None):
+        self.grid = OccupancyGrid.from_tensor(aabb, occupied.bool())
+        dev = self.grid.device
+        self.distance = (distance.to(dev, torch.uint8) if distance is not None
+                         else empty_space_distance(self.grid.occupied, cap))
+        res = self.grid.resolution
+        table = torch.ones(res[0] + 2, res[1] + 2, res[2] + 2, dtype=torch.uint8, device=dev)
+        table[1:-1, 1:-1, 1:-1] = self.distance
+        self.table = table.reshape(-1)
+        self.res_f = torch.tensor(res, dtype=torch.float32, device=dev)
+        ext = self.grid.aabb[1] - self.grid.aabb[0]
+        self.scale = self.res_f / ext  # voxels per world unit
+        self.offset = 1.0 - self.grid.aabb[0] * self.scale  # +1: the border
+        self.upper = self.res_f + 1.0
+        self.lower = torch.zeros_like(self.upper)
+        self.strides = torch.tensor([(res[1] + 2) * (res[2] + 2), res[2] + 2, 1], dtype=torch.int32, device=dev)
+        self.net_table: torch.Tensor | None = None
+        self.factor: torch.Tensor | None = None
+        self.cell_size: torch.Tensor | None = None
+        if cell_to_net is not None:
+            self.set_networks(cell_to_net)
+
+    def set_networks(self, cell_to_net: torch.Tensor) -> None:
+        """Per-voxel network index (-1: empty voxel or no network), same layout as the distance table."""
+        res = self.grid.resolution
+        cr = tuple(cell_to_net.shape)
+        if any(r % c for r, c in zip(res, cr)):
+            raise ValueError(f"occupancy resolution {res} is not a multiple of the network grid {cr}")
+        f = [r // c for r, c in zip(res, cr)]
+        nets = cell_to_net.to(self.grid.device, torch.int32)
+        nets = nets.repeat_interleave(f[0], 0).repeat_interleave(f[1], 1).repeat_interleave(f[2], 2)
+        nets = torch.where(self.grid.occupied, nets, torch.full_like(nets, -1))
+        table = torch.full((res[0] + 2, res[1] + 2, res[2] + 2), -1, dtype=torch.int32, device=self.grid.device)
+        table[1:-1, 1:-1, 1:-1] = nets
+        self.net_table = table.reshape(-1)
+        self.factor = torch.tensor(f, dtype=torch.float32, device=self.grid.device)
+        self.cell_size = (self.grid.aabb[1] - self.grid.aabb[0]) / torch.tensor(
+            cr, dtype=torch.float32, device=self.grid.device)
+
+    @property
+    def aabb(self) -> torch.Tensor:
+        return self.grid.aabb
+
+    @property
+    def resolution(self) -> tuple[int, int, int]:
+        return self.grid.resolution
+
+    def to(self, device) -> "EssGrid":
+        self.grid.to(device)
+        for k in ("distance", "table", "res_f", "scale", "offset", "upper", "lower", "strides", "net_table", "factor",
+                  "cell_size"):
+            if getattr(self, k) is not None:
+                setattr(self, k, getattr(self, k).to(device))
+        return self
+
+    def voxel_coords(self, points: torch.Tensor) -> torch.Tensor:
+        """points (..., 3) -> continuous voxel coordinates (+1 for the border), clamped to the table."""
+        q = torch.addcmul(self.offset, points, self.scale)
+        return torch.clamp(q, min=self.lower, max=self.upper)
+
+    def index(self, q: torch.Tensor) -> torch.Tensor:
+        """Voxel coordinates (..., 3) -> flat table index (...) (int64)."""
+        return (q.to(torch.int32) * self.strides).sum(-1)
+
+    def lookup(self, points: torch.Tensor) -> torch.Tensor:
+        """points (..., 3) -> distance (...) uint8: 0 occupied, k >= 1 empty (k - 1 empty rings around)."""
+        return self.table[self.index(self.voxel_coords(points))]

@@ -15,18 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from models.backends.base import RenderAborted, RenderRequest
-from models.backends.kilonerf import (
-    EssGrid,
-    KiloNerfBackend,
-    KiloNerfRenderConfig,
-    empty_space_distance,
-    pass_sizes,
-    render_passes,
-)
+from models.backends.kilonerf import KiloNerfBackend, KiloNerfRenderConfig, pass_sizes, render_passes
 from models.cameras import Camera, camera_rays, look_at
 from models.encoding import positional_encoding
 from models.fields.kilonerf_grid import KiloNerfFieldConfig, KiloNerfGrid, tile_layout, tile_upper_bound
-from models.occupancy import OccupancyGrid
+from models.occupancy import EssGrid, OccupancyGrid, empty_space_distance
 from models.rendering import composite_packed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -408,7 +401,8 @@ import os, sys, torch
 assert os.environ["TRITON_INTERPRET"] == "1"
 sys.path.insert(0, "tests")
 from test_kilonerf import AABB, camera_batch, fused_errors, random_field, uneven_points
-from models.backends.kilonerf import EssGrid, KiloNerfRenderConfig, render_passes
+from models.backends.kilonerf import KiloNerfRenderConfig, render_passes
+from models.occupancy import EssGrid
 from models.fields.kilonerf_fused import FusedKiloNerf
 f = random_field(frac=0.8)
 fused = FusedKiloNerf(f)

@@ -1,10 +1,9 @@
 """Exported scenes store masks as bits and leave out derivable tensors; loading restores them exactly."""
 
-import numpy as np
 import pytest
 import torch
 
-from models.backends.kilonerf import empty_space_distance
+from models.occupancy import empty_space_distance
 from models.scene import Scene, SceneError, pack_masks, unpack_masks
 
 from conftest import copy_scene

@@ -32,19 +32,17 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models.backends.base import RenderRequest
-from models.backends.kilonerf import EssGrid, KiloNerfBackend, KiloNerfRenderConfig
+from models.backends.kilonerf import KiloNerfBackend, KiloNerfRenderConfig
 from models.backends.nerf import NerfBackend, masked_field
 from models.cameras import Camera
 from models.data import SceneData
 from models.evaluation import validate_views, validation_indices
 from models.fields.kilonerf_grid import KiloNerfFieldConfig, KiloNerfGrid
-from models.metrics import psnr
-from models.occupancy import OccupancyGrid
+from models.occupancy import EssGrid, OccupancyGrid
 from models.rendering import alpha_from_density, composite_packed
 from models.scene import Scene
 from models.training.configs import JobConfig, ScheduleConfig
