@@ -1,7 +1,8 @@
 """kill -9 at random moments of train, distill and export: nothing a user has is ever lost.
 
-Nine kills (a fixed random schedule) across the three commands on the tiny procedural scene.
-After each: the scene folder still loads (or was never created), no hidden work folder is left
+Nine kills across the three commands on the tiny procedural scene: train and export at moments
+drawn from a fixed random schedule, distill a fixed random delay after its checkpoint advanced (so
+that moments after a checkpoint happen however loaded the machine is). After each: the scene folder still loads (or was never created), no hidden work folder is left
 beside an export, and the killed job resumes from its last checkpoint when run again, losing at
 most one checkpoint interval (``--checkpoint-every 1`` here): a resumed job's checkpoint step never
 goes back.
@@ -12,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,25 @@ def _start(*args):
     return subprocess.Popen([sys.executable, "main.py", *args, "--quiet"] if args[0] != "export" else
                             [sys.executable, "main.py", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _kill_after_checkpoint(proc, ckpt: Path, delay: float, timeout: float = 600.0) -> bool:
+    """kill -9 ``delay`` seconds after ``ckpt`` holds a later step than it did at the start, unless
+    the job ended first; True if it was killed."""
+    before = _step(ckpt)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline and _step(ckpt) <= before:
+        time.sleep(0.05)
+    return _kill_after(proc, delay)
+
+
+def _step(ckpt: Path) -> int:
+    """The checkpoint's step, -1 while there is none."""
+    try:
+        found = read_checkpoint(ckpt)
+    except Exception:  # noqa: BLE001 - replaced by a rename while it was read: look again later
+        return -1
+    return -1 if found is None else found[0]
 
 
 def _kill_after(proc, seconds: float) -> bool:
@@ -56,15 +77,15 @@ def test_kill_minus_nine_at_nine_moments(procedural_dataset, tiny_teacher_scene,
         ckpt = scene / "checkpoints" / "teacher.safetensors"
         if ckpt.exists():
             read_checkpoint(ckpt)  # complete, never half written
-    # distill: 4 moments on a copy of the trained teacher
+    # distill: 4 moments on a copy of the trained teacher, each after its checkpoint advanced
     distilled = copy_scene(tiny_teacher_scene, tmp_path / "distilled")
+    ckpt = distilled / "checkpoints" / "r2l.safetensors"
     steps_seen = []
     for _ in range(4):
-        killed = _kill_after(_start("distill", str(distilled), "--backend", "r2l", "--preset", "tiny",
-                                    "--steps", "150", "--checkpoint-every", "1"), rng.uniform(1.0, 6.0))
+        killed = _kill_after_checkpoint(_start("distill", str(distilled), "--backend", "r2l", "--preset", "tiny",
+                                               "--steps", "150", "--checkpoint-every", "1"), ckpt, rng.uniform(0.0, 0.8))
         kills += killed
         s = Scene.load(distilled)
-        ckpt = distilled / "checkpoints" / "r2l.safetensors"
         if ckpt.exists():
             steps_seen.append(read_checkpoint(ckpt)[0])
         if "r2l" in s.backends:
